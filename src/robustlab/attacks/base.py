@@ -1,0 +1,96 @@
+"""Attack building blocks: goals, gradient access and the shared checks.
+
+An attack is a callable ``attack(model, x, y, threat, *, goal=None, rng) -> AttackResult``. Its
+hyperparameters live in ``__init__`` (scikit-learn style); the threat model and goal are arguments.
+
+Goals are small stateless objects: ``loss(logits, y)`` (per example, to maximise) and
+``success(logits, y)``. With :class:`Targeted`, ``y`` holds the target classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from robustlab.core.errors import CapabilityError, DomainError
+from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import AttackResult, ThreatModel
+
+
+class Goal(Protocol):
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def success(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+class Misclassified:
+    """Untargeted: succeed when the top-1 prediction differs from ``y``; maximise cross-entropy."""
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, reduction="none")
+
+    def success(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=1) != y
+
+
+class Targeted:
+    """Targeted: succeed when the top-1 prediction equals the target ``y``; minimise its CE."""
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -F.cross_entropy(logits, y, reduction="none")
+
+    def success(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=1) == y
+
+
+class MarginMisclassified(Misclassified):
+    """Untargeted with the margin (CW) loss: ``max_{j != y} z_j - z_y``, capped at ``kappa``."""
+
+    def __init__(self, kappa: float = float("inf")) -> None:
+        self.kappa = kappa
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+        return (other - true).clamp(max=self.kappa)
+
+
+class Attack(Protocol):
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        *,
+        goal: Goal | None = None,
+        rng: ExampleRNG,
+    ) -> AttackResult: ...
+
+
+def require_grad(model: Any, attack: str) -> None:
+    if not getattr(model.capabilities, "grad", False):
+        raise CapabilityError(
+            f"{attack} needs input gradients, but {type(model).__name__} is black-box "
+            "(capabilities.grad is false); use a score-based attack instead"
+        )
+
+
+def check_inputs(model: Any, x: torch.Tensor, y: torch.Tensor, attack: str) -> None:
+    if x.shape[0] != y.shape[0]:
+        raise DomainError(f"{attack}: {x.shape[0]} inputs but {y.shape[0]} labels")
+    model.domain.check(x, f"{attack} input")
+
+
+def loss_and_grad(
+    model: Any, x: torch.Tensor, y: torch.Tensor, goal: Goal
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits, per-example goal loss and its gradient w.r.t. the input, in one forward/backward."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model.logits(x)
+        loss = goal.loss(logits, y)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return logits.detach(), loss.detach(), grad.detach()

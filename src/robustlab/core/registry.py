@@ -1,0 +1,165 @@
+"""One registry type for every kind of component.
+
+Components register by name next to their code::
+
+    from robustlab.core.registry import attacks
+
+    @attacks.register("pgd")
+    class PGD: ...
+
+Built-ins are discovered lazily (the modules listed for a registry are imported on first lookup), and
+third-party packages add components through the entry-point group ``robustlab.<kind>`` (for example
+``robustlab.attacks``), each entry point naming the object to register.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from robustlab.core.errors import ConfigError, UnknownComponentError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> component (a class or factory) for one kind of component."""
+
+    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self._builtin_modules = builtin_modules
+        self._items: dict[str, T] = {}
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``; a name may be registered once."""
+
+        def deco(obj: T) -> T:
+            if name in self._items and self._items[name] is not obj:
+                raise ConfigError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = obj
+            try:
+                obj.registered_name = name  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+            return obj
+
+        return deco
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for mod in self._builtin_modules:
+            importlib.import_module(mod)
+        for ep in entry_points(group=f"robustlab.{self.kind}"):
+            if ep.name not in self._items:
+                self._items[ep.name] = ep.load()
+
+    def get(self, name: str) -> T:
+        """Return the component called ``name``; unknown names raise with a suggestion."""
+        self._load()
+        try:
+            return self._items[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._items, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(sorted(self._items)) or "none"
+            raise UnknownComponentError(
+                f"unknown {self.kind} {name!r}{hint} (known: {known})"
+            ) from None
+
+    def create(self, name: str, params: dict[str, Any] | None = None) -> Any:
+        """Instantiate ``name`` with ``params`` after checking them against its signature."""
+        factory = self.get(name)
+        params = dict(params or {})
+        check_params(factory, params, f"{self.kind} {name!r}")
+        return factory(**params)  # type: ignore[operator]
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._items)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        self._load()
+        yield from sorted(self._items.items())
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._items
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._items)
+
+
+def check_params(factory: Any, params: dict[str, Any], what: str) -> None:
+    """Raise :class:`ConfigError` if ``params`` do not fit ``factory``'s keyword signature."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    accepted = {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    for key in params:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{what} has no parameter {key!r}{hint} (parameters: {', '.join(accepted)})"
+            )
+    for n, p in accepted.items():
+        if p.default is p.empty and n not in params:
+            raise ConfigError(f"{what} needs parameter {n!r}")
+        if n in params:
+            _check_type(params[n], p.annotation, f"{what} parameter {n!r}")
+
+
+_SIMPLE = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_type(value: Any, annotation: Any, what: str) -> None:
+    """Best-effort check of YAML scalars against simple annotations (int, float, str, bool)."""
+    ann = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    ann = ann.replace(" ", "")
+    options = ann.split("|")
+    if "None" in options and value is None:
+        return
+    kinds: tuple[type, ...] = ()
+    for opt in options:
+        if opt not in _SIMPLE:
+            return  # not a simple annotation: accept
+        kinds += _SIMPLE[opt]
+    if not kinds:
+        return
+    bad_bool = isinstance(value, bool) and bool not in kinds
+    if bad_bool or not isinstance(value, kinds):
+        raise ConfigError(f"{what} must be {ann}, got {type(value).__name__} {value!r}")
+
+
+def describe(obj: Any) -> str:
+    """First line of an object's docstring (for ``robustlab list``)."""
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+models: Registry[Any] = Registry("models", ("robustlab.models.zoo",))
+datasets: Registry[Any] = Registry("datasets", ("robustlab.data.sources",))
+perturbations: Registry[Any] = Registry("perturbations", ("robustlab.perturbations",))
+attacks: Registry[Any] = Registry("attacks", ("robustlab.attacks",))
+certifiers: Registry[Any] = Registry("certifiers", ("robustlab.certify",))
+metrics: Registry[Any] = Registry("metrics", ("robustlab.metrics",))
+tasks: Registry[Any] = Registry("tasks", ("robustlab.tasks",))
+
+REGISTRIES: dict[str, Registry[Any]] = {
+    r.kind: r for r in (models, datasets, perturbations, attacks, certifiers, metrics, tasks)
+}

@@ -1,0 +1,168 @@
+"""Small value types shared by every component: input domains, threat models, results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from robustlab.core.errors import ConfigError, DomainError
+
+NormName = Literal["inf", "2", "1"]
+
+
+def parse_norm(norm: str | float | int) -> str:
+    """Normalise a norm name: ``inf``/``linf``/``float('inf')`` -> ``"inf"``, ``2``/``l2`` -> ``"2"``."""
+    s = str(norm).lower().removeprefix("l")
+    if s in ("inf", "infinity", "oo"):
+        return "inf"
+    if s in ("2", "2.0"):
+        return "2"
+    if s in ("1", "1.0"):
+        return "1"
+    raise ConfigError(f"unknown norm {norm!r}; use 'inf', '2' or '1'")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The set of valid inputs of a model: a box ``[lo, hi]`` of a per-example ``shape``.
+
+    The adapter declares it; attacks and perturbations keep their outputs inside it, and the runner
+    refuses data outside it (a common source of wrong numbers is attacking in normalized space).
+    ``shape`` is per example, without the batch dimension; ``None`` entries match any size.
+    """
+
+    lo: float = 0.0
+    hi: float = 1.0
+    shape: tuple[int | None, ...] | None = None
+    dtype: torch.dtype = torch.float32
+
+    def clip(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(self.lo, self.hi)
+
+    def check(self, x: torch.Tensor, what: str = "input", tol: float = 1e-6) -> None:
+        """Raise :class:`DomainError` if ``x`` (a batch) does not fit this domain."""
+        if self.shape is not None:
+            got = tuple(x.shape[1:])
+            ok = len(got) == len(self.shape) and all(
+                s is None or s == g for s, g in zip(self.shape, got, strict=True)
+            )
+            if not ok:
+                hint = ""
+                if len(got) == len(self.shape) == 3 and got[-1] == self.shape[0]:
+                    hint = " (channels last? expected channels first, NCHW)"
+                raise DomainError(
+                    f"{what} has per-example shape {got}, model expects {self.shape}{hint}"
+                )
+        if not torch.isfinite(x).all():
+            raise DomainError(f"{what} contains NaN or inf values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < self.lo - tol or hi > self.hi + tol:
+            raise DomainError(
+                f"{what} values lie in [{lo:.4g}, {hi:.4g}], outside the model's input domain "
+                f"[{self.lo:g}, {self.hi:g}]; pass raw inputs and let the adapter normalize"
+            )
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An Lp ball of radius ``eps`` around each input, intersected with the input domain."""
+
+    norm: str = "inf"
+    eps: float = 8 / 255
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "norm", parse_norm(self.norm))
+        if not (isinstance(self.eps, int | float) and self.eps >= 0 and math.isfinite(self.eps)):
+            raise ConfigError(f"threat model eps must be a finite number >= 0, got {self.eps!r}")
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor, domain: Domain) -> torch.Tensor:
+        """Project ``x_adv`` onto the ball around ``x`` and then into ``domain`` (batched)."""
+        delta = lp_project(x_adv - x, self.norm, self.eps)
+        return domain.clip(x + delta)
+
+    def sample(
+        self, x: torch.Tensor, domain: Domain, uniform: torch.Tensor
+    ) -> torch.Tensor:
+        """A random point of the ball, from ``uniform`` noise in [0, 1) of ``x``'s shape."""
+        if self.norm == "inf":
+            delta = (2 * uniform - 1) * self.eps
+        else:
+            # direction from the uniform noise mapped to [-1, 1], radius eps * u^(1/d)
+            d = (2 * uniform - 1).flatten(1)
+            n = x[0].numel()
+            d = d / lp_norm(d, self.norm).clamp_min(1e-12)[:, None]
+            r = uniform.flatten(1)[:, :1] ** (1.0 / n)
+            delta = (d * r * self.eps).view_as(x)
+        return domain.clip(x + delta)
+
+    def distance(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-example Lp distance between two batches."""
+        return lp_norm((x_adv - x).flatten(1), self.norm)
+
+
+def lp_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
+    """Row-wise Lp norm of a 2-D tensor."""
+    if norm == "inf":
+        return v.abs().amax(dim=1)
+    return v.norm(p=float(norm), dim=1)
+
+
+def lp_project(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """Project each example of ``delta`` onto the Lp ball of radius ``eps`` (batched)."""
+    if norm == "inf":
+        return delta.clamp(-eps, eps)
+    flat = delta.flatten(1)
+    if norm == "2":
+        n = flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return (flat * (eps / n).clamp(max=1.0)).view_as(delta)
+    return _project_l1(flat, eps).view_as(delta)
+
+
+def _project_l1(v: torch.Tensor, eps: float) -> torch.Tensor:
+    """Euclidean projection onto the L1 ball (Duchi et al., 2008), batched by sorting."""
+    a = v.abs()
+    inside = a.sum(dim=1) <= eps
+    mu, _ = a.sort(dim=1, descending=True)
+    cums = mu.cumsum(dim=1)
+    ar = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)
+    cond = mu - (cums - eps) / ar > 0
+    rho = cond.to(v.dtype).cumsum(dim=1).argmax(dim=1, keepdim=True)  # last True index
+    theta = (cums.gather(1, rho) - eps) / (rho + 1).to(v.dtype)
+    out = v.sign() * (a - theta).clamp_min(0)
+    return torch.where(inside[:, None], v, out)
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns, batched: adversarial inputs, success flags and queries used."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor  # bool [B]
+    queries: torch.Tensor  # int64 [B]: model evaluations spent per example
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Certificate:
+    """A batched certificate: prediction, certified radius in ``norm``, and abstention flags.
+
+    ``radius`` is 0 where nothing is certified; ``pred`` is -1 where the certifier abstains.
+    """
+
+    pred: torch.Tensor  # int64 [B]
+    radius: torch.Tensor  # float [B]
+    norm: str
+    abstained: torch.Tensor  # bool [B]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model adapter can do, as plain data (checked by components that need it)."""
+
+    grad: bool = False  # input gradients available (white-box)
+    batch: bool = True  # accepts batches
+    probs_only: bool = False  # outputs are probabilities/scores, not logits

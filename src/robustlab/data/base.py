@@ -1,0 +1,61 @@
+"""Data sources: examples with labels, stable ids and per-example metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from robustlab.core.errors import ConfigError
+from robustlab.core.types import Domain
+
+
+@dataclass
+class Dataset:
+    """A batch-addressable set of examples.
+
+    ``x`` is a tensor (images, features) or a list (texts, prompts, queries); ``y`` the labels (a tensor
+    of class ids, or a list of references for generation/ranking tasks); ``ids`` stable integer ids
+    (used to key per-example randomness and records); ``meta`` maps column names to one value per
+    example -- slices select subpopulations by these columns.
+    """
+
+    x: torch.Tensor | list[Any]
+    y: torch.Tensor | list[Any]
+    name: str = "data"
+    ids: torch.Tensor | None = None
+    meta: dict[str, list[Any]] = field(default_factory=dict)
+    domain: Domain | None = None
+    classes: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.x)
+        if len(self.y) != n:
+            raise ConfigError(f"dataset {self.name!r}: {n} inputs but {len(self.y)} labels")
+        if self.ids is None:
+            self.ids = torch.arange(n)
+        for col, vals in self.meta.items():
+            if len(vals) != n:
+                raise ConfigError(f"dataset {self.name!r}: meta column {col!r} has {len(vals)} values for {n} examples")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, index: Sequence[int] | torch.Tensor) -> Dataset:
+        """The examples at ``index`` (keeps ids and metadata)."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        il = idx.tolist()
+        x = self.x[idx] if isinstance(self.x, torch.Tensor) else [self.x[i] for i in il]
+        y = self.y[idx] if isinstance(self.y, torch.Tensor) else [self.y[i] for i in il]
+        assert self.ids is not None
+        meta = {k: [v[i] for i in il] for k, v in self.meta.items()}
+        return Dataset(x, y, self.name, self.ids[idx], meta, self.domain, self.classes)
+
+    def shard(self, i: int, size: int) -> Dataset:
+        """Shard ``i`` of consecutive examples of ``size``."""
+        return self.take(range(i * size, min(len(self), (i + 1) * size)))
+
+    def num_shards(self, size: int) -> int:
+        return max(1, -(-len(self) // size))

@@ -1,0 +1,69 @@
+"""Built-in data sources (all offline): scikit-learn's digits, and user ``.npz`` arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustlab.core.errors import ConfigError
+from robustlab.core.registry import datasets
+from robustlab.core.types import Domain
+from robustlab.data.base import Dataset
+
+
+@datasets.register("digits")
+def digits(split: str = "test", test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's 1,797 8x8 handwritten digits as [N, 1, 8, 8] images in [0, 1].
+
+    The split is stratified and fixed by ``seed``. Metadata: ``label`` (the digit) and ``ink``
+    (mean pixel intensity tercile: light / medium / heavy), for slicing.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if split not in ("train", "test", "all"):
+        raise ConfigError(f"digits split must be 'train', 'test' or 'all', got {split!r}")
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    y = d.target.astype(np.int64)
+    ids = np.arange(len(y))
+    if split != "all":
+        tr, te = train_test_split(ids, test_size=test_fraction, random_state=seed, stratify=y)
+        ids = np.sort(tr if split == "train" else te)
+    ink = x.reshape(len(x), -1).mean(1)
+    q1, q2 = np.quantile(ink, [1 / 3, 2 / 3])
+    ink_level = np.where(ink < q1, "light", np.where(ink < q2, "medium", "heavy"))
+    return Dataset(
+        x=torch.from_numpy(x[ids]),
+        y=torch.from_numpy(y[ids]),
+        name=f"digits-{split}",
+        ids=torch.from_numpy(ids),
+        meta={"label": [str(v) for v in y[ids]], "ink": ink_level[ids].tolist()},
+        domain=Domain(0.0, 1.0, (1, 8, 8)),
+        classes=[str(i) for i in range(10)],
+    )
+
+
+@datasets.register("npz")
+def npz(path: str, x_key: str = "x", y_key: str = "y", lo: float = 0.0, hi: float = 1.0) -> Dataset:
+    """Arrays from a ``.npz`` file (``x``: [N, ...] inputs in [lo, hi], ``y``: [N] class ids).
+
+    Loaded with ``allow_pickle=False``; any other array of length N becomes a metadata column.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"npz data file {path!r} does not exist")
+    with np.load(p, allow_pickle=False) as f:
+        if x_key not in f or y_key not in f:
+            raise ConfigError(f"{path}: needs arrays {x_key!r} and {y_key!r}, has {list(f.keys())}")
+        x, y = f[x_key], f[y_key]
+        meta = {k: f[k].tolist() for k in f.files if k not in (x_key, y_key) and len(f[k]) == len(x)}
+    return Dataset(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        torch.from_numpy(y.astype(np.int64)),
+        name=p.stem,
+        meta={k: [str(v) for v in vals] for k, vals in meta.items()},
+        domain=Domain(lo, hi, tuple(x.shape[1:])),
+    )

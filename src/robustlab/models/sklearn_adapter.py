@@ -1,0 +1,41 @@
+"""Adapter for a scikit-learn estimator with ``predict_proba`` (black-box, probabilities only)."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from typing import Any
+
+import numpy as np
+import torch
+
+from robustlab.core.types import Capabilities, Domain
+
+
+class SklearnClassifier:
+    """Wrap a fitted scikit-learn classifier; inputs are flattened to ``[B, features]``.
+
+    ``logits`` returns log-probabilities (``capabilities.probs_only`` is true), so argmax and softmax
+    behave as for a neural network; no input gradients are available.
+
+    Example::
+
+        clf = SklearnClassifier(LogisticRegression().fit(X, y), domain=Domain(0, 16, (64,)))
+    """
+
+    def __init__(self, estimator: Any, domain: Domain | None = None) -> None:
+        if not hasattr(estimator, "predict_proba"):
+            raise TypeError(f"{type(estimator).__name__} has no predict_proba")
+        self.estimator = estimator
+        self.domain = domain or Domain(-float("inf"), float("inf"))
+        self.num_classes = len(estimator.classes_)
+        self.capabilities = Capabilities(grad=False, batch=True, probs_only=True)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().cpu().reshape(x.shape[0], -1).numpy()
+        p = np.asarray(self.estimator.predict_proba(arr), dtype=np.float64)
+        return torch.from_numpy(np.log(np.clip(p, 1e-12, None))).float().to(x.device)
+
+    def fingerprint(self) -> str:
+        # hashing our own in-memory object; nothing is loaded from pickle here
+        return hashlib.sha256(pickle.dumps(self.estimator)).hexdigest()[:16]

@@ -1,0 +1,3 @@
+"""Built-in perturbations, registered in :data:`robustlab.core.registry.perturbations`."""
+
+from robustlab.perturbations import image  # noqa: F401

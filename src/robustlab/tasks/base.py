@@ -1,0 +1,74 @@
+"""Tasks: how a model's outputs on a batch become predictions, correctness and attack goals.
+
+The runner is task-agnostic: a classifier, a generator and a ranker differ only in their task.
+A task evaluates a batch robustly -- if the model raises, the batch is bisected until the failing
+examples are isolated, and only those get an error record; the rest of the batch is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class Evaluation:
+    """Per-example outcome of evaluating a model on a batch."""
+
+    pred: list[Any]
+    correct: torch.Tensor  # float [B], NaN where ``error`` is set
+    error: list[str | None]
+    extra: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    """Turns model outputs into records; knows what an attack must achieve."""
+
+    def evaluate(self, model: Any, x: Any, y: Any) -> Evaluation: ...
+
+    def perturb(self, perturbation: Any, x: Any, level: float, rng: Any) -> Any: ...
+
+    def check(self, model: Any, data: Any) -> None:
+        """Raise a clear error if ``model`` cannot serve ``data`` (shapes, classes, domain)."""
+        ...
+
+
+def take(x: Any, idx: Sequence[int]) -> Any:
+    """Index a tensor or a list by a list of positions."""
+    if isinstance(x, torch.Tensor):
+        return x[torch.as_tensor(list(idx), dtype=torch.long, device=x.device)]
+    return [x[i] for i in idx]
+
+
+def isolate(
+    fn: Callable[[list[int]], Any], n: int, min_size: int = 1
+) -> tuple[dict[int, Any], dict[int, str]]:
+    """Call ``fn`` on all positions; on an exception, bisect to find the examples that fail.
+
+    ``fn(positions)`` returns a sequence with one output per position. Returns the outputs and the
+    error messages, both keyed by position. Costs one call when nothing fails.
+    """
+    outputs: dict[int, Any] = {}
+    errors: dict[int, str] = {}
+
+    def run(pos: list[int]) -> None:
+        try:
+            out = fn(pos)
+        except Exception as e:  # noqa: BLE001 - any model failure becomes a per-example record
+            if len(pos) <= min_size:
+                for p in pos:
+                    errors[p] = f"{type(e).__name__}: {e}"[:500]
+                return
+            mid = len(pos) // 2
+            run(pos[:mid])
+            run(pos[mid:])
+            return
+        for p, o in zip(pos, out, strict=True):
+            outputs[p] = o
+
+    if n:
+        run(list(range(n)))
+    return outputs, errors
