@@ -35,7 +35,9 @@ class FGSM:
         check_inputs(model, x, y, "fgsm")
         goal = goal or Misclassified()
         _, _, grad = loss_and_grad(model, x, y, goal)
-        x_adv = threat.project(x + steepest_step(grad, x, threat.norm, threat.eps, model.domain), x, model.domain)
+        x_adv = threat.project(
+            x + steepest_step(grad, x, threat.norm, threat.eps, model.domain), x, model.domain
+        )
         with torch.no_grad():
             success = goal.success(model.logits(x_adv), y).cpu()
         queries = torch.full((x.shape[0],), 2, dtype=torch.long)

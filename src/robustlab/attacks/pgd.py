@@ -56,7 +56,9 @@ class PGD:
         rng: ExampleRNG,
     ) -> AttackResult:
         if self.steps < 1 or self.restarts < 1:
-            raise ConfigError(f"pgd needs steps >= 1 and restarts >= 1, got {self.steps}, {self.restarts}")
+            raise ConfigError(
+                f"pgd needs steps >= 1 and restarts >= 1, got {self.steps}, {self.restarts}"
+            )
         require_grad(model, "pgd")
         check_inputs(model, x, y, "pgd")
         goal = goal or Misclassified()

@@ -8,7 +8,12 @@ from robustlab.core.types import Domain
 
 
 def steepest_step(
-    grad: torch.Tensor, x: torch.Tensor, norm: str, size: float, domain: Domain, l1_sparsity: float = 0.99
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    norm: str,
+    size: float,
+    domain: Domain,
+    l1_sparsity: float = 0.99,
 ) -> torch.Tensor:
     """The step of Lp-norm ``size`` that maximises the linearised loss.
 

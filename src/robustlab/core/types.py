@@ -83,9 +83,7 @@ class ThreatModel:
         delta = lp_project(x_adv - x, self.norm, self.eps)
         return domain.clip(x + delta)
 
-    def sample(
-        self, x: torch.Tensor, domain: Domain, uniform: torch.Tensor
-    ) -> torch.Tensor:
+    def sample(self, x: torch.Tensor, domain: Domain, uniform: torch.Tensor) -> torch.Tensor:
         """A random point of the ball, from ``uniform`` noise in [0, 1) of ``x``'s shape."""
         if self.norm == "inf":
             delta = (2 * uniform - 1) * self.eps

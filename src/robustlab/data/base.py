@@ -38,7 +38,9 @@ class Dataset:
             self.ids = torch.arange(n)
         for col, vals in self.meta.items():
             if len(vals) != n:
-                raise ConfigError(f"dataset {self.name!r}: meta column {col!r} has {len(vals)} values for {n} examples")
+                raise ConfigError(
+                    f"dataset {self.name!r}: meta column {col!r} has {len(vals)} values for {n} examples"
+                )
 
     def __len__(self) -> int:
         return len(self.x)

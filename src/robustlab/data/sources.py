@@ -59,7 +59,9 @@ def npz(path: str, x_key: str = "x", y_key: str = "y", lo: float = 0.0, hi: floa
         if x_key not in f or y_key not in f:
             raise ConfigError(f"{path}: needs arrays {x_key!r} and {y_key!r}, has {list(f.keys())}")
         x, y = f[x_key], f[y_key]
-        meta = {k: f[k].tolist() for k in f.files if k not in (x_key, y_key) and len(f[k]) == len(x)}
+        meta = {
+            k: f[k].tolist() for k in f.files if k not in (x_key, y_key) and len(f[k]) == len(x)
+        }
     return Dataset(
         torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
         torch.from_numpy(y.astype(np.int64)),

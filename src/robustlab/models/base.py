@@ -62,7 +62,7 @@ def hash_tensors(tensors: Sequence[torch.Tensor], extra: str = "") -> str:
     """SHA-256 (16 hex digits) over tensors' bytes, in order, plus an extra string."""
     h = hashlib.sha256(extra.encode())
     for t in tensors:
-        t = t.detach().cpu().contiguous()
+        t = t.detach().cpu().contiguous().reshape(-1)
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]

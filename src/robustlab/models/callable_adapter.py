@@ -74,9 +74,7 @@ class CallableGenerator:
 class CallableRanker:
     """Any callable ``fn(query, docs) -> scores`` as a ranker (higher score = more relevant)."""
 
-    def __init__(
-        self, fn: Callable[[str, list[str]], Any], version: str | None = None
-    ) -> None:
+    def __init__(self, fn: Callable[[str, list[str]], Any], version: str | None = None) -> None:
         self.fn = fn
         self.version = version
         self.capabilities = Capabilities(grad=False, batch=False, probs_only=True)

@@ -57,12 +57,16 @@ def load_model_file(
         except RuntimeError:
             module = _torch_pickle(p, allow_pickle)
         return TorchClassifier(module, _need_classes(num_classes, p), domain)
-    raise ConfigError(f"unknown model file type {suffix!r} ({p.name}); use .pt (TorchScript), .onnx, or .pkl")
+    raise ConfigError(
+        f"unknown model file type {suffix!r} ({p.name}); use .pt (TorchScript), .onnx, or .pkl"
+    )
 
 
 def _need_classes(num_classes: int | None, p: Path) -> int:
     if num_classes is None:
-        raise ConfigError(f"model file {p.name}: give num_classes (it cannot be read from the file)")
+        raise ConfigError(
+            f"model file {p.name}: give num_classes (it cannot be read from the file)"
+        )
     return num_classes
 
 
@@ -96,7 +100,9 @@ def _onnx(p: Path, num_classes: int, domain: Domain | None) -> Any:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ConfigError("loading .onnx models needs onnxruntime: pip install onnxruntime") from None
+        raise ConfigError(
+            "loading .onnx models needs onnxruntime: pip install onnxruntime"
+        ) from None
     from robustlab.models.callable_adapter import CallableClassifier
 
     sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])

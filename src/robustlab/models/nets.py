@@ -8,7 +8,9 @@ from torch import nn
 class SmallCNN(nn.Module):
     """Two 3x3 conv layers with BatchNorm, max-pool and a two-layer head; for small grayscale images."""
 
-    def __init__(self, in_ch: int = 1, num_classes: int = 10, side: int = 8, width: int = 16) -> None:
+    def __init__(
+        self, in_ch: int = 1, num_classes: int = 10, side: int = 8, width: int = 16
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_ch, width, 3, padding=1),

@@ -58,4 +58,6 @@ def model_file(
     allow_pickle: bool = False,
 ) -> object:
     """A model file: TorchScript (.pt/.pth), ONNX (.onnx) or, only with ``allow_pickle``, a pickle."""
-    return load_model_file(path, num_classes=num_classes, domain=Domain(lo, hi), allow_pickle=allow_pickle)
+    return load_model_file(
+        path, num_classes=num_classes, domain=Domain(lo, hi), allow_pickle=allow_pickle
+    )

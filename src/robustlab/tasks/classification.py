@@ -44,7 +44,9 @@ class ClassificationTask:
         correct = (pred == y.cpu()).float()
         bad = torch.tensor([e is not None for e in errors])
         correct[bad] = float("nan")
-        preds: list[Any] = [None if b else p for p, b in zip(pred.tolist(), bad.tolist(), strict=True)]
+        preds: list[Any] = [
+            None if b else p for p, b in zip(pred.tolist(), bad.tolist(), strict=True)
+        ]
         return Evaluation(preds, correct, errors)
 
     def perturb(self, perturbation: Any, x: torch.Tensor, level: float, rng: Any) -> torch.Tensor:

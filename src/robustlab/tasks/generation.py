@@ -43,7 +43,9 @@ class GenerationTask:
         def gen(pos: list[int]) -> list[str]:
             out = model.generate([x[i] for i in pos])
             if len(out) != len(pos):
-                raise ModelOutputError(f"generator returned {len(out)} outputs for {len(pos)} prompts")
+                raise ModelOutputError(
+                    f"generator returned {len(out)} outputs for {len(pos)} prompts"
+                )
             return out
 
         outs, errs = isolate(gen, len(x))

@@ -60,4 +60,6 @@ class RankingTask:
             raise ConfigError(f"ranking needs a ranker adapter, got {type(model).__name__}")
         for e in data.x[:1]:
             if not isinstance(e, dict) or "query" not in e or "docs" not in e:
-                raise ConfigError(f"ranking examples must be dicts with 'query' and 'docs' ({data.name})")
+                raise ConfigError(
+                    f"ranking examples must be dicts with 'query' and 'docs' ({data.name})"
+                )

@@ -1,0 +1,59 @@
+"""Per-process cache of loaded models, datasets and tasks (one per engine worker)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+from robustlab.core.registry import datasets, models, tasks
+from robustlab.data.base import Dataset
+from robustlab.runner.suite import ComponentSpec, ModelSpec
+
+
+class Context:
+    """Loads each model replicate, dataset and task once per process."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, key: str, build: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def model(self, spec: ModelSpec, replicate: int) -> Any:
+        def build() -> Any:
+            params = dict(spec.params)
+            factory = models.get(spec.name)
+            if "seed" in inspect.signature(factory).parameters:
+                params["seed"] = replicate
+            return models.create(spec.name, params)
+
+        return self._get(f"model|{_j(spec)}|{replicate}", build)
+
+    def data(self, spec: ComponentSpec) -> Dataset:
+        return self._get(f"data|{_j(spec)}", lambda: datasets.create(spec.name, spec.params))
+
+    def task(self, spec: ComponentSpec) -> Any:
+        return self._get(f"task|{_j(spec)}", lambda: tasks.create(spec.name, spec.params))
+
+    def component(self, registry: Any, spec: Any) -> Any:
+        return self._get(
+            f"{registry.kind}|{_j(spec)}", lambda: registry.create(spec.name, spec.params)
+        )
+
+
+def _j(spec: Any) -> str:
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+
+
+_PROCESS_CONTEXT: Context | None = None
+
+
+def process_context() -> Context:
+    """The shared context of this process (engines' workers reuse loaded models across units)."""
+    global _PROCESS_CONTEXT
+    if _PROCESS_CONTEXT is None:
+        _PROCESS_CONTEXT = Context()
+    return _PROCESS_CONTEXT

@@ -1,0 +1,124 @@
+"""The runner: validate a suite, plan it, execute pending units, store every finished unit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from robustlab.runner.context import process_context
+from robustlab.runner.engines import LocalEngine, RayEngine
+from robustlab.runner.plan import WorkUnit, data_key, plan
+from robustlab.runner.suite import Suite
+from robustlab.store import Store
+
+
+def environment(engine: str) -> dict[str, Any]:
+    """Versions, platform and hardware, recorded with each run for reproducibility."""
+    pkgs = {}
+    for name in ("robustlab", "torch", "numpy", "scikit-learn", "scipy", "pandas", "ray"):
+        with contextlib.suppress(PackageNotFoundError):
+            pkgs[name] = version(name)
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "packages": pkgs,
+        "engine": engine,
+    }
+
+
+def run_suite(
+    suite: Suite,
+    store: Store,
+    *,
+    engine: LocalEngine | RayEngine | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> str:
+    """Run ``suite`` and return the run id.
+
+    With ``resume`` (default), an unfinished run of the same suite is continued: its finished units
+    are skipped. Bad configuration and incompatible model/data raise before anything is stored.
+    """
+    engine = engine or LocalEngine()
+    suite.validate_components()
+    ctx = process_context()
+    task = ctx.task(suite.task)
+    shards: dict[str, int] = {}
+    fingerprints: dict[str, str] = {}
+    datas = [suite.data] + [p.data for p in suite.probes if p.data is not None]
+    for spec in datas:
+        shards[data_key(spec)] = ctx.data(spec).num_shards(suite.shard_size)
+    for m in suite.models:
+        for rep in m.replicates:
+            model = ctx.model(m, rep)
+            for spec in datas:
+                task.check(model, ctx.data(spec))
+            fingerprints[f"{m.display}#{rep}"] = model.fingerprint()
+    units = plan(suite, shards)
+    suite_hash = suite.content_hash()
+    run_id = store.find_resumable(suite_hash) if resume else None
+    if run_id is None:
+        run_id = store.create_run(
+            suite.name, suite_hash, json.dumps(suite.model_dump(mode="json")), suite.seed,
+            len(units), environment(engine.name), fingerprints,
+        )  # fmt: skip
+    done = store.done_units(run_id)
+    pending = [u for u in units if u.key not in done]
+    failures = 0
+    try:
+        for unit, rows, err, secs in _progress(engine.map(pending), pending, progress, run_id):
+            store.write_unit(run_id, unit.key, unit.describe(), rows, secs, err)
+            failures += err is not None
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "running", "interrupted; rerun the same suite to resume")
+        raise
+    status = "failed" if failures else "complete"
+    message = f"{failures} of {len(units)} units failed" if failures else None
+    store.finish_run(run_id, status, message)
+    return run_id
+
+
+def _progress(
+    results: Iterator[tuple[WorkUnit, Any, Any, float]],
+    pending: list[WorkUnit],
+    enabled: bool,
+    run_id: str,
+) -> Iterator[tuple[WorkUnit, Any, Any, float]]:
+    if not enabled or not pending:
+        yield from results
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    cols = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[unit]}"),
+    )
+    with Progress(*cols, transient=False) as bar:
+        t = bar.add_task(f"run {run_id}", total=len(pending), unit="")
+        for item in results:
+            bar.update(t, advance=1, unit=item[0].describe())
+            yield item

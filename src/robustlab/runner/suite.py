@@ -1,0 +1,216 @@
+"""Suites: what to evaluate -- models x data x probes x metrics -- as validated data.
+
+Write them in YAML (loaded with ``yaml.safe_load``: no executable tags) or build them in Python::
+
+    suite = Suite(
+        name="my-eval",
+        models=[ModelSpec(name="digits-cnn", replicates=[0, 1, 2])],
+        data=ComponentSpec(name="digits", params={"split": "test"}),
+        probes=[ProbeSpec(kind="attack", name="pgd", levels=[0.05, 0.1], norm="inf")],
+    )
+
+``Suite.validate_components()`` checks every name against its registry (with did-you-mean
+suggestions) and every parameter against the component's signature before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from robustlab.core.errors import ConfigError
+from robustlab.core.registry import REGISTRIES, check_params
+from robustlab.core.types import parse_norm
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComponentSpec(_Strict):
+    """A registered component and its keyword parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(ComponentSpec):
+    """A model factory; each replicate seed is passed as ``seed`` (training seeds for i.i.d. spread)."""
+
+    label: str | None = None
+    replicates: list[int] = Field(default_factory=lambda: [0])
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+ProbeKind = Literal["perturbation", "attack", "certifier", "evalset"]
+
+
+class ProbeSpec(_Strict):
+    """One probe: a perturbation (levels = severities), attack (levels = eps, with ``norm``),
+    certifier (levels = radii) or evaluation set (``data``)."""
+
+    kind: ProbeKind
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    levels: list[float] = Field(default_factory=list)
+    norm: str = "inf"
+    label: str | None = None
+    data: ComponentSpec | None = None
+
+    @field_validator("norm")
+    @classmethod
+    def _norm(cls, v: str) -> str:
+        return parse_norm(v)
+
+    @model_validator(mode="after")
+    def _levels(self) -> ProbeSpec:
+        if self.kind == "evalset":
+            if self.data is None:
+                raise ValueError(f"evalset probe {self.name!r} needs 'data'")
+        elif not self.levels:
+            raise ValueError(f"{self.kind} probe {self.name!r} needs at least one level")
+        if any(v < 0 for v in self.levels):
+            raise ValueError(f"probe {self.name!r} levels must be >= 0")
+        return self
+
+    @property
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        if self.kind == "attack" and self.norm != "inf":
+            return f"{self.name}-l{self.norm}"
+        return self.name
+
+
+class SliceSpec(_Strict):
+    """A subpopulation by metadata: ``by: col`` (one slice per value) or ``where: {col: [values]}``."""
+
+    name: str | None = None
+    by: str | None = None
+    where: dict[str, list[Any]] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SliceSpec:
+        if (self.by is None) == (self.where is None):
+            raise ValueError("a slice needs exactly one of 'by' or 'where'")
+        if self.where is not None and not self.name:
+            raise ValueError("a 'where' slice needs a 'name'")
+        return self
+
+
+class Suite(_Strict):
+    """Models x data x probes x metrics, with a seed; the unit of a run."""
+
+    name: str
+    task: ComponentSpec = ComponentSpec(name="classification")
+    models: list[ModelSpec]
+    data: ComponentSpec
+    probes: list[ProbeSpec] = Field(default_factory=list)
+    slices: list[SliceSpec] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    seed: int = 0
+    shard_size: int = Field(default=512, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" in data:
+            if "models" in data:
+                raise ValueError("give either 'model' or 'models', not both")
+            data = {k: v for k, v in data.items() if k != "model"} | {"models": [data["model"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _unique(self) -> Suite:
+        labels = [m.display for m in self.models]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"model labels must be unique (got {labels}); set 'label'")
+        probes = [p.display for p in self.probes]
+        if len(set(probes)) != len(probes):
+            raise ValueError(f"probe labels must be unique (got {probes}); set 'label'")
+        return self
+
+    # loading ----------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> Suite:
+        """Load from a YAML file path or YAML text (safe loader only)."""
+        where = str(source)
+        text = source
+        if isinstance(source, Path) or (
+            "\n" not in str(source) and str(source).endswith((".yaml", ".yml"))
+        ):
+            p = Path(source)
+            if not p.is_file():
+                raise ConfigError(f"suite file {where!r} does not exist")
+            text = p.read_text()
+        else:
+            where = "<yaml>"
+        try:
+            data = yaml.safe_load(str(text))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"{where}: malformed YAML{pos}: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: a suite must be a YAML mapping, got {type(data).__name__}")
+        return cls.parse(data, where)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], where: str = "<suite>") -> Suite:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "suite"
+            raise ConfigError(f"{where}: {loc}: {err['msg']}") from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(exclude_defaults=True), sort_keys=False)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(
+            json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()
+
+    # validation -------------------------------------------------------------------------------
+    def validate_components(self) -> None:
+        """Check every component name and parameter set against the registries."""
+        _check("tasks", self.task)
+        for m in self.models:
+            params = dict(m.params)
+            factory = REGISTRIES["models"].get(m.name)
+            if "seed" in _signature_names(factory):
+                params.setdefault("seed", m.replicates[0])
+            check_params(factory, params, f"model {m.name!r}")
+        _check("datasets", self.data)
+        kinds = {"perturbation": "perturbations", "attack": "attacks", "certifier": "certifiers"}
+        for p in self.probes:
+            if p.kind == "evalset":
+                assert p.data is not None
+                _check("datasets", p.data)
+            else:
+                _check(kinds[p.kind], p)
+        for name in self.metrics:
+            REGISTRIES["metrics"].get(name)
+
+
+def _signature_names(factory: Any) -> set[str]:
+    import inspect
+
+    try:
+        return set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _check(kind: str, spec: ComponentSpec | ProbeSpec) -> None:
+    factory = REGISTRIES[kind].get(spec.name)
+    check_params(factory, dict(spec.params), f"{kind[:-1]} {spec.name!r}")

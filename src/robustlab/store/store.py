@@ -1,0 +1,234 @@
+"""The results store: runs, their work units and per-example records, in any SQLAlchemy database.
+
+SQLite (a file path) by default; any SQLAlchemy URL works (e.g. ``postgresql+psycopg://...``).
+A unit's records and its ``done`` mark are written in one transaction, so a run killed at any
+moment leaves either all of a unit or none of it, and a rerun resumes with the missing units.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from robustlab.core.errors import StoreError
+from robustlab.core.records import COLUMNS, frame
+from robustlab.store import schema
+from robustlab.store.schema import SCHEMA_VERSION
+
+
+def _url(location: str | Path) -> str:
+    s = str(location)
+    if "://" in s:
+        return s
+    p = Path(s).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{p}"
+
+
+class Store:
+    """Open (creating if needed) a results store at a path or SQLAlchemy URL."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.url = _url(location)
+        try:
+            self.engine = sa.create_engine(self.url, future=True)
+            if self.url.startswith("sqlite"):
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._open()
+        except (OperationalError, DatabaseError) as e:
+            raise StoreError(f"cannot open store {location}: {e.orig or e}") from None
+
+    def _open(self) -> None:
+        insp = sa.inspect(self.engine)
+        if not insp.has_table(schema.meta.name):
+            schema.metadata.create_all(self.engine)
+            with self.engine.begin() as c:
+                c.execute(
+                    schema.meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+            return
+        with self.engine.connect() as c:
+            row = c.execute(
+                sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+            ).first()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.url} has schema version {version}, newer than this robustlab's "
+                f"{SCHEMA_VERSION}: upgrade robustlab to read it (the store was left untouched)"
+            )
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        # schema 1 is the first; future migrations go here, one function per version step
+        raise StoreError(f"store {self.url} has unknown schema version {version}")
+
+    @property
+    def schema_version(self) -> int:
+        with self.engine.connect() as c:
+            return int(
+                c.execute(
+                    sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+                ).scalar_one()
+            )
+
+    # runs -------------------------------------------------------------------------------------
+    def create_run(
+        self,
+        suite_name: str,
+        suite_hash: str,
+        suite_json: str,
+        seed: int,
+        n_units: int,
+        environment: dict[str, Any],
+        fingerprints: dict[str, str],
+    ) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        with self.engine.begin() as c:
+            c.execute(
+                schema.runs.insert().values(
+                    id=run_id, suite_name=suite_name, suite_hash=suite_hash, suite=suite_json,
+                    seed=seed, status="running", created_at=time.time(), elapsed=0.0,
+                    environment=json.dumps(environment), fingerprints=json.dumps(fingerprints),
+                    n_units=n_units,
+                )
+            )  # fmt: skip
+        return run_id
+
+    def find_resumable(self, suite_hash: str) -> str | None:
+        """The newest unfinished run of the same suite, if any."""
+        q = (
+            sa.select(schema.runs.c.id)
+            .where(schema.runs.c.suite_hash == suite_hash, schema.runs.c.status != "complete")
+            .order_by(schema.runs.c.created_at.desc())
+        )
+        with self.engine.connect() as c:
+            row = c.execute(q).first()
+        return row[0] if row else None
+
+    def finish_run(self, run_id: str, status: str, message: str | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                schema.runs.update()
+                .where(schema.runs.c.id == run_id)
+                .values(status=status, finished_at=time.time(), message=message)
+            )
+
+    def runs(self) -> pd.DataFrame:
+        """All runs, newest first (without the suite JSON)."""
+        cols = [c for c in schema.runs.c if c.name not in ("suite", "environment", "fingerprints")]
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(*cols).order_by(schema.runs.c.created_at.desc())).mappings()
+            df = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in cols])
+        return df
+
+    def resolve(self, ref: str) -> str:
+        """A run id from an id, a unique id prefix, or ``latest``."""
+        ids = self.runs()["id"].tolist()
+        if ref == "latest":
+            if not ids:
+                raise StoreError(f"store {self.url} has no runs")
+            return ids[0]
+        matches = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise StoreError(f"no run {ref!r} in {self.url} (see `robustlab runs`)")
+        raise StoreError(f"run prefix {ref!r} is ambiguous: {', '.join(matches[:5])}")
+
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        with self.engine.connect() as c:
+            row = (
+                c.execute(sa.select(schema.runs).where(schema.runs.c.id == run_id))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise StoreError(f"no run {run_id!r} in {self.url}")
+            info = dict(row)
+            units = c.execute(
+                sa.select(schema.units).where(schema.units.c.run_id == run_id)
+            ).mappings()
+            info["units"] = [dict(u) for u in units]
+        for k in ("suite", "environment", "fingerprints"):
+            info[k] = json.loads(info[k])
+        return info
+
+    # units and records ------------------------------------------------------------------------
+    def done_units(self, run_id: str) -> set[str]:
+        q = sa.select(schema.units.c.key).where(
+            schema.units.c.run_id == run_id, schema.units.c.status == "done"
+        )
+        with self.engine.connect() as c:
+            return {r[0] for r in c.execute(q)}
+
+    def write_unit(
+        self,
+        run_id: str,
+        key: str,
+        description: str,
+        rows: Iterable[dict[str, Any]],
+        seconds: float,
+        error: str | None = None,
+    ) -> None:
+        """Atomically replace a unit's records and mark it done (or failed, with ``error``)."""
+        rows = [{**{k: r.get(k) for k in COLUMNS}, "run_id": run_id, "unit_key": key} for r in rows]
+        with self.engine.begin() as c:
+            c.execute(
+                schema.records.delete().where(
+                    schema.records.c.run_id == run_id, schema.records.c.unit_key == key
+                )
+            )
+            c.execute(
+                schema.units.delete().where(
+                    schema.units.c.run_id == run_id, schema.units.c.key == key
+                )
+            )
+            if rows:
+                c.execute(schema.records.insert(), rows)
+            c.execute(
+                schema.units.insert().values(
+                    run_id=run_id, key=key, description=description,
+                    status="failed" if error else "done", seconds=seconds,
+                    n_records=len(rows), error=error, finished_at=time.time(),
+                )
+            )  # fmt: skip
+            c.execute(
+                schema.runs.update()
+                .where(schema.runs.c.id == run_id)
+                .values(elapsed=schema.runs.c.elapsed + seconds)
+            )
+
+    def records(self, run_id: str, expand: bool = True) -> pd.DataFrame:
+        """A run's records, ordered by unit and example (expanded with :func:`frame`)."""
+        cols = [schema.records.c[k] for k in ("unit_key", *COLUMNS)]
+        q = (
+            sa.select(*cols)
+            .where(schema.records.c.run_id == run_id)
+            .order_by(schema.records.c.unit_key, schema.records.c.id)
+        )
+        with self.engine.connect() as c:
+            df = pd.DataFrame(c.execute(q).all(), columns=["unit_key", *COLUMNS])
+        return frame(df) if expand else df
+
+    def delete_run(self, run_id: str) -> None:
+        with self.engine.begin() as c:
+            for t in (schema.records, schema.units):
+                c.execute(t.delete().where(t.c.run_id == run_id))
+            c.execute(schema.runs.delete().where(schema.runs.c.id == run_id))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
