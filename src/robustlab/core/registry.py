@@ -14,6 +14,7 @@ third-party packages add components through the entry-point group ``robustlab.<k
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -42,10 +43,8 @@ class Registry(Generic[T]):
             if name in self._items and self._items[name] is not obj:
                 raise ConfigError(f"{self.kind} {name!r} is already registered")
             self._items[name] = obj
-            try:
+            with contextlib.suppress(AttributeError, TypeError):
                 obj.registered_name = name  # type: ignore[attr-defined]
-            except (AttributeError, TypeError):
-                pass
             return obj
 
         return deco

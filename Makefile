@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` and `make test` (each sets up what it needs first).
+.PHONY: setup setup-dev demo test test-all lint bench
+
+setup:
+	bash scripts/setup.sh
+
+setup-dev:
+	bash scripts/setup.sh --dev
+
+demo: setup
+	.venv/bin/robustlab demo
+
+test: setup-dev
+	bash scripts/test.sh
+
+test-all: setup-dev
+	bash scripts/test.sh -m ""
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+bench: setup-dev
+	.venv/bin/python benchmarks/runner_overhead.py

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up robustlab in ./.venv on a fresh machine.
+#   scripts/setup.sh         library + CLI
+#   scripts/setup.sh --dev   + test tools, and (as root, where apt-get exists) the Debian packages the
+#                            tests use: chromium (report rendering) and postgresql (store tests)
+# torch==2.13.0 (CPU) is installed first: an unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+  .venv/bin/pip install -q "torch==2.13.0"
+fi
+if [ "${1:-}" = "--dev" ]; then
+  .venv/bin/pip install -q -e ".[dev]"
+  need=()
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v pg_ctlcluster >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "note: install ${need[*]} (Debian: apt-get install ${need[*]}) to run the browser/PostgreSQL tests" >&2
+    fi
+  fi
+else
+  .venv/bin/pip install -q -e .
+fi
+# the pinned torch must survive dependency resolution
+.venv/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run the test suite: starts a throwaway PostgreSQL server on loopback for the store tests when one
+# can be started (scripts/pg.sh), then pytest. Extra arguments go to pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${ROBUSTLAB_TEST_PG_URL:-}" ] && [ -f scripts/pg.sh ]; then
+  url=$(bash scripts/pg.sh start 2>/tmp/robustlab-pg.log) && export ROBUSTLAB_TEST_PG_URL="$url"
+fi
+.venv/bin/ruff check src tests benchmarks
+lint=$?
+.venv/bin/python -m pytest -q "$@"
+rc=$?
+[ -f scripts/pg.sh ] && bash scripts/pg.sh stop >/dev/null 2>&1
+[ $rc -eq 0 ] && rc=$lint
+exit $rc

@@ -1,0 +1,324 @@
+"""The ``robustlab`` command line: demo, run, list, runs, show, compare, report, validate.
+
+Every user error prints one line naming the culprit and exits with status 2; the store is never
+left half-written (units are written atomically).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from robustlab.core.errors import ConfigError, RobustlabError
+from robustlab.core.registry import REGISTRIES, describe
+
+app = typer.Typer(
+    help="Measure, certify and improve the robustness of ML models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_HOME = "robustlab-runs"
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store path or SQLAlchemy URL [default: robustlab-runs/store.db, or $ROBUSTLAB_STORE]",
+    ),
+]
+
+
+def _store_location(store: str | None) -> str:
+    return store or os.environ.get("ROBUSTLAB_STORE") or str(Path(DEFAULT_HOME) / "store.db")
+
+
+def _open_store(store: str | None) -> Any:
+    from robustlab.store import Store
+
+    return Store(_store_location(store))
+
+
+def user_errors(fn: F) -> F:
+    """Turn robustlab errors into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RobustlabError as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Apply ``--set a.b.c=value`` overrides (value parsed as YAML) to suite data."""
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        node: Any = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def _load_suite(path: str, sets: list[str], seed: int | None) -> Any:
+    from robustlab.runner import Suite
+
+    p = Path(path)
+    if not p.is_file():
+        bundled = files("robustlab") / "suites" / f"{path}.yaml"
+        if not bundled.is_file():
+            raise ConfigError(f"suite {path!r} is neither a file nor a bundled suite")
+        p = Path(str(bundled))
+    suite = Suite.from_yaml(p)
+    if sets or seed is not None:
+        data = _apply_overrides(suite.model_dump(mode="json"), sets)
+        if seed is not None:
+            data["seed"] = seed
+        suite = Suite.parse(data, str(p))
+    return suite
+
+
+def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None, new: bool,
+             out_dir: str | None, progress: bool) -> str:  # fmt: skip
+    from robustlab.runner import make_engine, run_suite
+
+    st = _open_store(store)
+    run_id = run_suite(
+        suite, st, engine=make_engine(engine, ray_address), resume=not new, progress=progress
+    )
+    info = st.run_info(run_id)
+    _print_summary(st, run_id)
+    html = _write_report(
+        st, run_id, out_dir or str(Path(_store_location(store)).parent / "reports")
+    )
+    out.print(f"\nrun [bold]{run_id}[/] ({info['status']}) stored in {st.url}")
+    if html:
+        out.print(f"report: {html}")
+    if info.get("message"):
+        err.print(f"[yellow]warning:[/] {info['message']} (see `robustlab show {run_id}`)")
+    return run_id
+
+
+def _write_report(st: Any, run_id: str, out_dir: str) -> Path | None:
+    try:
+        from robustlab.report import write_report
+    except ImportError:  # pragma: no cover - report module missing in a partial install
+        return None
+    html, _ = write_report(st, run_id, out_dir)
+    return html
+
+
+def _print_summary(st: Any, run_id: str) -> None:
+    from robustlab.metrics import summarize
+
+    df = st.records(run_id)
+    if df.empty:
+        out.print("no records")
+        return
+    s = summarize(df, ["accuracy"], by=("model", "kind", "probe", "level"), n_boot=500)
+    many = s["model"].nunique() > 1
+    table = Table(title=f"accuracy, 95% bootstrap CI (run {run_id})", title_justify="left")
+    for col in (["model"] if many else []) + [
+        "probe",
+        "level",
+        "accuracy [95% CI]",
+        "seed std",
+        "n",
+    ]:
+        table.add_column(col, justify="left" if col in ("model", "probe") else "right")
+    order = {"clean": 0, "evalset": 1, "perturbation": 2, "attack": 3, "certifier": 4}
+    s = s.sort_values(
+        ["model", "kind", "probe", "level"],
+        key=lambda c: c.map(order) if c.name == "kind" else c,
+    )
+    for r in s.itertuples():
+        std = "" if r.replicate_std != r.replicate_std else f"{r.replicate_std:.3f}"
+        acc = escape(f"{r.value:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]")
+        cells = [r.probe, f"{r.level:g}", acc, std, str(r.n)]
+        table.add_row(*([r.model] if many else []), *cells)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def demo(
+    store: StoreOpt = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Report folder")] = None,
+    quick: Annotated[bool, typer.Option(help="One training seed and fewer levels (fast)")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+) -> None:
+    """Train a small CNN on scikit-learn's digits, run the default suite, store it and report."""
+    sets = []
+    if quick:
+        sets = ["models.0.replicates=[0]", "probes.5.levels=[0.1]", "probes.6.levels=[0.1, 0.2]"]
+    suite = _load_suite("demo", sets, None)
+    _execute(suite, store, "local", None, False, out_dir, progress)
+
+
+@app.command()
+@user_errors
+def run(
+    suite: Annotated[str, typer.Argument(help="Suite YAML file, or the name of a bundled suite")],
+    store: StoreOpt = None,
+    engine: Annotated[str, typer.Option(help="local or ray")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Address of a running Ray cluster")
+    ] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new run instead of resuming")] = False,
+    seed: Annotated[int | None, typer.Option(help="Override the suite's seed")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a suite field: a.b=value")
+    ] = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Report folder")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+) -> None:
+    """Run a suite (resuming an unfinished run of the same suite) and write its report."""
+    s = _load_suite(suite, set_ or [], seed)
+    _execute(s, store, engine, ray_address, new, out_dir, progress)
+
+
+@app.command()
+@user_errors
+def validate(suite: Annotated[str, typer.Argument(help="Suite YAML file")]) -> None:
+    """Check a suite (names, parameters, types) without running it."""
+    s = _load_suite(suite, [], None)
+    s.validate_components()
+    out.print(f"suite {s.name!r} is valid: {len(s.models)} model(s), {len(s.probes)} probe(s)")
+
+
+@app.command("list")
+@user_errors
+def list_(
+    kind: Annotated[str | None, typer.Argument(help="attacks, perturbations, ...")] = None,
+) -> None:
+    """Show registered components with one-line docs."""
+    kinds = [kind] if kind else list(REGISTRIES)
+    for k in kinds:
+        if k not in REGISTRIES:
+            import difflib
+
+            close = difflib.get_close_matches(k, REGISTRIES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown component kind {k!r}{hint} (kinds: {', '.join(REGISTRIES)})"
+            )
+        table = Table(title=k, show_header=False, title_justify="left")
+        for name, obj in REGISTRIES[k].items():
+            table.add_row(f"[bold]{name}[/]", escape(getattr(obj, "doc", "") or describe(obj)))
+        out.print(table)
+
+
+@app.command()
+@user_errors
+def runs(store: StoreOpt = None) -> None:
+    """List the runs in the store, newest first."""
+    st = _open_store(store)
+    df = st.runs()
+    table = Table(title=f"runs in {st.url}")
+    for col in ("id", "suite", "status", "units", "seconds", "message"):
+        table.add_column(col)
+    for r in df.itertuples():
+        table.add_row(
+            r.id, r.suite_name, r.status, str(r.n_units), f"{r.elapsed or 0:.1f}", r.message or ""
+        )
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run id, prefix, or 'latest'")],
+    store: StoreOpt = None,
+) -> None:
+    """Show a run: suite, environment, fingerprints, units and summary."""
+    st = _open_store(store)
+    rid = st.resolve(run_id)
+    info = st.run_info(rid)
+    out.print(
+        f"[bold]run {rid}[/]  suite {info['suite_name']}  status {info['status']}  seed {info['seed']}"
+    )
+    out.print(f"environment: {info['environment']}")
+    out.print(f"models: {info['fingerprints']}")
+    failed = [u for u in info["units"] if u["status"] == "failed"]
+    out.print(f"units: {len(info['units'])}/{info['n_units']} finished, {len(failed)} failed")
+    for u in failed:
+        out.print(f"  [red]failed[/] {u['description']}: {u['error']}")
+    _print_summary(st, rid)
+
+
+@app.command()
+@user_errors
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Baseline run")],
+    run_b: Annotated[str, typer.Argument(help="Run to compare against the baseline")],
+    store: StoreOpt = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Metric(s) to compare")] = None,
+) -> None:
+    """Differences B - A per probe, level and metric, with 95% (paired) bootstrap CIs."""
+    from robustlab.metrics import compare as compare_runs
+
+    st = _open_store(store)
+    a, b = st.resolve(run_a), st.resolve(run_b)
+    df = compare_runs(st.records(a), st.records(b), metric or ["accuracy"])
+    table = Table(title=f"{b} vs {a} (B - A)")
+    for col in ("kind", "probe", "level", "metric", "A", "B", "B - A", "95% CI", ""):
+        table.add_column(col)
+    for r in df.itertuples():
+        better = (r.diff > 0) == r.higher_is_better
+        mark = ("[green]better[/]" if better else "[red]worse[/]") if r.significant else "n.s."
+        table.add_row(r.kind, r.probe, f"{r.level:g}", r.metric, f"{r.a:.3f}", f"{r.b:.3f}",
+                      f"{r.diff:+.3f}", escape(f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]"), mark)  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def report(
+    run_id: Annotated[str, typer.Argument(help="Run id, prefix, or 'latest'")],
+    store: StoreOpt = None,
+    out_dir: Annotated[str | None, typer.Option("--out", help="Report folder")] = None,
+) -> None:
+    """Write a run's self-contained HTML report and its JSON."""
+    from robustlab.report import write_report
+
+    st = _open_store(store)
+    rid = st.resolve(run_id)
+    html, js = write_report(
+        st, rid, out_dir or str(Path(_store_location(store)).parent / "reports")
+    )
+    out.print(f"report: {html}\njson:   {js}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted: rerun the same command to resume")
+        sys.exit(130)
