@@ -35,6 +35,10 @@ class Context:
     def data(self, spec: ComponentSpec) -> Dataset:
         return self._get(f"data|{_j(spec)}", lambda: datasets.create(spec.name, spec.params))
 
+    def shard(self, spec: ComponentSpec, shard: int, size: int) -> Dataset:
+        """Shard ``shard`` of the dataset (cached: many units share a shard)."""
+        return self._get(f"shard|{_j(spec)}|{shard}|{size}", lambda: self.data(spec).shard(shard, size))
+
     def task(self, spec: ComponentSpec) -> Any:
         return self._get(f"task|{_j(spec)}", lambda: tasks.create(spec.name, spec.params))
 

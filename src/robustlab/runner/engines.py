@@ -26,7 +26,7 @@ def _run_one(unit: WorkUnit) -> tuple[Rows, str | None, float]:
     except Exception as e:  # noqa: BLE001 - a failing unit is recorded; the run goes on
         tb = traceback.extract_tb(e.__traceback__)[-1]
         where = f" ({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})"
-        return [], f"{type(e).__name__}: {e}{where}", time.perf_counter() - t0
+        return {}, f"{type(e).__name__}: {e}{where}", time.perf_counter() - t0
 
 
 class LocalEngine:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 import torch
 
 from robustlab.core.records import dumps
@@ -18,9 +19,9 @@ from robustlab.core.types import ThreatModel
 from robustlab.data.base import Dataset
 from robustlab.runner.context import Context, process_context
 from robustlab.runner.plan import WorkUnit
-from robustlab.tasks.base import Evaluation, isolate, take
+from robustlab.tasks.base import Evaluation, isolate, merge_rows, take
 
-Rows = list[dict[str, Any]]
+Rows = dict[str, list[Any]]  # column name -> one value per record (see core.records.COLUMNS)
 
 
 def execute_unit(unit: WorkUnit, ctx: Context | None = None) -> Rows:
@@ -28,7 +29,7 @@ def execute_unit(unit: WorkUnit, ctx: Context | None = None) -> Rows:
     ctx = ctx or process_context()
     task = ctx.task(unit.task)
     model = ctx.model(unit.model, unit.replicate)
-    data = ctx.data(unit.data).shard(unit.shard, unit.shard_size)
+    data = ctx.shard(unit.data, unit.shard, unit.shard_size)
     assert data.ids is not None
     rng = ExampleRNG.from_seed(
         seed_from(unit.seed, unit.model.display, unit.replicate, unit.probe_label, unit.level),
@@ -44,31 +45,45 @@ def _rows(
     level: float,
     extra: dict[str, list[Any]] | None = None,
 ) -> Rows:
+    """Columnar records for one evaluated batch; JSON encoding is vectorised where it can be."""
     assert data.ids is not None
-    labels = data.y.tolist() if isinstance(data.y, torch.Tensor) else list(data.y)
-    correct = ev.correct.tolist()
+    n = len(data)
     extras = {**ev.extra, **(extra or {})}
-    names = list(extras)
-    meta_cols = list(data.meta)
-    base = {
-        "model": unit.model.display, "replicate": unit.replicate, "probe": unit.probe_label,
-        "kind": unit.kind, "level": float(level),
-    }  # fmt: skip
-    rows = []
-    for i, ex in enumerate(data.ids.tolist()):
-        rows.append(
-            {
-                **base,
-                "example_id": ex,
-                "label": dumps(labels[i]),
-                "pred": dumps(ev.pred[i]),
-                "correct": None if correct[i] != correct[i] else correct[i],
-                "error": ev.error[i],
-                "extra": dumps({n: extras[n][i] for n in names}),
-                "meta": dumps({c: data.meta[c][i] for c in meta_cols}),
-            }
-        )
-    return rows
+    extra_json = (
+        pd.DataFrame(extras).to_json(orient="records", lines=True).splitlines()
+        if extras
+        else ["{}"] * n
+    )
+    correct = ev.correct.tolist()
+    return {
+        "model": [unit.model.display] * n,
+        "replicate": [unit.replicate] * n,
+        "probe": [unit.probe_label] * n,
+        "kind": [unit.kind] * n,
+        "level": [float(level)] * n,
+        "example_id": data.ids.tolist(),
+        "label": json_column(data.y),
+        "pred": json_column(ev.pred),
+        "correct": [None if c != c else c for c in correct],
+        "error": list(ev.error),
+        "extra": extra_json,
+        "meta": meta_json(data),
+    }
+
+
+def json_column(values: Any) -> list[str]:
+    """JSON text per value, with a fast path for integer labels/predictions."""
+    vals = values.tolist() if isinstance(values, torch.Tensor) else list(values)
+    if all(type(v) is int for v in vals):
+        return [str(v) for v in vals]
+    return [dumps(v) for v in vals]
+
+
+def meta_json(data: Dataset) -> list[str]:
+    """The examples' metadata as JSON objects (one per example)."""
+    if not data.meta:
+        return ["{}"] * len(data)
+    return pd.DataFrame(data.meta).to_json(orient="records", lines=True).splitlines()
 
 
 def _clean(
@@ -95,22 +110,22 @@ def _attack(
     clean = task.evaluate(model, data.x, data.y)
     n = len(data)
 
-    def run(pos: list[int]) -> list[tuple[torch.Tensor, bool, int]]:
+    def run(pos: list[int]) -> Any:
         idx = torch.tensor(pos, dtype=torch.long)
-        res = attack(model, take(data.x, pos), take(data.y, pos), threat, rng=rng.take(idx))
-        return list(zip(res.x_adv, res.success.tolist(), res.queries.tolist(), strict=True))
+        return attack(model, take(data.x, pos), take(data.y, pos), threat, rng=rng.take(idx))
 
-    outs, errs = isolate(run, n)
-    x_adv = torch.stack([outs[i][0] if i in outs else data.x[i] for i in range(n)])
+    chunks, errs = isolate(run, n)
+    x_adv = merge_rows([(p, r.x_adv) for p, r in chunks], n, data.x)
+    success = merge_rows([(p, r.success.float()) for p, r in chunks], n, torch.full((n,), float("nan")))
+    queries = merge_rows([(p, r.queries.float()) for p, r in chunks], n, torch.full((n,), float("nan")))
     ev = task.evaluate(model, x_adv, data.y)
     for i, msg in errs.items():
         ev.error[i], ev.pred[i] = msg, None
         ev.correct[i] = float("nan")
-    dist = threat.distance(x_adv.to(data.x.device), data.x).tolist()
     extra = {
-        "success": [int(outs[i][1]) if i in outs else None for i in range(n)],
-        "queries": [outs[i][2] if i in outs else None for i in range(n)],
-        "distance": dist,
+        "success": success.tolist(),
+        "queries": queries.tolist(),
+        "distance": threat.distance(x_adv.to(data.x.device), data.x).tolist(),
         "clean_correct": clean.correct.tolist(),
     }
     return _rows(unit, data, ev, unit.level, extra)
@@ -124,14 +139,14 @@ def _certifier(
     pred = cert.pred.cpu()
     radius = cert.radius.cpu()
     y = data.y.cpu() if isinstance(data.y, torch.Tensor) else torch.as_tensor(data.y)
-    rows: Rows = []
+    parts: list[Rows] = []
     for level in unit.probe.levels:
         ok = ((pred == y) & (radius >= level) & ~cert.abstained.cpu()).float()
         ev = Evaluation(pred.tolist(), ok, [None] * len(data))
         extra = {"radius": radius.tolist(), "abstained": cert.abstained.int().tolist()}
         extra |= {k: v.tolist() for k, v in cert.extra.items()}
-        rows += _rows(unit, data, ev, level, extra)
-    return rows
+        parts.append(_rows(unit, data, ev, level, extra))
+    return {k: [v for p in parts for v in p[k]] for k in parts[0]}
 
 
 PROBES: dict[str, Callable[..., Rows]] = {

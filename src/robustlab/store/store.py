@@ -176,12 +176,19 @@ class Store:
         run_id: str,
         key: str,
         description: str,
-        rows: Iterable[dict[str, Any]],
+        rows: dict[str, list[Any]] | list[dict[str, Any]],
         seconds: float,
         error: str | None = None,
     ) -> None:
-        """Atomically replace a unit's records and mark it done (or failed, with ``error``)."""
-        rows = [{**{k: r.get(k) for k in COLUMNS}, "run_id": run_id, "unit_key": key} for r in rows]
+        """Atomically replace a unit's records and mark it done (or failed, with ``error``).
+
+        ``rows`` is columnar (column -> values, as units produce them) or a list of row dicts.
+        """
+        if isinstance(rows, list):
+            rows = {k: [r.get(k) for r in rows] for k in COLUMNS}
+        n = len(rows["model"]) if rows else 0
+        cols = [rows[k] if rows else [] for k in COLUMNS]
+        tuples = list(zip([run_id] * n, [key] * n, *cols, strict=True))
         with self.engine.begin() as c:
             c.execute(
                 schema.records.delete().where(
@@ -189,17 +196,15 @@ class Store:
                 )
             )
             c.execute(
-                schema.units.delete().where(
-                    schema.units.c.run_id == run_id, schema.units.c.key == key
-                )
+                schema.units.delete().where(schema.units.c.run_id == run_id, schema.units.c.key == key)
             )
-            if rows:
-                c.execute(schema.records.insert(), rows)
+            if tuples:
+                self._insert_records(c, tuples)
             c.execute(
                 schema.units.insert().values(
                     run_id=run_id, key=key, description=description,
                     status="failed" if error else "done", seconds=seconds,
-                    n_records=len(rows), error=error, finished_at=time.time(),
+                    n_records=n, error=error, finished_at=time.time(),
                 )
             )  # fmt: skip
             c.execute(
@@ -207,6 +212,20 @@ class Store:
                 .where(schema.runs.c.id == run_id)
                 .values(elapsed=schema.runs.c.elapsed + seconds)
             )
+
+    def _insert_records(self, conn: sa.Connection, tuples: list[tuple[Any, ...]]) -> None:
+        """Bulk insert through the driver's executemany (SQLAlchemy's per-row overhead dominates)."""
+        names = ["run_id", "unit_key", *COLUMNS]
+        style = self.engine.dialect.paramstyle
+        if style == "qmark":
+            marks = ", ".join("?" * len(names))
+        elif style in ("format", "pyformat"):
+            marks = ", ".join(["%s"] * len(names))
+        else:  # pragma: no cover - other drivers: let SQLAlchemy bind
+            conn.execute(schema.records.insert(), [dict(zip(names, t, strict=True)) for t in tuples])
+            return
+        sql = f"INSERT INTO {schema.records.name} ({', '.join(names)}) VALUES ({marks})"
+        conn.exec_driver_sql(sql, tuples)
 
     def records(self, run_id: str, expand: bool = True) -> pd.DataFrame:
         """A run's records, ordered by unit and example (expanded with :func:`frame`)."""

@@ -44,31 +44,47 @@ def take(x: Any, idx: Sequence[int]) -> Any:
 
 
 def isolate(
-    fn: Callable[[list[int]], Any], n: int, min_size: int = 1
-) -> tuple[dict[int, Any], dict[int, str]]:
+    fn: Callable[[list[int]], Any], n: int
+) -> tuple[list[tuple[list[int], Any]], dict[int, str]]:
     """Call ``fn`` on all positions; on an exception, bisect to find the examples that fail.
 
-    ``fn(positions)`` returns a sequence with one output per position. Returns the outputs and the
-    error messages, both keyed by position. Costs one call when nothing fails.
+    ``fn(positions)`` returns the output for those positions (a batch). Returns the successful
+    ``(positions, output)`` chunks and the error messages keyed by position. When nothing fails this
+    is one call and one chunk covering ``range(n)``.
     """
-    outputs: dict[int, Any] = {}
+    chunks: list[tuple[list[int], Any]] = []
     errors: dict[int, str] = {}
 
     def run(pos: list[int]) -> None:
         try:
-            out = fn(pos)
+            chunks.append((pos, fn(pos)))
         except Exception as e:  # noqa: BLE001 - any model failure becomes a per-example record
-            if len(pos) <= min_size:
-                for p in pos:
-                    errors[p] = f"{type(e).__name__}: {e}"[:500]
+            if len(pos) == 1:
+                errors[pos[0]] = f"{type(e).__name__}: {e}"[:500]
                 return
             mid = len(pos) // 2
             run(pos[:mid])
             run(pos[mid:])
-            return
-        for p, o in zip(pos, out, strict=True):
-            outputs[p] = o
 
     if n:
         run(list(range(n)))
-    return outputs, errors
+    return chunks, errors
+
+
+def merge_rows(chunks: list[tuple[list[int], torch.Tensor]], n: int, fill: torch.Tensor) -> torch.Tensor:
+    """Assemble per-chunk batches into ``n`` rows; rows of failed positions come from ``fill``."""
+    if len(chunks) == 1 and len(chunks[0][0]) == n:
+        return chunks[0][1]
+    out = fill.clone()
+    for pos, rows in chunks:
+        out[torch.as_tensor(pos, device=out.device)] = rows.to(out.device, out.dtype)
+    return out
+
+
+def merge_list(chunks: list[tuple[list[int], Any]], n: int) -> list[Any]:
+    """Assemble per-chunk lists into ``n`` entries (None at failed positions)."""
+    out: list[Any] = [None] * n
+    for pos, vals in chunks:
+        for p, v in zip(pos, vals, strict=True):
+            out[p] = v
+    return out

@@ -9,7 +9,7 @@ import torch
 from robustlab.core.errors import ModelOutputError
 from robustlab.core.registry import tasks
 from robustlab.data.base import Dataset
-from robustlab.tasks.base import Evaluation, isolate, take
+from robustlab.tasks.base import Evaluation, isolate, merge_rows, take
 
 
 @tasks.register("classification")
@@ -20,12 +20,9 @@ class ClassificationTask:
         """Logits for a batch with failing examples isolated (their rows are NaN)."""
         n = x.shape[0]
         with torch.no_grad():
-            outs, errs = isolate(lambda pos: self._checked(model, take(x, pos), len(pos)), n)
-        if not errs:
-            return torch.stack([outs[i] for i in range(n)]), [None] * n
-        k = model.num_classes
-        rows = [outs.get(i, torch.full((k,), float("nan"))) for i in range(n)]
-        return torch.stack([r.to(rows[0].device) for r in rows]), [errs.get(i) for i in range(n)]
+            chunks, errs = isolate(lambda pos: self._checked(model, take(x, pos), len(pos)), n)
+        fill = torch.full((n, model.num_classes), float("nan"))
+        return merge_rows(chunks, n, fill), [errs.get(i) for i in range(n)]
 
     @staticmethod
     def _checked(model: Any, x: torch.Tensor, n: int) -> torch.Tensor:

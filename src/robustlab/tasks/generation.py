@@ -10,7 +10,7 @@ import torch
 from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import tasks
 from robustlab.data.base import Dataset
-from robustlab.tasks.base import Evaluation, isolate
+from robustlab.tasks.base import Evaluation, isolate, merge_list
 
 
 def normalize_answer(s: str) -> str:
@@ -48,8 +48,8 @@ class GenerationTask:
                 )
             return out
 
-        outs, errs = isolate(gen, len(x))
-        preds = [outs.get(i) for i in range(len(x))]
+        chunks, errs = isolate(gen, len(x))
+        preds = merge_list(chunks, len(x))
         correct = torch.tensor(
             [self._score(p, y[i]) if p is not None else float("nan") for i, p in enumerate(preds)]
         )

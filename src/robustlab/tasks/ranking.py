@@ -9,7 +9,7 @@ import torch
 from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import tasks
 from robustlab.data.base import Dataset
-from robustlab.tasks.base import Evaluation, isolate
+from robustlab.tasks.base import Evaluation, isolate, merge_list
 
 
 @tasks.register("ranking")
@@ -36,7 +36,8 @@ class RankingTask:
                 out.append(s)
             return out
 
-        outs, errs = isolate(score, len(x))
+        chunks, errs = isolate(score, len(x))
+        outs = {i: s for i, s in enumerate(merge_list(chunks, len(x))) if s is not None}
         preds: list[Any] = []
         rr: list[float] = []
         for i in range(len(x)):
