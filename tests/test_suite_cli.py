@@ -60,7 +60,10 @@ def test_yaml_and_python_suites_are_the_same():
         (GOOD + "colour: red\n", "colour: Extra inputs are not permitted"),
         (GOOD.replace("levels: [0.1]", "levels: fast"), "probes.1.levels"),
         (GOOD.replace("kind: attack", "kind: atack"), "probes.1.kind"),
-        ("name: t\nmodel: {name: digits-mlp}\ndata: {name: digits}\nslices: [{by: a, where: {b: [1]}}]", "exactly one of"),
+        (
+            "name: t\nmodel: {name: digits-mlp}\ndata: {name: digits}\nslices: [{by: a, where: {b: [1]}}]",
+            "exactly one of",
+        ),
         ("!!python/object/apply:os.system ['echo hi']", "malformed YAML"),
     ],
 )
@@ -73,7 +76,10 @@ def test_malformed_suites_name_the_problem(text, message):
     ("change", "message"),
     [
         (("gaussian_noise", "gausian_noise"), "did you mean 'gaussian_noise'"),
-        (("{kind: attack, name: fgsm", "{kind: attack, name: fgsm, params: {stepz: 2}"), "no parameter 'stepz'"),
+        (
+            ("{kind: attack, name: fgsm", "{kind: attack, name: fgsm, params: {stepz: 2}"),
+            "no parameter 'stepz'",
+        ),
         (("name: digits-mlp", "name: digits-mlp, params: {epochs: many}"), "'epochs' must be int"),
     ],
 )
@@ -122,7 +128,11 @@ def test_cli_bad_input_is_one_line_exit_2_and_store_intact(workdir):
         (["run", "good.yaml", "--set", "probes.0.levels=oops"], "probes.0.levels"),
     ]
     for args, message in cases:
-        r = robustlab(*args, "--store", "s.db", cwd=workdir) if args[0] != "list" else robustlab(*args, cwd=workdir)
+        r = (
+            robustlab(*args, "--store", "s.db", cwd=workdir)
+            if args[0] != "list"
+            else robustlab(*args, cwd=workdir)
+        )
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and message in lines[0], (args, r.stderr)
@@ -130,8 +140,13 @@ def test_cli_bad_input_is_one_line_exit_2_and_store_intact(workdir):
 
 
 def test_cli_runs_show_compare_and_list(workdir):
-    assert robustlab("run", "good.yaml", "--store", "s.db", "--no-progress", cwd=workdir).returncode == 0
-    r = robustlab("run", "good.yaml", "--store", "s.db", "--no-progress", "--set", "seed=1", cwd=workdir)
+    assert (
+        robustlab("run", "good.yaml", "--store", "s.db", "--no-progress", cwd=workdir).returncode
+        == 0
+    )
+    r = robustlab(
+        "run", "good.yaml", "--store", "s.db", "--no-progress", "--set", "seed=1", cwd=workdir
+    )
     assert r.returncode == 0, r.stderr
     runs = Store(workdir / "s.db").runs()
     assert len(runs) == 2 and set(runs.status) == {"complete"}

@@ -1,0 +1,156 @@
+"""Tasks through the runner: failing models, non-finite outputs, generators and rankers."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from robustlab.core.registry import datasets, models
+from robustlab.data.base import Dataset
+from robustlab.models import CallableClassifier, CallableGenerator, CallableRanker
+from robustlab.runner import Suite, run_suite
+from robustlab.store import Store
+
+
+@models.register("test-picky-cnn")
+def picky_cnn(seed: int = 0) -> CallableClassifier:
+    """digits-cnn behind a service that rejects inputs with too much ink, and returns NaN for blank ones."""
+    inner = models.create("digits-cnn", {"seed": seed})
+
+    def service(x: torch.Tensor) -> torch.Tensor:
+        ink = x.flatten(1).mean(1)
+        if (ink > 0.37).any():
+            raise ValueError(f"input rejected: ink {float(ink.max()):.2f} > 0.37")
+        out = inner.logits(x)
+        return torch.where((ink < 0.24)[:, None], torch.full_like(out, float("nan")), out)
+
+    return CallableClassifier(service, 10, inner.domain, version=inner.fingerprint())
+
+
+def test_model_failures_become_per_example_records(tmp_path):
+    suite = Suite.from_yaml(
+        "name: picky\nmodel: {name: test-picky-cnn}\ndata: {name: digits}\n"
+        "probes: [{kind: perturbation, name: brightness, levels: [2]}]\n"
+    )
+    store = Store(tmp_path / "s.db")
+    rid = run_suite(suite, store, progress=False)
+    assert store.run_info(rid)["status"] == "complete"
+    df = store.records(rid)
+    data = datasets.create("digits")
+    ink = data.x.flatten(1).mean(1).numpy()
+    clean = df[df.kind == "clean"].set_index("example_id").loc[data.ids.numpy()]
+    rejected = ink > 0.37
+    blank = ink < 0.24
+    assert rejected.any() and blank.any()
+    assert clean.error[rejected].str.contains("input rejected").all()
+    assert clean.error[blank & ~rejected].str.contains("NaN or inf").all()
+    ok = ~rejected & ~blank
+    assert clean.error[ok].isna().all()
+    assert clean.correct[~ok].isna().all() and clean.correct[ok].mean() > 0.9
+    # brightness pushes more examples over the ink limit: more failures, still recorded per example
+    bright = df[df.probe == "brightness"]
+    assert bright.error.notna().sum() > clean.error.notna().sum()
+
+
+# generation -------------------------------------------------------------------------------------
+@datasets.register("test-arithmetic")
+def arithmetic(n: int = 40) -> Dataset:
+    """Two-operand arithmetic questions with their answers."""
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 100, n), rng.integers(0, 100, n)
+    ops = rng.choice(["+", "-", "*"], n)
+    prompts = [f"What is {x} {o} {y}?" for x, o, y in zip(a, ops, b, strict=True)]
+    answers = [str(eval(f"{x}{o}{y}")) for x, o, y in zip(a, ops, b, strict=True)]  # noqa: S307
+    return Dataset(prompts, answers, "arithmetic", meta={"op": list(ops)})
+
+
+def solver(prompts: list[str]) -> list[str]:
+    """A rule-based arithmetic solver; fails (raises) on multiplication of two-digit numbers."""
+    out = []
+    for p in prompts:
+        m = re.match(r"What is (\d+) ([-+*]) (\d+)\?", p)
+        if m is None:
+            out.append("I don't know")
+            continue
+        a, op, b = int(m[1]), m[2], int(m[3])
+        if op == "*" and a > 9 and b > 9:
+            raise RuntimeError("overflow in the multiplication unit")
+        out.append(f"The answer is {a + b if op == '+' else a - b if op == '-' else a * b}")
+    return out
+
+
+@models.register("test-solver")
+def solver_model(seed: int = 0) -> CallableGenerator:
+    """The rule-based arithmetic solver as a generator."""
+    return CallableGenerator(solver)
+
+
+def test_generation_task_through_the_runner(tmp_path):
+    suite = Suite.from_yaml(
+        "name: gen\ntask: {name: generation, params: {match: contains}}\n"
+        "model: {name: test-solver}\ndata: {name: test-arithmetic}\nslices: [{by: op}]\n"
+    )
+    store = Store(tmp_path / "s.db")
+    df = store.records(run_suite(suite, store, progress=False))
+    data = arithmetic()
+    hard = [bool(re.search(r"\d\d \* \d\d", p)) for p in data.x]
+    assert any(hard)
+    got = df.set_index("example_id").sort_index()
+    assert got.error.notna().tolist() == hard
+    assert (got.correct[~np.array(hard)] == 1.0).all()
+
+
+# ranking ----------------------------------------------------------------------------------------
+MODULES = ["json", "csv", "re", "string", "textwrap", "difflib", "heapq", "bisect", "zipfile",
+           "tarfile", "gzip", "shutil", "tempfile", "glob", "fnmatch", "pickle", "copy", "pprint",
+           "calendar", "datetime", "random", "statistics", "fractions", "decimal", "hashlib",
+           "hmac", "secrets", "uuid", "base64", "binascii"]  # fmt: skip
+
+
+@datasets.register("test-stdlib-docs")
+def stdlib_docs() -> Dataset:
+    """Known-item search over Python standard-library module docstrings (first line -> body)."""
+    docs, queries = [], []
+    for name in MODULES:
+        doc = (importlib.import_module(name).__doc__ or name).strip().split("\n", 1)
+        queries.append(doc[0])
+        docs.append(doc[1] if len(doc) > 1 and doc[1].strip() else name)
+    x = [{"query": q, "docs": docs} for q in queries]
+    y = [[1.0 if j == i else 0.0 for j in range(len(docs))] for i in range(len(docs))]
+    return Dataset(x, y, "stdlib-docs", meta={"module": MODULES})
+
+
+@models.register("test-tfidf-ranker")
+def tfidf_ranker(seed: int = 0) -> CallableRanker:
+    """TF-IDF cosine ranker (scikit-learn)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    def score(query: str, docs: list[str]) -> np.ndarray:
+        vec = TfidfVectorizer().fit(docs + [query])
+        d, q = vec.transform(docs), vec.transform([query])
+        return (d @ q.T).toarray().ravel()
+
+    return CallableRanker(score)
+
+
+def test_ranking_task_through_the_runner(tmp_path):
+    suite = Suite.from_yaml(
+        "name: rank\ntask: {name: ranking, params: {k: 10}}\n"
+        "model: {name: test-tfidf-ranker}\ndata: {name: test-stdlib-docs}\n"
+    )
+    store = Store(tmp_path / "s.db")
+    df = store.records(run_suite(suite, store, progress=False))
+    assert len(df) == len(MODULES) and df.error.isna().all()
+    mrr = df.correct.mean()
+    # independent check of MRR@10 with a direct computation
+    data, ranker = stdlib_docs(), tfidf_ranker()
+    rr = []
+    for ex, rel in zip(data.x, data.y, strict=True):
+        order = np.argsort(-ranker.scores(ex["query"], ex["docs"]).numpy(), kind="stable")
+        rank = int(np.nonzero(np.array(rel)[order] > 0)[0][0]) + 1
+        rr.append(1 / rank if rank <= 10 else 0.0)
+    assert mrr == pytest.approx(np.mean(rr)) and mrr > 0.2
