@@ -176,3 +176,16 @@ def test_demo_end_to_end(tmp_path):
     assert pgd.correct.mean() < clean.correct.mean() - 0.3  # and PGD breaks it
     reports = list((tmp_path / "robustlab-runs" / "reports").glob("*.html"))
     assert reports and str(reports[0].name) in r.stdout
+
+
+def test_cli_refuses_pickled_model_files_unless_allowed(tmp_path):
+    net = models.create("digits-mlp").module
+    torch.save(net, tmp_path / "net.pt")  # a pickled nn.Module
+    (tmp_path / "f.yaml").write_text(
+        GOOD.replace("{name: digits-mlp}", "{name: file, params: {path: net.pt, num_classes: 10}}")
+    )
+    r = robustlab("run", "f.yaml", "--store", "s.db", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 2 and "refusing to load net.pt" in r.stderr
+    assert Store(tmp_path / "s.db").runs().empty
+    r = robustlab("run", "f.yaml", "--store", "s.db", "--no-progress", "--allow-pickle", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr

@@ -195,11 +195,20 @@ def run(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a suite field: a.b=value")
     ] = None,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow unpickling `file` models you trust")
+    ] = False,
     out_dir: Annotated[str | None, typer.Option("--out", help="Report folder")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
 ) -> None:
     """Run a suite (resuming an unfinished run of the same suite) and write its report."""
     s = _load_suite(suite, set_ or [], seed)
+    if allow_pickle:
+        data = s.model_dump(mode="json")
+        for m in data["models"]:
+            if m["name"] == "file":
+                m["params"]["allow_pickle"] = True
+        s = type(s).parse(data, suite)
     _execute(s, store, engine, ray_address, new, out_dir, progress)
 
 
