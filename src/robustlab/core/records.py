@@ -23,6 +23,7 @@ Metrics and reports are computed from these records only, via :func:`frame`, whi
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -41,8 +42,8 @@ def frame(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=list(COLUMNS))
     for col, prefix in (("extra", "x."), ("meta", "m.")):
         if col in df:
-            vals = [json.loads(v) if isinstance(v, str) else (v or {}) for v in df[col]]
-            expanded = pd.DataFrame(vals, index=df.index).add_prefix(prefix)
+            expanded = _expand_json(df[col]).add_prefix(prefix)
+            expanded.index = df.index
             df = pd.concat([df.drop(columns=[col]), expanded], axis=1)
     df["correct"] = pd.to_numeric(df["correct"], errors="coerce")
     df["level"] = pd.to_numeric(df["level"])
@@ -60,3 +61,13 @@ def _default(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     return str(o)
+
+
+def _expand_json(col: pd.Series) -> pd.DataFrame:
+    """JSON objects (text, one per row) to columns, parsed in one vectorised call."""
+    if all(isinstance(v, str) for v in col):
+        if all(v == "{}" for v in col):
+            return pd.DataFrame(index=range(len(col)))
+        text = "\n".join(v if v else "{}" for v in col)
+        return pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+    return pd.DataFrame([json.loads(v) if isinstance(v, str) else (v or {}) for v in col])

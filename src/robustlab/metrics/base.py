@@ -35,11 +35,19 @@ def bootstrap_ci(
     v = v[~np.isnan(v)]
     if len(v) == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(v), size=(n_boot, len(v)))
-    means = v[idx].mean(axis=1)
+    means = _boot_means(v, n_boot, np.random.default_rng(seed))
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def _boot_means(v: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``n_boot`` resamples of ``v``, in chunks of at most ~4M indices (bounded memory)."""
+    per = max(1, 4_000_000 // max(1, len(v)))
+    out = [
+        v[rng.integers(0, len(v), size=(min(per, n_boot - i), len(v)))].mean(axis=1)
+        for i in range(0, n_boot, per)
+    ]
+    return np.concatenate(out)
 
 
 def paired_bootstrap_diff(
@@ -63,15 +71,13 @@ def paired_bootstrap_diff(
         d = d[~np.isnan(d)]
         if len(d) == 0:
             return float("nan"), float("nan"), float("nan")
-        means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        means = _boot_means(d, n_boot, rng)
         diff = float(d.mean())
     else:
         a, b = a[~np.isnan(a)], b[~np.isnan(b)]
         if not len(a) or not len(b):
             return float("nan"), float("nan"), float("nan")
-        ma = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
-        mb = b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1)
-        means = mb - ma
+        means = _boot_means(b, n_boot, rng) - _boot_means(a, n_boot, rng)
         diff = float(b.mean() - a.mean())
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return diff, float(lo), float(hi)

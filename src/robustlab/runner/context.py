@@ -37,7 +37,9 @@ class Context:
 
     def shard(self, spec: ComponentSpec, shard: int, size: int) -> Dataset:
         """Shard ``shard`` of the dataset (cached: many units share a shard)."""
-        return self._get(f"shard|{_j(spec)}|{shard}|{size}", lambda: self.data(spec).shard(shard, size))
+        return self._get(
+            f"shard|{_j(spec)}|{shard}|{size}", lambda: self.data(spec).shard(shard, size)
+        )
 
     def task(self, spec: ComponentSpec) -> Any:
         return self._get(f"task|{_j(spec)}", lambda: tasks.create(spec.name, spec.params))

@@ -116,8 +116,12 @@ def _attack(
 
     chunks, errs = isolate(run, n)
     x_adv = merge_rows([(p, r.x_adv) for p, r in chunks], n, data.x)
-    success = merge_rows([(p, r.success.float()) for p, r in chunks], n, torch.full((n,), float("nan")))
-    queries = merge_rows([(p, r.queries.float()) for p, r in chunks], n, torch.full((n,), float("nan")))
+    success = merge_rows(
+        [(p, r.success.float()) for p, r in chunks], n, torch.full((n,), float("nan"))
+    )
+    queries = merge_rows(
+        [(p, r.queries.float()) for p, r in chunks], n, torch.full((n,), float("nan"))
+    )
     ev = task.evaluate(model, x_adv, data.y)
     for i, msg in errs.items():
         ev.error[i], ev.pred[i] = msg, None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +66,13 @@ class Store:
             )
         if version < SCHEMA_VERSION:
             self._migrate(version)
+        self._use_wal()
+
+    def _use_wal(self) -> None:
+        """Write-ahead logging for SQLite (persistent in the file): only once the schema is ours."""
+        if self.url.startswith("sqlite"):
+            with self.engine.connect() as c:
+                c.exec_driver_sql("PRAGMA journal_mode=WAL")
 
     def _migrate(self, version: int) -> None:
         # schema 1 is the first; future migrations go here, one function per version step
@@ -196,7 +202,9 @@ class Store:
                 )
             )
             c.execute(
-                schema.units.delete().where(schema.units.c.run_id == run_id, schema.units.c.key == key)
+                schema.units.delete().where(
+                    schema.units.c.run_id == run_id, schema.units.c.key == key
+                )
             )
             if tuples:
                 self._insert_records(c, tuples)
@@ -222,7 +230,9 @@ class Store:
         elif style in ("format", "pyformat"):
             marks = ", ".join(["%s"] * len(names))
         else:  # pragma: no cover - other drivers: let SQLAlchemy bind
-            conn.execute(schema.records.insert(), [dict(zip(names, t, strict=True)) for t in tuples])
+            conn.execute(
+                schema.records.insert(), [dict(zip(names, t, strict=True)) for t in tuples]
+            )
             return
         sql = f"INSERT INTO {schema.records.name} ({', '.join(names)}) VALUES ({marks})"
         conn.exec_driver_sql(sql, tuples)
@@ -247,7 +257,7 @@ class Store:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # per-connection only: nothing here writes to the file (a store we refuse stays untouched)
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()

@@ -71,7 +71,9 @@ def isolate(
     return chunks, errors
 
 
-def merge_rows(chunks: list[tuple[list[int], torch.Tensor]], n: int, fill: torch.Tensor) -> torch.Tensor:
+def merge_rows(
+    chunks: list[tuple[list[int], torch.Tensor]], n: int, fill: torch.Tensor
+) -> torch.Tensor:
     """Assemble per-chunk batches into ``n`` rows; rows of failed positions come from ``fill``."""
     if len(chunks) == 1 and len(chunks[0][0]) == n:
         return chunks[0][1]

@@ -1,0 +1,216 @@
+"""Build a run's report content (JSON-able) from its stored records, and write HTML + JSON.
+
+The content follows the taxonomy of "Are Neural Ranking Models Robust?" (i.i.d. variance,
+out-of-distribution generalisation, adversarial robustness) for the top-level summary, then the four
+paradigms of Robustness Gym (Goel et al., 2021): subpopulations (slices), transformations,
+evaluation sets and attacks. Everything is computed from records, never from live objects.
+
+Example::
+
+    from robustlab.report import write_report
+    from robustlab.store import Store
+
+    html_path, json_path = write_report(Store("runs.db"), "latest-run-id", "reports/")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from robustlab.core.errors import ConfigError
+from robustlab.report import tables
+from robustlab.runner.suite import Suite
+from robustlab.store import Store
+
+REPORT_VERSION = 1
+ADV_COLUMNS = ["model", "probe", "level", "accuracy", "accuracy_lo", "accuracy_hi",
+               "attack_success_rate", "mean_queries"]  # fmt: skip
+
+
+def _rows(
+    df: pd.DataFrame, models: list[str] | None = None, probes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Records of ``df``, stably ordered by suite model order (then suite probe order)."""
+    keys = [(c, order) for c, order in (("model", models), ("probe", probes)) if order and c in df]
+    if len(df) and keys:
+        ranks = pd.DataFrame({c: df[c].map({v: i for i, v in enumerate(o)}) for c, o in keys})
+        df = df.iloc[np.lexsort([ranks[c].fillna(len(o)).to_numpy() for c, o in reversed(keys)])]
+    return [_clean_json(r) for r in df.to_dict(orient="records")]
+
+
+def _probe_order(suite: dict[str, Any], df: pd.DataFrame) -> list[str]:
+    """Probe labels in suite order (``clean`` first), then any others found in the records."""
+    try:
+        order = ["clean", *(p.display for p in Suite.parse(suite).probes)]
+    except ConfigError:
+        order = ["clean"]
+    return order + sorted(set(df["probe"].dropna()) - set(order)) if len(df) else order
+
+
+def _clean_json(value: Any) -> Any:
+    """Plain JSON values: NaN/inf -> None, numpy scalars -> Python, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def _header(info: dict[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+    units = info.get("units", [])
+    failed = [
+        {"unit": u["description"], "error": u.get("error")}
+        for u in units
+        if u.get("status") == "failed"
+    ]
+    n_failing, errors = tables.failing(df)
+    suite = info.get("suite", {})
+    return {
+        "id": info["id"],
+        "suite": info.get("suite_name") or suite.get("name"),
+        "status": info.get("status"),
+        "message": info.get("message"),
+        "seed": info.get("seed"),
+        "created_at": info.get("created_at"),
+        "finished_at": info.get("finished_at"),
+        "elapsed": info.get("elapsed"),
+        "environment": info.get("environment", {}),
+        "fingerprints": info.get("fingerprints", {}),
+        "n_units": info.get("n_units"),
+        "units_done": sum(u.get("status") == "done" for u in units),
+        "failed_units": failed,
+        "n_records": int(len(df)),
+        "n_failing_examples": n_failing,
+        "errors": _rows(errors),
+        "suite_config": suite,
+    }
+
+
+def _model_summary(
+    models: list[str],
+    clean: pd.DataFrame,
+    ood: pd.DataFrame,
+    attacks: pd.DataFrame,
+    df: pd.DataFrame,
+) -> pd.DataFrame:
+    """The compact per-model table: one row per model across the three S1 families."""
+    rows = []
+    for model in models:
+        c = clean[clean["model"] == model]
+        o = ood[ood["model"] == model]
+        a = attacks[attacks["model"] == model]
+        sub = df[df["model"] == model]
+        row: dict[str, Any] = {
+            "model": model,
+            "replicates": int(sub["replicate"].nunique()),
+            "clean_accuracy": c["accuracy"].iloc[0] if len(c) else None,
+            "clean_lo": c["accuracy_lo"].iloc[0] if len(c) else None,
+            "clean_hi": c["accuracy_hi"].iloc[0] if len(c) else None,
+            "seed_std": c["accuracy_std"].iloc[0] if len(c) else None,
+            "ood_mean_drop": None,
+            "ood_worst_drop": None,
+            "ood_worst": None,
+            "adv_worst_accuracy": None,
+            "adv_worst": None,
+            "failing_examples": int(sub["error"].notna().sum()),
+        }
+        if len(o):
+            w = o.loc[o["worst_drop"].idxmax()]
+            # mean over every OOD condition (perturbation levels and evaluation sets)
+            row["ood_mean_drop"] = float(
+                (o["mean_drop"] * o["conditions"]).sum() / o["conditions"].sum()
+            )
+            row["ood_worst_drop"] = w["worst_drop"]
+            row["ood_worst"] = w["worst"]
+        if len(a):
+            w = a.loc[a["accuracy"].idxmin()]
+            row["adv_worst_accuracy"] = w["accuracy"]
+            row["adv_worst"] = f"{w['probe']}@{w['level']:g}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_report(store: Store, run_id: str) -> dict[str, Any]:
+    """The report of run ``run_id`` as plain JSON-able data (no NaN: missing values are None).
+
+    Keys: ``run`` (header: suite, status, seed, environment, fingerprints, failures), ``summary``
+    (per-model table, ``iid``, ``replicates``, ``ood``, ``adversarial``) and ``sections``
+    (``slices``, ``transformations``, ``evaluation_sets``, ``attacks``, ``certifiers``,
+    ``metrics``), each a dict with ``rows`` (list of dicts) and, where relevant, ``notes``.
+    """
+    info = store.run_info(run_id)
+    df = store.records(run_id)
+    suite = info.get("suite", {})
+    models = [m.get("label") or m["name"] for m in suite.get("models", [])]
+    models += sorted(set(df["model"].dropna()) - set(models)) if len(df) else []
+
+    clean = tables.clean(df)
+    reps = tables.clean_by_replicate(df)
+    pert = tables.shifts(df, "perturbation", clean)
+    evalsets = tables.shifts(df, "evalset", clean)
+    ood = tables.ood_summary(
+        {k: t for k, t in (("perturbation", pert), ("evalset", evalsets)) if len(t)}
+    )
+    atk = tables.attacks(df)
+    cert = tables.certifiers(df)
+    worst = tables.worst_levels([pert, evalsets, atk])
+    slices, notes = tables.slices(df, suite.get("slices", []), worst)
+    metric_names = ["accuracy", *suite.get("metrics", [])]
+    probes = _probe_order(suite, df)
+
+    return _clean_json(
+        {
+            "report_version": REPORT_VERSION,
+            "run": _header(info, df),
+            "models": models,
+            "probes": probes,
+            "summary": {
+                "models": _rows(_model_summary(models, clean, ood, atk, df)),
+                "iid": _rows(clean, models),
+                "replicates": _rows(reps, models),
+                "ood": _rows(ood, models, probes),
+                "adversarial": _rows(atk[ADV_COLUMNS], models, probes),
+            },
+            "sections": {
+                "slices": {
+                    "rows": _rows(slices, models),
+                    "worst_levels": _rows(worst, models, probes),
+                    "notes": notes,
+                    "specs": suite.get("slices", []),
+                },
+                "transformations": {"rows": _rows(pert, models, probes)},
+                "evaluation_sets": {"rows": _rows(evalsets, models, probes)},
+                "attacks": {"rows": _rows(atk, models, probes)},
+                "certifiers": {"rows": _rows(cert, models, probes)},
+                "metrics": {"rows": _rows(tables.metric_table(df, metric_names), models, probes)},
+            },
+        }
+    )
+
+
+def write_report(store: Store, run_id: str, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``<out_dir>/<run_id>.html`` (self-contained) and ``<out_dir>/<run_id>.json``.
+
+    Returns the two paths (HTML, JSON). The JSON is strict (``allow_nan=False``).
+    """
+    from robustlab.report.html import render
+
+    content = build_report(store, run_id)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path, json_path = out / f"{run_id}.html", out / f"{run_id}.json"
+    json_path.write_text(json.dumps(content, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    html_path.write_text(render(content), encoding="utf-8")
+    return html_path, json_path
