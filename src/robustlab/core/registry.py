@@ -7,9 +7,11 @@ Components register by name next to their code::
     @attacks.register("pgd")
     class PGD: ...
 
-Built-ins are discovered lazily (the modules listed for a registry are imported on first lookup), and
-third-party packages add components through the entry-point group ``robustlab.<kind>`` (for example
-``robustlab.attacks``), each entry point naming the object to register.
+Built-ins are discovered lazily: on a registry's first lookup every module of its package (e.g. all
+of ``robustlab.attacks``) is imported, so adding a component is adding one file. Third-party
+packages add components through the entry-point group ``robustlab.<kind>`` (for example
+``robustlab.attacks``), each entry point naming the object to register. Modules with optional
+dependencies import them inside functions, so discovery never fails on a missing extra.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import difflib
 import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -54,7 +57,7 @@ class Registry(Generic[T]):
             return
         self._loaded = True
         for mod in self._builtin_modules:
-            importlib.import_module(mod)
+            _import_tree(mod)
         for ep in entry_points(group=f"robustlab.{self.kind}"):
             if ep.name not in self._items:
                 self._items[ep.name] = ep.load()
@@ -94,6 +97,13 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         self._load()
         return len(self._items)
+
+
+def _import_tree(name: str) -> None:
+    """Import a module and, if it is a package, all of its submodules (recursively)."""
+    module = importlib.import_module(name)
+    for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=f"{name}."):
+        importlib.import_module(info.name)
 
 
 def check_params(factory: Any, params: dict[str, Any], what: str) -> None:
@@ -151,8 +161,8 @@ def describe(obj: Any) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-models: Registry[Any] = Registry("models", ("robustlab.models.zoo",))
-datasets: Registry[Any] = Registry("datasets", ("robustlab.data.sources",))
+models: Registry[Any] = Registry("models", ("robustlab.models",))
+datasets: Registry[Any] = Registry("datasets", ("robustlab.data",))
 perturbations: Registry[Any] = Registry("perturbations", ("robustlab.perturbations",))
 attacks: Registry[Any] = Registry("attacks", ("robustlab.attacks",))
 certifiers: Registry[Any] = Registry("certifiers", ("robustlab.certify",))

@@ -1,3 +1,1 @@
-"""Built-in perturbations, registered in :data:`robustlab.core.registry.perturbations`."""
-
-from robustlab.perturbations import image  # noqa: F401
+"""Built-in perturbations (every module below is discovered by the perturbations registry)."""

@@ -1,3 +1,1 @@
-"""Task definitions (classification, generation, ranking); imported lazily by the registry."""
-
-from robustlab.tasks import classification, generation, ranking  # noqa: F401
+"""Task definitions (classification, generation, ranking), discovered by the tasks registry."""
