@@ -187,5 +187,7 @@ def test_cli_refuses_pickled_model_files_unless_allowed(tmp_path):
     r = robustlab("run", "f.yaml", "--store", "s.db", "--no-progress", cwd=tmp_path)
     assert r.returncode == 2 and "refusing to load net.pt" in r.stderr
     assert Store(tmp_path / "s.db").runs().empty
-    r = robustlab("run", "f.yaml", "--store", "s.db", "--no-progress", "--allow-pickle", cwd=tmp_path)
+    r = robustlab(
+        "run", "f.yaml", "--store", "s.db", "--no-progress", "--allow-pickle", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr

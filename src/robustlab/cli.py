@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -109,9 +108,13 @@ def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None
     from robustlab.runner import make_engine, run_suite
 
     st = _open_store(store)
-    run_id = run_suite(
-        suite, st, engine=make_engine(engine, ray_address), resume=not new, progress=progress
-    )
+    try:
+        run_id = run_suite(
+            suite, st, engine=make_engine(engine, ray_address), resume=not new, progress=progress
+        )
+    except KeyboardInterrupt:
+        err.print("interrupted: finished units are stored; rerun the same command to resume")
+        raise typer.Exit(130) from None
     info = st.run_info(run_id)
     _print_summary(st, run_id)
     html = _write_report(
@@ -326,8 +329,4 @@ def report(
 
 def main() -> None:
     """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted: rerun the same command to resume")
-        sys.exit(130)
+    app()

@@ -69,5 +69,5 @@ def _expand_json(col: pd.Series) -> pd.DataFrame:
         if all(v == "{}" for v in col):
             return pd.DataFrame(index=range(len(col)))
         text = "\n".join(v if v else "{}" for v in col)
-        return pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
+        return pd.read_json(io.StringIO(text), lines=True, dtype=False, precise_float=True)
     return pd.DataFrame([json.loads(v) if isinstance(v, str) else (v or {}) for v in col])

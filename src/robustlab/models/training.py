@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +63,7 @@ def cached_module(
             path.unlink(missing_ok=True)  # corrupt cache entry: retrain
     net = train()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(path) + ".tmp")
+    tmp = Path(f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # unique: concurrent trainers
     torch.save(net.state_dict(), tmp)
     tmp.replace(path)
     return net

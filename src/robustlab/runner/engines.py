@@ -66,17 +66,23 @@ class RayEngine:
             ray.init(**kwargs)
         remote = ray.remote(_run_one)
         pending = {remote.remote(u): u for u in units}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                unit = pending.pop(ref)
-                rows, err, secs = ray.get(ref)
-                yield unit, rows, err, secs
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    unit = pending.pop(ref)
+                    rows, err, secs = ray.get(ref)
+                    yield unit, rows, err, secs
+        finally:  # interrupted (or the consumer stopped): do not leave work running
+            for ref in pending:
+                ray.cancel(ref)
 
 
-def make_engine(name: str, address: str | None = None) -> LocalEngine | RayEngine:
+def make_engine(
+    name: str, address: str | None = None, num_cpus: int | None = None
+) -> LocalEngine | RayEngine:
     if name == "local":
         return LocalEngine()
     if name == "ray":
-        return RayEngine(address)
+        return RayEngine(address, num_cpus)
     raise ConfigError(f"unknown engine {name!r}; use 'local' or 'ray'")

@@ -69,7 +69,9 @@ def run_suite(
     units = plan(suite, shards)
     suite_hash = suite.content_hash()
     run_id = store.find_resumable(suite_hash) if resume else None
-    if run_id is None:
+    if run_id is not None:
+        store.resume_run(run_id, environment(engine.name))
+    else:
         run_id = store.create_run(
             suite.name, suite_hash, json.dumps(suite.model_dump(mode="json")), suite.seed,
             len(units), environment(engine.name), fingerprints,

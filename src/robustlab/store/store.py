@@ -37,17 +37,27 @@ class Store:
 
     def __init__(self, location: str | Path) -> None:
         self.url = _url(location)
+        self.engine = sa.create_engine(self.url, future=True)
+        if self.url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            self.engine = sa.create_engine(self.url, future=True)
-            if self.url.startswith("sqlite"):
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             self._open()
         except (OperationalError, DatabaseError) as e:
+            self.engine.dispose()
             raise StoreError(f"cannot open store {location}: {e.orig or e}") from None
+        except StoreError:
+            self.engine.dispose()
+            raise
 
     def _open(self) -> None:
         insp = sa.inspect(self.engine)
         if not insp.has_table(schema.meta.name):
+            if insp.get_table_names():
+                raise StoreError(
+                    f"{self.url} is a database of something else (tables "
+                    f"{', '.join(sorted(insp.get_table_names())[:5])}), not a robustlab store; "
+                    "point --store at a new file or an empty database"
+                )
             schema.metadata.create_all(self.engine)
             with self.engine.begin() as c:
                 c.execute(
@@ -120,6 +130,15 @@ class Store:
         with self.engine.connect() as c:
             row = c.execute(q).first()
         return row[0] if row else None
+
+    def resume_run(self, run_id: str, environment: dict[str, Any]) -> None:
+        """Mark an unfinished run as running again, recording the resuming environment."""
+        with self.engine.begin() as c:
+            c.execute(
+                schema.runs.update()
+                .where(schema.runs.c.id == run_id)
+                .values(status="running", message=None, environment=json.dumps(environment))
+            )
 
     def finish_run(self, run_id: str, status: str, message: str | None = None) -> None:
         with self.engine.begin() as c:
@@ -247,6 +266,8 @@ class Store:
         )
         with self.engine.connect() as c:
             df = pd.DataFrame(c.execute(q).all(), columns=["unit_key", *COLUMNS])
+        if df.empty:
+            return df
         return frame(df) if expand else df
 
     def delete_run(self, run_id: str) -> None:
