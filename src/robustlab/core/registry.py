@@ -168,7 +168,9 @@ attacks: Registry[Any] = Registry("attacks", ("robustlab.attacks",))
 certifiers: Registry[Any] = Registry("certifiers", ("robustlab.certify",))
 metrics: Registry[Any] = Registry("metrics", ("robustlab.metrics",))
 tasks: Registry[Any] = Registry("tasks", ("robustlab.tasks",))
+report_sections: Registry[Any] = Registry("report_sections", ("robustlab.report.sections",))
 
 REGISTRIES: dict[str, Registry[Any]] = {
-    r.kind: r for r in (models, datasets, perturbations, attacks, certifiers, metrics, tasks)
+    r.kind: r
+    for r in (models, datasets, perturbations, attacks, certifiers, metrics, tasks, report_sections)
 }

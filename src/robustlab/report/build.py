@@ -196,8 +196,21 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
                 "certifiers": {"rows": _rows(cert, models, probes)},
                 "metrics": {"rows": _rows(tables.metric_table(df, metric_names), models, probes)},
             },
+            "extensions": _extensions(df, info),
         }
     )
+
+
+def _extensions(df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any]:
+    """Data of the registered domain sections that apply to this run (see ``report.sections``)."""
+    from robustlab.core.registry import report_sections
+
+    out = {}
+    for key, section in report_sections.items():
+        data = section().build(df, info) if isinstance(section, type) else section.build(df, info)
+        if data is not None:
+            out[key] = {"title": section.title, "data": data}
+    return out
 
 
 def write_report(store: Store, run_id: str, out_dir: str | Path) -> tuple[Path, Path]:

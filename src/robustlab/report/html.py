@@ -158,9 +158,17 @@ def render(content: dict[str, Any]) -> str:
         "certifiers": _certifiers(content),
         "metrics": _metrics(content),
     }  # fmt: skip
-    nav = "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t in SECTIONS)
+    sections = list(SECTIONS)
+    for key, ext in content.get("extensions", {}).items():
+        from robustlab.core.registry import report_sections
+
+        section = report_sections.get(key)
+        renderer = section() if isinstance(section, type) else section
+        parts[key] = renderer.render(ext["data"])
+        sections.insert(len(sections) - 1, (key, ext["title"]))  # before "All metrics"
+    nav = "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t in sections)
     body = "\n".join(
-        f'<section id="{k}"><h2>{escape(t)}</h2>\n{parts[k]}</section>' for k, t in SECTIONS
+        f'<section id="{k}"><h2>{escape(t)}</h2>\n{parts[k]}</section>' for k, t in sections
     )
     title = f"robustlab report — {run.get('suite')} — {run['id']}"
     return (
