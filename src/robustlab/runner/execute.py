@@ -15,11 +15,10 @@ import torch
 from robustlab.core.records import dumps
 from robustlab.core.registry import attacks, certifiers, perturbations
 from robustlab.core.rng import ExampleRNG, seed_from
-from robustlab.core.types import ThreatModel
 from robustlab.data.base import Dataset
 from robustlab.runner.context import Context, process_context
 from robustlab.runner.plan import WorkUnit
-from robustlab.tasks.base import Evaluation, isolate, merge_rows, take
+from robustlab.tasks.base import Evaluation
 
 Rows = dict[str, list[Any]]  # column name -> one value per record (see core.records.COLUMNS)
 
@@ -106,32 +105,7 @@ def _attack(
 ) -> Rows:
     assert unit.probe is not None and unit.level is not None
     attack = ctx.component(attacks, unit.probe)
-    threat = ThreatModel(unit.probe.norm, unit.level)
-    clean = task.evaluate(model, data.x, data.y)
-    n = len(data)
-
-    def run(pos: list[int]) -> Any:
-        idx = torch.tensor(pos, dtype=torch.long)
-        return attack(model, take(data.x, pos), take(data.y, pos), threat, rng=rng.take(idx))
-
-    chunks, errs = isolate(run, n)
-    x_adv = merge_rows([(p, r.x_adv) for p, r in chunks], n, data.x)
-    success = merge_rows(
-        [(p, r.success.float()) for p, r in chunks], n, torch.full((n,), float("nan"))
-    )
-    queries = merge_rows(
-        [(p, r.queries.float()) for p, r in chunks], n, torch.full((n,), float("nan"))
-    )
-    ev = task.evaluate(model, x_adv, data.y)
-    for i, msg in errs.items():
-        ev.error[i], ev.pred[i] = msg, None
-        ev.correct[i] = float("nan")
-    extra = {
-        "success": success.tolist(),
-        "queries": queries.tolist(),
-        "distance": threat.distance(x_adv.to(data.x.device), data.x).tolist(),
-        "clean_correct": clean.correct.tolist(),
-    }
+    ev, extra = task.attack(attack, model, data, unit.level, unit.probe.norm, rng)
     return _rows(unit, data, ev, unit.level, extra)
 
 

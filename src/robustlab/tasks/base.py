@@ -31,6 +31,16 @@ class Task(Protocol):
 
     def perturb(self, perturbation: Any, x: Any, level: float, rng: Any) -> Any: ...
 
+    def attack(
+        self, attack: Any, model: Any, data: Any, level: float, norm: str, rng: Any
+    ) -> tuple[Evaluation, dict[str, list[Any]]]:
+        """Run ``attack`` at budget ``level`` (epsilon, edit budget, ...) -> evaluation + extras.
+
+        Extras should include ``success``, ``queries`` and ``clean_correct`` per example so the
+        attack metrics apply; tasks without attacks need not define this method.
+        """
+        ...
+
     def check(self, model: Any, data: Any) -> None:
         """Raise a clear error if ``model`` cannot serve ``data`` (shapes, classes, domain)."""
         ...

@@ -8,6 +8,8 @@ import torch
 
 from robustlab.core.errors import ModelOutputError
 from robustlab.core.registry import tasks
+from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import ThreatModel
 from robustlab.data.base import Dataset
 from robustlab.tasks.base import Evaluation, isolate, merge_rows, take
 
@@ -48,6 +50,38 @@ class ClassificationTask:
 
     def perturb(self, perturbation: Any, x: torch.Tensor, level: float, rng: Any) -> torch.Tensor:
         return perturbation(x, level, rng)
+
+    def attack(
+        self, attack: Any, model: Any, data: Dataset, level: float, norm: str, rng: ExampleRNG
+    ) -> tuple[Evaluation, dict[str, list[Any]]]:
+        """Attack within the ``norm`` ball of radius ``level``; examples the model fails on are isolated.
+
+        Extras per example: ``success``, ``queries``, ``distance`` (Lp) and ``clean_correct``.
+        """
+        threat = ThreatModel(norm, level)
+        x, y, n = data.x, data.y, len(data)
+        assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
+        clean = self.evaluate(model, x, y)
+
+        def run(pos: list[int]) -> Any:
+            idx = torch.tensor(pos, dtype=torch.long)
+            return attack(model, take(x, pos), take(y, pos), threat, rng=rng.take(idx))
+
+        chunks, errs = isolate(run, n)
+        nan = torch.full((n,), float("nan"))
+        x_adv = merge_rows([(p, r.x_adv) for p, r in chunks], n, x)
+        success = merge_rows([(p, r.success.float()) for p, r in chunks], n, nan)
+        queries = merge_rows([(p, r.queries.float()) for p, r in chunks], n, nan)
+        ev = self.evaluate(model, x_adv, y)
+        for i, msg in errs.items():
+            ev.error[i], ev.pred[i] = msg, None
+            ev.correct[i] = float("nan")
+        return ev, {
+            "success": success.tolist(),
+            "queries": queries.tolist(),
+            "distance": threat.distance(x_adv.to(x.device), x).tolist(),
+            "clean_correct": clean.correct.tolist(),
+        }
 
     def check(self, model: Any, data: Dataset) -> None:
         """Check model/data compatibility on the first examples (shape, classes, domain)."""
