@@ -66,7 +66,7 @@ def _rows(
         "correct": [None if c != c else c for c in correct],
         "error": list(ev.error),
         "extra": extra_json,
-        "meta": meta_json(data),
+        "meta": meta_json(data),  # cached per shard by the context's Dataset object
     }
 
 
@@ -79,10 +79,16 @@ def json_column(values: Any) -> list[str]:
 
 
 def meta_json(data: Dataset) -> list[str]:
-    """The examples' metadata as JSON objects (one per example)."""
+    """The examples' metadata as JSON objects (one per example), computed once per dataset object."""
+    cached = data.__dict__.get("_meta_json")
+    if cached is not None and len(cached) == len(data):
+        return cached
     if not data.meta:
-        return ["{}"] * len(data)
-    return pd.DataFrame(data.meta).to_json(orient="records", lines=True).splitlines()
+        out = ["{}"] * len(data)
+    else:
+        out = pd.DataFrame(data.meta).to_json(orient="records", lines=True).splitlines()
+    data.__dict__["_meta_json"] = out
+    return out
 
 
 def _clean(

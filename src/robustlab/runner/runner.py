@@ -15,6 +15,7 @@ from robustlab.runner.context import process_context
 from robustlab.runner.engines import LocalEngine, RayEngine
 from robustlab.runner.plan import WorkUnit, data_key, plan
 from robustlab.runner.suite import Suite
+from robustlab.runner.writer import UnitWriter
 from robustlab.store import Store
 
 
@@ -80,9 +81,10 @@ def run_suite(
     pending = [u for u in units if u.key not in done]
     failures = 0
     try:
-        for unit, rows, err, secs in _progress(engine.map(pending), pending, progress, run_id):
-            store.write_unit(run_id, unit.key, unit.describe(), rows, secs, err)
-            failures += err is not None
+        with UnitWriter(store, run_id) as writer:
+            for unit, rows, err, secs in _progress(engine.map(pending), pending, progress, run_id):
+                writer.put((unit.key, unit.describe(), rows, secs, err))
+                failures += err is not None
     except KeyboardInterrupt:
         store.finish_run(run_id, "running", "interrupted; rerun the same suite to resume")
         raise

@@ -209,35 +209,51 @@ class Store:
 
         ``rows`` is columnar (column -> values, as units produce them) or a list of row dicts.
         """
-        if isinstance(rows, list):
-            rows = {k: [r.get(k) for r in rows] for k in COLUMNS}
-        n = len(rows["model"]) if rows else 0
-        cols = [rows[k] if rows else [] for k in COLUMNS]
-        tuples = list(zip([run_id] * n, [key] * n, *cols, strict=True))
+        self.write_units(run_id, [(key, description, rows, seconds, error)])
+
+    def write_units(
+        self,
+        run_id: str,
+        units: list[
+            tuple[str, str, dict[str, list[Any]] | list[dict[str, Any]], float, str | None]
+        ],
+    ) -> None:
+        """Write several finished units ``(key, description, rows, seconds, error)`` in one
+        transaction: each unit is stored whole or not at all."""
+        keys = [u[0] for u in units]
+        tuples: list[tuple[Any, ...]] = []
+        unit_rows = []
+        now = time.time()
+        for key, description, rows, seconds, error in units:
+            if isinstance(rows, list):
+                rows = {k: [r.get(k) for r in rows] for k in COLUMNS}
+            n = len(rows["model"]) if rows else 0
+            if n:
+                cols = [rows[k] for k in COLUMNS]
+                tuples += zip([run_id] * n, [key] * n, *cols, strict=True)
+            unit_rows.append(
+                {"run_id": run_id, "key": key, "description": description,
+                 "status": "failed" if error else "done", "seconds": seconds,
+                 "n_records": n, "error": error, "finished_at": now}
+            )  # fmt: skip
         with self.engine.begin() as c:
             c.execute(
                 schema.records.delete().where(
-                    schema.records.c.run_id == run_id, schema.records.c.unit_key == key
+                    schema.records.c.run_id == run_id, schema.records.c.unit_key.in_(keys)
                 )
             )
             c.execute(
                 schema.units.delete().where(
-                    schema.units.c.run_id == run_id, schema.units.c.key == key
+                    schema.units.c.run_id == run_id, schema.units.c.key.in_(keys)
                 )
             )
             if tuples:
                 self._insert_records(c, tuples)
-            c.execute(
-                schema.units.insert().values(
-                    run_id=run_id, key=key, description=description,
-                    status="failed" if error else "done", seconds=seconds,
-                    n_records=n, error=error, finished_at=time.time(),
-                )
-            )  # fmt: skip
+            c.execute(schema.units.insert(), unit_rows)
             c.execute(
                 schema.runs.update()
                 .where(schema.runs.c.id == run_id)
-                .values(elapsed=schema.runs.c.elapsed + seconds)
+                .values(elapsed=schema.runs.c.elapsed + sum(u[3] for u in units))
             )
 
     def _insert_records(self, conn: sa.Connection, tuples: list[tuple[Any, ...]]) -> None:

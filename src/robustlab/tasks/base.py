@@ -47,7 +47,9 @@ class Task(Protocol):
 
 
 def take(x: Any, idx: Sequence[int]) -> Any:
-    """Index a tensor or a list by a list of positions."""
+    """Index a tensor or a list by positions (a ``range`` is a cheap slice)."""
+    if isinstance(idx, range) and idx.step == 1:
+        return x[idx.start : idx.stop]
     if isinstance(x, torch.Tensor):
         return x[torch.as_tensor(list(idx), dtype=torch.long, device=x.device)]
     return [x[i] for i in idx]
@@ -77,7 +79,7 @@ def isolate(
             run(pos[mid:])
 
     if n:
-        run(list(range(n)))
+        run(range(n))  # type: ignore[arg-type]  # ranges bisect into ranges: cheap slices
     return chunks, errors
 
 
@@ -89,7 +91,7 @@ def merge_rows(
         return chunks[0][1]
     out = fill.clone()
     for pos, rows in chunks:
-        out[torch.as_tensor(pos, device=out.device)] = rows.to(out.device, out.dtype)
+        out[torch.as_tensor(list(pos), device=out.device)] = rows.to(out.device, out.dtype)
     return out
 
 

@@ -64,7 +64,7 @@ class ClassificationTask:
         clean = self.evaluate(model, x, y)
 
         def run(pos: list[int]) -> Any:
-            idx = torch.tensor(pos, dtype=torch.long)
+            idx = torch.as_tensor(list(pos), dtype=torch.long)
             return attack(model, take(x, pos), take(y, pos), threat, rng=rng.take(idx))
 
         chunks, errs = isolate(run, n)

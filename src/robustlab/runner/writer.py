@@ -1,0 +1,65 @@
+"""Background writer: finished units go to the store while the next units compute.
+
+Units queued close together are written in one transaction (group commit); each unit is still
+all-or-nothing, so a killed run loses at most the units not yet written, which a rerun recomputes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from robustlab.store import Store
+
+Item = tuple[str, str, Any, float, str | None]  # key, description, rows, seconds, error
+
+
+class UnitWriter:
+    """Context manager owning a writer thread; ``put`` a finished unit, exit flushes everything."""
+
+    def __init__(self, store: Store, run_id: str, max_batch: int = 64) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.max_batch = max_batch
+        self._q: queue.Queue[Item | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="robustlab-writer", daemon=True)
+
+    def __enter__(self) -> UnitWriter:
+        self._thread.start()
+        return self
+
+    def put(self, item: Item) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(item)
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[Item] = []
+            item = self._q.get()
+            if item is None:
+                break
+            batch.append(item)
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            if self._error is None:
+                try:
+                    self.store.write_units(self.run_id, batch)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                    self._error = e
+
+    def __exit__(self, *exc: object) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
