@@ -216,3 +216,27 @@ def test_sklearn_adapter_is_black_box():
     assert not clf.capabilities.grad and clf.capabilities.probs_only
     out = clf.logits(torch.rand(5, 1, 8, 8))
     assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-4)
+
+
+# slices ---------------------------------------------------------------------------------------
+def test_slices_by_metadata_predicate_and_where():
+    import pandas as pd
+
+    from robustlab.data.slices import Slice, by_metadata, summarize_slices, where
+
+    df = pd.DataFrame(
+        {
+            "model": "m", "kind": "clean", "probe": "clean", "level": 0.0, "replicate": 0,
+            "example_id": range(6), "correct": [1.0, 0.0, 1.0, 1.0, 0.0, 0.0], "error": None,
+            "m.label": ["2", "10", "2", "10", "2", "1"], "m.ink": ["a", "b", "a", "a", "b", "b"],
+        }
+    )  # fmt: skip
+    by = by_metadata(df, "label")
+    assert [s.name for s in by] == ["label=1", "label=2", "label=10"]  # natural order
+    heavy = where("a-ink label 2", ink=["a"], label=[2])  # YAML ints match text metadata
+    even = Slice("even ids", lambda r: r["example_id"] % 2 == 0)
+    out = summarize_slices(df, [*by, heavy, even]).set_index("slice")["value"]
+    assert out["label=2"] == pytest.approx(2 / 3) and out["label=10"] == 0.5
+    assert out["a-ink label 2"] == 1.0 and out["even ids"] == pytest.approx(2 / 3)
+    with pytest.raises(ConfigError, match="no metadata column 'colour'"):
+        by_metadata(df, "colour")

@@ -260,7 +260,7 @@ def test_run_without_records(tmp_path: Path) -> None:
     c = _strict(js.read_text())
     assert c["run"]["n_records"] == 0 and c["summary"]["iid"] == []
     assert c["sections"]["slices"]["notes"] == [
-        "slice by 'label': no such metadata column in the records"
+        "slice by 'label': the records have no metadata column 'label'"
     ]
     text = html.read_text()
-    assert "No clean records in this run." in text and "no such metadata column" in text
+    assert "No clean records in this run." in text and "no metadata column" in text

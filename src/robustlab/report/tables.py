@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from robustlab.core.errors import ConfigError
+from robustlab.data.slices import from_spec
 from robustlab.metrics import summarize
 
 SLICE_KEYS = ["model", "slice_set", "slice", "kind", "probe", "level"]
@@ -120,23 +121,13 @@ def slices(
     )
     parts, notes = [], []
     for spec in specs:
-        if spec.get("by"):
-            col = f"m.{spec['by']}"
-            if col not in sub:
-                notes.append(f"slice by {spec['by']!r}: no such metadata column in the records")
-                continue
-            name = spec.get("name") or spec["by"]
-            parts.append(sub.assign(slice_set=name, slice=name + "=" + _str(sub[col])))
-        else:
-            where = spec.get("where") or {}
-            missing = [c for c in where if f"m.{c}" not in sub]
-            if missing:
-                notes.append(f"slice {spec['name']!r}: no metadata column(s) {missing}")
-                continue
-            mask = np.ones(len(sub), dtype=bool)
-            for c, values in where.items():
-                mask &= _str(sub[f"m.{c}"]).isin([str(v) for v in values]).to_numpy()
-            parts.append(sub[mask].assign(slice_set=spec["name"], slice=spec["name"]))
+        try:  # one concept, one place: slice expansion lives in robustlab.data.slices
+            for sl in from_spec(spec, sub):
+                part = sub[sl.mask(sub).to_numpy()]
+                if len(part):
+                    parts.append(part.assign(slice_set=sl.group, slice=sl.name))
+        except ConfigError as e:
+            notes.append(str(e))
     if not parts:
         return stats(sub.iloc[:0], SLICE_KEYS).assign(condition=pd.Series(dtype=str)), notes
     table = stats(pd.concat(parts), SLICE_KEYS)
