@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ class Store:
         self.engine = sa.create_engine(self.url, future=True)
         if self.url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        # closing the last connection checkpoints SQLite's WAL into the file (also at exit)
+        self._finalizer = weakref.finalize(self, self.engine.dispose)
         try:
             self._open()
         except (OperationalError, DatabaseError) as e:
@@ -63,6 +66,7 @@ class Store:
                 c.execute(
                     schema.meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
                 )
+            self._use_wal()
             return
         with self.engine.connect() as c:
             row = c.execute(
@@ -81,12 +85,28 @@ class Store:
     def _use_wal(self) -> None:
         """Write-ahead logging for SQLite (persistent in the file): only once the schema is ours."""
         if self.url.startswith("sqlite"):
-            with self.engine.connect() as c:
-                c.exec_driver_sql("PRAGMA journal_mode=WAL")
+            raw = self.engine.raw_connection()  # outside any transaction, or SQLite ignores it
+            try:
+                cur = raw.cursor()
+                if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    cur.execute("PRAGMA journal_mode=WAL")
+                cur.close()
+            finally:
+                raw.close()
 
     def _migrate(self, version: int) -> None:
         # schema 1 is the first; future migrations go here, one function per version step
         raise StoreError(f"store {self.url} has unknown schema version {version}")
+
+    def close(self) -> None:
+        """Close all connections (SQLite then folds its write-ahead log into the store file)."""
+        self._finalizer()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def schema_version(self) -> int:
