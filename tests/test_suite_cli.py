@@ -191,3 +191,17 @@ def test_cli_refuses_pickled_model_files_unless_allowed(tmp_path):
         "run", "f.yaml", "--store", "s.db", "--no-progress", "--allow-pickle", cwd=tmp_path
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_probes_can_be_restricted_to_some_models():
+    from robustlab.runner.plan import plan
+
+    suite = Suite.from_yaml(
+        "name: t\nmodels: [{name: digits-mlp}, {name: digits-cnn}]\ndata: {name: digits}\n"
+        "probes: [{kind: attack, name: pgd, levels: [0.1], models: [digits-cnn]}]\n"
+    )
+    units = plan(suite, {'{"name": "digits", "params": {}}': 1})
+    attacked = {u.model.display for u in units if u.probe is not None}
+    assert attacked == {"digits-cnn"} and len(units) == 3  # 2 clean + 1 attack
+    with pytest.raises(ConfigError, match=r"unknown models \['cnn'\]"):
+        Suite.from_yaml(GOOD.replace("levels: [0.1]", "levels: [0.1], models: [cnn]"))

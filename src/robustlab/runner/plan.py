@@ -56,6 +56,8 @@ def plan(suite: Suite, shards: dict[str, int]) -> list[WorkUnit]:
         for rep in model.replicates:
             probes: list[tuple[ProbeSpec | None, list[float | None]]] = [(None, [0.0])]
             for p in suite.probes:
+                if p.models is not None and model.display not in p.models:
+                    continue
                 if p.kind == "certifier":
                     probes.append((p, [None]))
                 elif p.kind == "evalset":

@@ -64,6 +64,7 @@ class ProbeSpec(_Strict):
     norm: str = "inf"
     label: str | None = None
     data: ComponentSpec | None = None
+    models: list[str] | None = None  # model labels this probe applies to (default: all)
 
     @field_validator("norm")
     @classmethod
@@ -136,6 +137,12 @@ class Suite(_Strict):
         probes = [p.display for p in self.probes]
         if len(set(probes)) != len(probes):
             raise ValueError(f"probe labels must be unique (got {probes}); set 'label'")
+        for p in self.probes:
+            unknown = sorted(set(p.models or []) - set(labels))
+            if unknown:
+                raise ValueError(
+                    f"probe {p.display!r} names unknown models {unknown} (models: {labels})"
+                )
         return self
 
     # loading ----------------------------------------------------------------------------------
