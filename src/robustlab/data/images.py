@@ -1,0 +1,140 @@
+"""Image data sources: Fashion-MNIST (Debian's ``dataset-fashion-mnist``) and folders of images.
+
+Example::
+
+    d = datasets.create("fashion-mnist", {"split": "test", "limit": 1000})   # [1000, 1, 28, 28]
+    d = datasets.create("image-folder", {"root": "photos/", "size": 64})     # class-per-subfolder
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustlab.core.errors import ConfigError
+from robustlab.core.registry import datasets
+from robustlab.core.types import Domain
+from robustlab.data.base import Dataset
+
+FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_CLASSES = [
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+@functools.lru_cache(maxsize=4)
+def _idx(path: str, offset: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
+
+
+def _check_limit(limit: int | None, name: str) -> None:
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{name}: limit must be a positive integer or null, got {limit!r}")
+
+
+@datasets.register("fashion-mnist")
+def fashion_mnist(
+    split: str = "test", limit: int | None = None, root: str = FASHION_ROOT
+) -> Dataset:
+    """Fashion-MNIST (Xiao et al. 2017): 60,000 train / 10,000 test 28x28 grey images in [0, 1].
+
+    Read from the IDX files of Debian's ``dataset-fashion-mnist`` package (no download). ``limit``
+    keeps the first examples of the split. Ids are the index in the split (test ids start at
+    60,000, so they never collide with train ids). Metadata: ``label`` (class name).
+    """
+    if split not in ("train", "test"):
+        raise ConfigError(f"fashion-mnist split must be 'train' or 'test', got {split!r}")
+    _check_limit(limit, "fashion-mnist")
+    stem = "train" if split == "train" else "t10k"
+    img = Path(root) / f"{stem}-images-idx3-ubyte.gz"
+    lab = Path(root) / f"{stem}-labels-idx1-ubyte.gz"
+    if not img.is_file() or not lab.is_file():
+        raise ConfigError(
+            f"fashion-mnist: {img} not found; install it with `apt-get install dataset-fashion-mnist`"
+        )
+    y = _idx(str(lab), 8)
+    x = _idx(str(img), 16).reshape(-1, 1, 28, 28)
+    if len(x) != len(y):
+        raise ConfigError(f"fashion-mnist: {img} holds {len(x)} images for {len(y)} labels")
+    n = len(y) if limit is None else min(limit, len(y))
+    base = 0 if split == "train" else 60000
+    labels = y[:n].astype(np.int64)
+    return Dataset(
+        x=torch.from_numpy(x[:n].astype(np.float32) / 255),
+        y=torch.from_numpy(labels),
+        name=f"fashion-mnist-{split}",
+        ids=torch.arange(base, base + n),
+        meta={"label": [FASHION_CLASSES[i] for i in labels]},
+        domain=Domain(0.0, 1.0, (1, 28, 28)),
+        classes=list(FASHION_CLASSES),
+    )
+
+
+@datasets.register("image-folder")
+def image_folder(
+    root: str, size: int | list[int] = 64, channels: int = 3, limit: int | None = None
+) -> Dataset:
+    """Your own images: ``root/<class name>/*.png|jpg|jpeg``, resized to ``size`` (an int or
+    ``[height, width]``, bilinear) as ``channels`` (1 = grey, 3 = RGB) images in [0, 1].
+
+    Classes are the sorted subfolder names; examples are ordered by class then file name, and
+    ``limit`` keeps the first ones. Metadata: ``label`` (class name) and ``file`` (path under root).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    base = Path(root)
+    if not base.is_dir():
+        raise ConfigError(f"image-folder: {root!r} is not a directory")
+    if channels not in (1, 3):
+        raise ConfigError(f"image-folder: channels must be 1 or 3, got {channels!r}")
+    _check_limit(limit, "image-folder")
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if len(hw) != 2 or not all(isinstance(s, int) and s > 0 for s in hw):
+        raise ConfigError(
+            f"image-folder: size must be a positive int or [height, width], got {size!r}"
+        )
+    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    files = [
+        (c, f)
+        for c, name in enumerate(classes)
+        for f in sorted((base / name).iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise ConfigError(f"image-folder: no .png/.jpg/.jpeg files in subfolders of {root!r}")
+    files = files[:limit] if limit is not None else files
+    arr = np.empty((len(files), hw[0], hw[1], channels), dtype=np.uint8)
+    for i, (_, f) in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB" if channels == 3 else "L").resize(hw[::-1], Image.BILINEAR)
+                arr[i] = np.asarray(im).reshape(hw[0], hw[1], channels)
+        except (UnidentifiedImageError, OSError) as e:
+            raise ConfigError(f"image-folder: cannot read image {f}: {e}") from None
+    labels = [c for c, _ in files]
+    return Dataset(
+        x=torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255,
+        y=torch.tensor(labels, dtype=torch.int64),
+        name=f"image-folder-{base.name}",
+        meta={
+            "label": [classes[c] for c in labels],
+            "file": [str(f.relative_to(base)) for _, f in files],
+        },
+        domain=Domain(0.0, 1.0, (channels, hw[0], hw[1])),
+        classes=classes,
+    )

@@ -1,0 +1,257 @@
+"""The 19 ImageNet-C corruptions against the ``imagecorruptions`` package on the same real images.
+
+Deterministic corruptions must match the reference pixel for pixel (mean absolute difference below
+1.5/255: the reference floors its float output to uint8, which alone costs 0.5-1/255). Random ones are compared by the statistics of
+the change they make (mean and standard deviation of ``out - x`` over images and draws), with a
+tolerance per corruption documented in docs/vision-perturbations.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from robustlab.core.errors import ConfigError
+from robustlab.core.registry import perturbations
+from robustlab.core.rng import ExampleRNG
+
+ic = pytest.importorskip("imagecorruptions", exc_type=ImportError)
+skdata = pytest.importorskip("skimage.data")
+
+DETERMINISTIC = {
+    "gaussian_blur": 1.5,
+    "defocus_blur": 1.5,
+    "zoom_blur": 1.5,
+    "brightness": 1.5,
+    "contrast": 1.5,
+    "pixelate": 1.5,
+    "jpeg_compression": 1.5,
+    "saturate": 1.5,
+}
+# corruption -> (abs. tolerance of the mean change in /255, rel. tolerance of its std)
+RANDOM = {
+    "gaussian_noise": (2.0, 0.05),
+    "shot_noise": (2.0, 0.05),
+    "impulse_noise": (2.0, 0.05),
+    "speckle_noise": (2.0, 0.05),
+    "motion_blur": (2.0, 0.08),
+    "elastic_transform": (2.0, 0.08),
+    "glass_blur": (2.0, 0.08),
+    "snow": (8.0, 0.15),
+    "frost": (15.0, 0.15),
+    "fog": (12.0, 0.12),
+    "spatter": (4.0, 0.2),
+}
+ALL = [*DETERMINISTIC, *RANDOM]
+
+
+def _reference() -> object:
+    """``imagecorruptions.corrupt`` made to run on numpy 2 / scikit-image >= 0.19 (its own bugs:
+    ``np.float_`` and ``gaussian(multichannel=...)`` were removed upstream)."""
+    import imagecorruptions.corruptions as icc
+    import skimage.filters
+
+    np.float_ = np.float64  # type: ignore[attr-defined]
+    if not getattr(icc, "_robustlab_patched", False):
+        gauss = skimage.filters.gaussian
+
+        def gaussian(img: np.ndarray, sigma: float = 1, multichannel: bool = False, **kw: object):
+            return gauss(img, sigma=sigma, channel_axis=-1 if multichannel else None, **kw)
+
+        icc.gaussian = gaussian
+        icc._robustlab_patched = True
+    return ic.corrupt
+
+
+def _photos(size: int) -> np.ndarray:
+    from PIL import Image
+
+    out = []
+    for f in (skdata.astronaut, skdata.chelsea, skdata.coffee):
+        out.append(np.asarray(Image.fromarray(f()).resize((size, size), Image.BILINEAR)))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    return _photos(48)
+
+
+@pytest.fixture(scope="module")
+def fashion() -> np.ndarray:
+    from robustlab.core.registry import datasets
+
+    d = datasets.create("fashion-mnist", {"split": "test", "limit": 3})
+    x = torch.nn.functional.interpolate(d.x, size=(32, 32), mode="bilinear", align_corners=False)
+    return np.round(x[:, 0].clamp(0, 1).numpy() * 255).astype(np.uint8)
+
+
+def _run(name: str, imgs: np.ndarray, severity: int, reps: int) -> tuple[torch.Tensor, ...]:
+    corrupt = _reference()
+    gray = imgs.ndim == 3
+    np.random.seed(severity)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = np.stack([[corrupt(im, severity, name) for im in imgs] for _ in range(reps)])
+    ref_t = torch.from_numpy(ref.astype(np.float64) / 255).permute(0, 1, 4, 2, 3)
+    x = torch.from_numpy(imgs.astype(np.float32) / 255)
+    x = x[:, None] if gray else x.permute(0, 3, 1, 2)
+    if gray:
+        ref_t = ref_t[:, :, :1]
+    p = perturbations.create(name)
+    ours = torch.stack(
+        [p(x, severity, ExampleRNG.from_seed(r, torch.arange(len(x)))) for r in range(reps)]
+    )
+    return x.double(), ref_t, ours.double()
+
+
+@pytest.mark.parametrize("name", list(DETERMINISTIC))
+@pytest.mark.parametrize("images", ["rgb", "fashion"])
+def test_deterministic_matches_reference(name: str, images: str, request: pytest.FixtureRequest):
+    imgs = request.getfixturevalue(images)
+    for s in (1, 2, 3, 4, 5):
+        _, ref, ours = _run(name, imgs, s, 1)
+        mad = float((ours - ref).abs().mean()) * 255
+        assert mad < DETERMINISTIC[name], f"{name} severity {s}: MAD {mad:.2f}/255"
+
+
+@pytest.mark.parametrize("name", list(RANDOM))
+def test_random_statistics_match_reference(name: str, rgb: np.ndarray) -> None:
+    tol_mean, tol_std = RANDOM[name]
+    reps = {"glass_blur": 2, "frost": 24, "fog": 16, "snow": 10}.get(name, 6)
+    for s in (1, 3, 5):
+        x, ref, ours = _run(name, rgb, s, reps)
+        dr, do = (ref - x) * 255, (ours - x) * 255
+        # the reference truncates to uint8: its mean change is biased by -0.5/255
+        assert abs(float(do.mean()) - float(dr.mean()) - 0.5) < tol_mean, (
+            f"{name} s{s}: mean change {float(do.mean()):.2f} vs {float(dr.mean()):.2f}"
+        )
+        rel = abs(float(do.std()) / float(dr.std()) - 1)
+        assert rel < tol_std, f"{name} s{s}: std of change off by {rel:.1%}"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_invariants_any_size_and_channels(name: str) -> None:
+    p = perturbations.create(name)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 40, 40, generator=g)
+    rng = lambda: ExampleRNG.from_seed(0, torch.arange(4))  # noqa: E731
+    change = [float((p(x, s, rng()) - x).abs().mean()) for s in (1, 3, 5)]
+    if name != "saturate":  # saturate goes 0.3x, 0.1x, 2x, 5x, 20x: not monotone
+        assert change[0] <= change[2] + 1e-6, f"{name}: severity 5 changes less than 1"
+    half = p(x, 2.5, rng())
+    assert half.shape == x.shape and float(half.min()) >= 0 and float(half.max()) <= 1
+    for shape in [(2, 1, 8, 8), (2, 3, 33, 17), (1, 1, 5, 70)]:
+        y = p(torch.rand(*shape, generator=g), 5, ExampleRNG.from_seed(0, torch.arange(shape[0])))
+        assert y.shape == shape and bool(torch.isfinite(y).all())
+
+
+def test_bad_input() -> None:
+    p = perturbations.create("fog")
+    rng = ExampleRNG.from_seed(0, torch.arange(2))
+    with pytest.raises(ConfigError, match="channels"):
+        p(torch.rand(2, 4, 8, 8), 1, rng)
+    with pytest.raises(ConfigError, match="severity"):
+        p(torch.rand(2, 3, 8, 8), 6, rng)
+    with pytest.raises(ConfigError, match=r"\[B, C, H, W\]"):
+        p(torch.rand(3, 8, 8), 1, rng)
+
+
+# ---- continuous transforms, patch-wise corruptions, attribute edits -------------------------
+
+
+def _rng(n: int, seed: int = 0) -> ExampleRNG:
+    return ExampleRNG.from_seed(seed, torch.arange(n))
+
+
+def test_geometric_against_exact_and_pillow(rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
+    rot = perturbations.create("rotate")
+    assert torch.allclose(rot(x, 90.0, _rng(3)), torch.rot90(x, 1, (2, 3)), atol=1e-5)
+    # Pillow's rotate (counter-clockwise about the centre, bilinear) as an independent reference
+    ours = rot(x, 30.0, _rng(3))[:, :, 8:-8, 8:-8]
+    ref = np.stack([np.asarray(Image.fromarray(im).rotate(30, Image.BILINEAR)) for im in rgb])
+    ref_t = torch.from_numpy(ref).permute(0, 3, 1, 2).float()[:, :, 8:-8, 8:-8] / 255
+    assert float((ours - ref_t).abs().mean()) < 2 / 255
+    shifted = perturbations.create("translate", {"direction": 90.0})(x, 3 / 48, _rng(3))
+    assert (
+        torch.allclose(shifted[:, :, 3:], x[:, :, :-3], atol=1e-5)
+        and float(shifted[:, :, :3].max()) < 1e-5
+    )
+    sc = perturbations.create("scale")
+    per_example = sc(x, torch.tensor([-0.5, 0.0, 0.25]), _rng(3))
+    for i, s in enumerate([-0.5, 0.0, 0.25]):
+        assert torch.allclose(per_example[i], sc(x[i : i + 1], s, _rng(1))[0], atol=1e-6)
+    assert torch.equal(per_example[1], x[1])
+    with pytest.raises(ConfigError, match="> -1"):
+        sc(x, -1.0, _rng(3))
+    b = perturbations.create("brightness_shift")(x, -0.2, _rng(3))
+    assert torch.allclose(b, (x - 0.2).clamp(0, 1))
+
+
+def test_patch_corruption_hits_exactly_k_patches(rgb: np.ndarray) -> None:
+    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
+    p = perturbations.create("patch_corruption", {"patch_size": 8, "corruption": "gaussian_noise"})
+    out = p(x, 0.25, _rng(3))
+    changed = (out != x).view(3, 3, 6, 8, 6, 8).any(dim=(1, 3, 5))  # [B, 6, 6] patch grid
+    assert changed.sum(dim=(1, 2)).tolist() == [9, 9, 9]
+    full = perturbations.create("gaussian_noise")(x, 5, _rng(3).fork("patch-corruption"))
+    m = changed.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, None].expand_as(x)
+    assert torch.equal(out[m], full[m]) and torch.equal(out[~m], x[~m])
+    k = perturbations.create("patch_corruption", {"patch_size": 16, "count": True})
+    assert (
+        (k(x, 2, _rng(3)) != x).view(3, 3, 3, 16, 3, 16).any(dim=(1, 3, 5)).sum((1, 2)) == 2
+    ).all()
+    with pytest.raises(ConfigError, match="severity"):
+        p(x, 1.5, _rng(3))
+
+
+def test_attribute_edits_on_fashion_mnist() -> None:
+    from robustlab.perturbations.image.attributes import object_mask
+
+    d = datasets_create_fashion(16)
+    x = torch.nn.functional.pad(d, (6, 6, 6, 6))  # margin so moved objects stay inside
+    m = object_mask(x)
+    area = m.sum(dim=(1, 2, 3))
+    assert bool((area > 20).all())
+    shift = perturbations.create("object_shift", {"direction": 0.0})(x, 3 / 40, _rng(16))
+    assert torch.allclose(object_mask(shift).sum((1, 2, 3)), area, rtol=0.1)
+    assert torch.allclose(shift[..., 3:] * m[..., :-3], x[..., :-3] * m[..., :-3], atol=1e-5)
+    small = perturbations.create("object_scale")(x, -0.5, _rng(16))
+    ratio = object_mask(small).sum((1, 2, 3)) / area
+    assert bool(((ratio > 0.15) & (ratio < 0.35)).all()), ratio  # area scales by 0.5**2
+    turned = perturbations.create("object_rotate")(x, 180.0, _rng(16))
+    # off-grid centroids: bilinear resampling spreads the edges a little
+    assert abs(float((object_mask(turned).sum((1, 2, 3)) / area).mean()) - 1) < 0.15
+    # about the centroid: a non-square image keeps each object's centroid under rotation/scaling
+    wide = torch.nn.functional.pad(d, (20, 8, 4, 8))
+    for name, sev in (("object_rotate", 180.0), ("object_scale", -0.4)):
+        before, after = (
+            _centroids(object_mask(wide)),
+            _centroids(object_mask(perturbations.create(name)(wide, sev, _rng(16)))),
+        )
+        assert float((before - after).abs().max()) < 1.0, name
+    bg = perturbations.create("background_swap")(x, 1.0, _rng(16))
+    assert torch.equal(bg[m.bool()], x[m.bool()]) and float((bg - x)[~m.bool()].abs().mean()) > 0.2
+    supplied = torch.zeros_like(m)
+    assert torch.equal(perturbations.create("object_shift")(x, 0.1, _rng(16), mask=supplied), x)
+    with pytest.raises(ConfigError, match="mask"):
+        perturbations.create("object_rotate")(x, 10.0, _rng(16), mask=m[:, :, :5])
+
+
+def datasets_create_fashion(n: int) -> torch.Tensor:
+    from robustlab.core.registry import datasets
+
+    return datasets.create("fashion-mnist", {"split": "test", "limit": n}).x
+
+
+def _centroids(m: torch.Tensor) -> torch.Tensor:
+    ys = torch.arange(m.shape[2], dtype=m.dtype)[:, None]
+    xs = torch.arange(m.shape[3], dtype=m.dtype)
+    area = m.sum((1, 2, 3))
+    return torch.stack([(m * xs).sum((1, 2, 3)) / area, (m * ys).sum((1, 2, 3)) / area], 1)
