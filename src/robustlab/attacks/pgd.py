@@ -97,25 +97,33 @@ class PGD:
             cur = x.clone()
         out = cur.clone()
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
-        queries = torch.zeros(n, dtype=torch.long, device=x.device)
-        active = torch.arange(n, device=x.device)
-        for _ in range(self.steps):
-            logits, _, grad = loss_and_grad(model, cur[active], y[active], goal)
-            queries[active] += 1
-            hit = goal.success(logits, y[active])
-            if self.early_stop and hit.any():
-                done[active[hit]] = True
-                out[active[hit]] = cur[active[hit]]
-                keep = ~hit
-                active, grad = active[keep], grad[keep]
-                if active.numel() == 0:
-                    break
-            step = steepest_step(grad, cur[active], threat.norm, alpha, dom)
-            cur[active] = threat.project(cur[active] + step, x[active], dom)
-        if active.numel():
+        queries = torch.full((n,), self.steps + 1, dtype=torch.long, device=x.device)
+        # the still-active examples are kept compacted (xa, ya, cur): no indexing per step
+        idx, xa, ya = torch.arange(n, device=x.device), x, y
+        box = threat.norm == "inf"  # Linf: ball and domain are one box, clamp once per step
+        if box:
+            lo = (x - threat.eps).clamp_min(dom.lo)
+            hi = (x + threat.eps).clamp_max(dom.hi)
+        for k in range(self.steps):
+            logits, _, grad = loss_and_grad(model, cur, ya, goal)
+            if self.early_stop:
+                hit = goal.success(logits, ya)
+                if hit.any():
+                    gone = idx[hit]
+                    done[gone], out[gone], queries[gone] = True, cur[hit], k + 1
+                    keep = ~hit
+                    idx, xa, ya, cur, grad = idx[keep], xa[keep], ya[keep], cur[keep], grad[keep]
+                    if box:
+                        lo, hi = lo[keep], hi[keep]
+                    if idx.numel() == 0:
+                        break
+            if box:
+                cur = torch.clamp(cur.add(grad.sign(), alpha=alpha), lo, hi)
+            else:
+                step = steepest_step(grad, cur, threat.norm, alpha, dom)
+                cur = threat.project(cur + step, xa, dom)
+        if idx.numel():
             with torch.no_grad():
-                hit = goal.success(model.logits(cur[active]), y[active])
-            queries[active] += 1
-            done[active] = hit
-            out[active] = cur[active]
+                done[idx] = goal.success(model.logits(cur), ya)
+            out[idx] = cur
         return out, done, queries
