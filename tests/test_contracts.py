@@ -20,10 +20,47 @@ N_EXAMPLES = 64
 THREATS = {"inf": ThreatModel("inf", 0.1), "2": ThreatModel("2", 0.5), "1": ThreatModel("1", 2.0)}
 # cheaper settings for slow components in the contract run (they keep every code path)
 FAST_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
-    "certifiers": {"smoothing": {"n0": 64, "n": 300}},
+    "certifiers": {
+        "smoothing": {"n0": 64, "n": 300},
+        "smoothing-sequential": {"n0": 64, "n": 1000},
+        "dual-smoothing": {"n0": 64, "n": 300},
+        "ibp": {"eps": 0.01},  # small enough that many examples are certified (soundness tested)
+        "milp": {"eps": 0.004, "time_limit": 10.0},
+    },
+    # used once test_attack_contract passes FAST_PARAMS["attacks"].get(name) to attacks.create
+    "attacks": {
+        "apgd": {"steps": 10},
+        "apgd_t": {"steps": 10, "n_targets": 2},
+        "square": {"n_queries": 100},
+        "hsj": {"steps": 3, "init_evals": 20, "max_evals": 50, "init_trials": 10},
+        "autoattack": {
+            "attacks": [
+                {"name": "apgd", "steps": 10},
+                {"name": "apgd_t", "steps": 10, "n_targets": 2},
+                {"name": "square", "n_queries": 50},
+            ]
+        },
+        "patch": {"steps": 20},
+        "universal_patch": {"steps": 20},
+    },
 }
 # (registry, name, variant) -> reason, for bugs found by these checks (xfail, strict)
 KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
+
+
+def _modality(registry: Any, name: str) -> str:
+    return getattr(registry.get(name), "modality", "image")
+
+
+# Lp-ball attacks on images are checked here; attacks with another threat model declare it
+# (`threat = "patch"`, `"severity"`; ranking attacks: modality "ranking") and have their own
+# contract tests (tests/test_vision_attacks.py, tests/test_ranking_attacks.py)
+LP_ATTACKS = [
+    n
+    for n in attacks.names()
+    if getattr(attacks.get(n), "threat", "lp") == "lp" and _modality(attacks, n) != "ranking"
+]
+OTHER_ATTACKS = sorted(set(attacks.names()) - set(LP_ATTACKS))
 
 
 def _params(kind: str, name: str, variant: str = "") -> Any:
@@ -69,23 +106,59 @@ def test_adapter_contract(adapter: str, digits_test: tuple[torch.Tensor, torch.T
 
 
 @pytest.mark.parametrize(
-    ("name", "norm"), [_params("attacks", n, norm) for n in attacks.names() for norm in THREATS]
+    ("name", "norm"), [_params("attacks", n, norm) for n in LP_ATTACKS for norm in THREATS]
 )
 def test_attack_contract(
     name: str, norm: str, cnn: Any, digits_test: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     x, y = digits_test
-    check_attack(attacks.create(name), cnn, x, y, THREATS[norm])
+    check_attack(attacks.create(name, FAST_PARAMS["attacks"].get(name)), cnn, x, y, THREATS[norm])
+
+
+def test_every_attack_declares_its_threat_model() -> None:
+    # the attacks not checked above must say why (and are checked in their own modules)
+    for n in OTHER_ATTACKS:
+        obj = attacks.get(n)
+        assert getattr(obj, "threat", "lp") != "lp" or _modality(attacks, n) == "ranking", n
+
+
+@pytest.fixture(scope="session")
+def modality_inputs(digits_test: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """Real inputs per modality: digits images, standard-library docstring sentences, HumanEval."""
+    import importlib
+
+    texts = [
+        (importlib.import_module(m).__doc__ or m).strip().splitlines()[0]
+        for m in (
+            "json",
+            "csv",
+            "re",
+            "heapq",
+            "bisect",
+            "shutil",
+            "gzip",
+            "uuid",
+            "string",
+            "copy",
+        )
+    ]
+
+    def code() -> list[dict[str, Any]]:
+        from robustlab.code.problems import load_humaneval
+
+        return load_humaneval(partial=True)[:12]
+
+    return {"image": digits_test[0], "text": texts, "code": code}
 
 
 @pytest.mark.parametrize(
     ("name", "variant"), [_params("perturbations", n) for n in perturbations.names()]
 )
-def test_perturbation_contract(
-    name: str, variant: str, digits_test: tuple[torch.Tensor, torch.Tensor]
-) -> None:
+def test_perturbation_contract(name: str, variant: str, modality_inputs: dict[str, Any]) -> None:
     p = perturbations.create(name)
-    check_perturbation(p, digits_test[0], severities=p.severities)
+    x = modality_inputs[_modality(perturbations, name)]
+    x = x() if callable(x) else x
+    check_perturbation(p, x, severities=p.severities[:3] if p.modality == "code" else p.severities)
 
 
 @pytest.mark.parametrize(

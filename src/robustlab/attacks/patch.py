@@ -67,6 +67,8 @@ def apply_patch(x: torch.Tensor, patch: torch.Tensor, pos: torch.Tensor) -> torc
 
 
 class _PatchBase:
+    threat = "patch"  # not an Lp ball: checked in tests/test_vision_attacks.py
+
     def _setup(self, model: Any, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, name: str):
         require_grad(model, name)
         check_inputs(model, x, y, name)

@@ -32,6 +32,8 @@ from robustlab.core.types import AttackResult, ThreatModel
 class WorstOfK:
     """Per-example worst of ``k`` severities of ``perturbation`` in ``[low, high]``."""
 
+    threat = "severity"  # not an Lp ball: checked in tests/test_vision_attacks.py
+
     def __init__(
         self,
         perturbation: str = "brightness",
