@@ -47,6 +47,16 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def _hash32_int(x: int) -> int:
+    """:func:`hash32` of one Python int (no tensor ops)."""
+    x &= _M32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
 @dataclass
 class _Counter:
     value: int = 0
@@ -62,9 +72,9 @@ class ExampleRNG:
     @classmethod
     def from_seed(cls, seed: int | str, ids: torch.Tensor) -> ExampleRNG:
         """Streams for examples ``ids`` (int tensor) under ``seed`` (int or string)."""
-        base = seed_from("robustlab", seed)
+        base = _hash32_int(seed_from("robustlab", seed))
         ids = ids.to(torch.int64)
-        return cls(hash32(hash32(ids & _M32) ^ hash32(torch.full_like(ids, base)) ^ (ids >> 32)))
+        return cls(hash32(hash32(ids & _M32) ^ base ^ (ids >> 32)))
 
     def fork(self, name: str) -> ExampleRNG:
         """New independent streams for a sub-component, with their own counter."""
@@ -81,7 +91,7 @@ class ExampleRNG:
         """``[B, n]`` independent 32-bit integers (as int64) for the next draw."""
         k = self._counter.value
         self._counter.value += 1
-        draw = hash32(torch.tensor(k * 0x9E3779B9 + 0x7F4A7C15, device=self.keys.device))
+        draw = _hash32_int(k * 0x9E3779B9 + 0x7F4A7C15)
         base = hash32(self.keys ^ draw)
         j = torch.arange(n, device=self.keys.device, dtype=torch.int64)
         h = hash32(base[:, None] ^ ((j * 0x9E3779B9) & _M32)[None, :])
