@@ -19,6 +19,7 @@ from robustlab.certify.base import (
     require_positive,
     require_probability,
 )
+from robustlab.core.errors import ConfigError
 from robustlab.core.registry import certifiers
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import Certificate
@@ -44,6 +45,19 @@ def binom_pvalue_half(k: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     low = torch.minimum(k, n - k).detach().cpu().double().numpy()
     p = 2 * stats.binom.cdf(low, n.detach().cpu().double().numpy(), 0.5)
     return torch.from_numpy(p).clamp(max=1.0).to(k.device)
+
+
+def gaussian_draws(keys: torch.Tensor, draw: int, m: int, shape: torch.Size) -> torch.Tensor:
+    """``[len(keys), m, *shape]`` standard normals; row ``i`` depends only on ``(keys[i], draw)``.
+
+    One seeded CPU generator per (example, draw) of up to ``DRAW`` samples: as batch-invariant as
+    :meth:`ExampleRNG.normal` but ~100x faster (torch's vectorised sampler per row).
+    """
+    out = torch.empty(len(keys), m, *shape)
+    for i, key in enumerate(keys.tolist()):
+        g = torch.Generator().manual_seed((int(key) << 24) | draw)
+        torch.randn((m, *shape), generator=g, out=out[i])
+    return out
 
 
 @certifiers.register("smoothing")
@@ -88,9 +102,12 @@ class GaussianSmoothing:
 
     def validate(self) -> None:
         """Raise :class:`~robustlab.core.errors.ConfigError` for invalid hyperparameters."""
-        require_positive("smoothing", sigma=self.sigma)
-        require_probability("smoothing", alpha=self.alpha)
-        require_int("smoothing", 1, n0=self.n0, n=self.n, batch_size=self.batch_size)
+        name = getattr(self, "registered_name", "smoothing")
+        require_positive(name, sigma=self.sigma)
+        require_probability(name, alpha=self.alpha)
+        require_int(name, 1, n0=self.n0, n=self.n, batch_size=self.batch_size)
+        if self.n0 > self.n:
+            raise ConfigError(f"{name}: n0 ({self.n0}) must not exceed n ({self.n})")
 
     def certify(
         self, model: Any, x: torch.Tensor, y: torch.Tensor, *, rng: ExampleRNG
@@ -147,34 +164,48 @@ class GaussianSmoothing:
     def sample_counts(self, model: Any, x: torch.Tensor, num: int, rng: ExampleRNG) -> torch.Tensor:
         """``[B, num_classes]`` int64 counts of the base model's argmax over ``num`` noisy copies.
 
-        Examples x noise samples are packed into forward passes of at most ``batch_size`` inputs;
-        each example's noise is its own stream (``DRAW`` samples per draw), independent of packing.
+        Each example's noise is its own stream (:func:`gaussian_draws`, independent of packing);
+        the noisy inputs of consecutive draws and examples are queued and sent to the model in
+        *full* forward passes of ``batch_size`` (only the last one may be shorter).
         """
         b, shape = x.shape[0], x.shape[1:]
         counts = torch.zeros(b, model.num_classes, dtype=torch.long, device=x.device)
         draw = min(num, DRAW)
         group = max(1, self.batch_size // draw)  # examples per draw
         keys = rng.keys.to(x.device)
+        queue: list[torch.Tensor] = []
+        owners: list[torch.Tensor] = []
+        queued = 0
         for start in range(0, b, group):
-            idx = slice(start, min(b, start + group))
-            sub = ExampleRNG(keys[idx])  # fresh counter: draws depend only on the example
+            idx = torch.arange(start, min(b, start + group), device=x.device)
             xs = x[idx].unsqueeze(1)
             for done in range(0, num, draw):
                 m = min(draw, num - done)
-                noise = sub.normal(m, *shape).to(x.device, x.dtype)
-                counts[idx] += self._argmax_counts(
-                    model, (xs + self.sigma * noise).flatten(0, 1), m
-                )
+                noise = gaussian_draws(keys[idx], done // draw, m, shape).to(x.device, x.dtype)
+                queue.append((xs + self.sigma * noise).flatten(0, 1))
+                owners.append(idx.repeat_interleave(m))
+                queued += len(idx) * m
+                if queued >= self.batch_size:
+                    queued = self._flush(model, queue, owners, counts, self.batch_size)
+        if queued:
+            self._flush(model, queue, owners, counts, queued)
         return counts
 
-    def _argmax_counts(self, model: Any, noisy: torch.Tensor, m: int) -> torch.Tensor:
-        """Counts per example of the base prediction on ``noisy`` (``[g * m, ...]``, example-major)."""
+    def _flush(
+        self,
+        model: Any,
+        queue: list[torch.Tensor],
+        owners: list[torch.Tensor],
+        counts: torch.Tensor,
+        size: int,
+    ) -> int:
+        """Forward full batches of ``size`` from the queue into ``counts``; return what is left."""
+        inputs, who = torch.cat(queue), torch.cat(owners)
+        full = inputs.shape[0] // size * size
         with torch.no_grad():
-            pred = torch.cat(
-                [
-                    model.logits(chunk).argmax(dim=1).to(noisy.device)
-                    for chunk in noisy.split(self.batch_size)
-                ]
-            )
-        onehot = torch.nn.functional.one_hot(pred, model.num_classes)
-        return onehot.view(-1, m, model.num_classes).sum(dim=1)
+            for chunk, owner in zip(inputs[:full].split(size), who[:full].split(size), strict=True):
+                pred = model.logits(chunk).argmax(dim=1).to(counts.device)
+                counts.index_put_((owner, pred), torch.ones_like(pred), accumulate=True)
+        queue[:] = [inputs[full:]] if full < inputs.shape[0] else []
+        owners[:] = [who[full:]] if full < inputs.shape[0] else []
+        return inputs.shape[0] - full
