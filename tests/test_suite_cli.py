@@ -205,3 +205,13 @@ def test_probes_can_be_restricted_to_some_models():
     assert attacked == {"digits-cnn"} and len(units) == 3  # 2 clean + 1 attack
     with pytest.raises(ConfigError, match=r"unknown models \['cnn'\]"):
         Suite.from_yaml(GOOD.replace("levels: [0.1]", "levels: [0.1], models: [cnn]"))
+
+
+def test_every_bundled_suite_validates():
+    from importlib.resources import files
+
+    paths = sorted((files("robustlab") / "suites").iterdir(), key=str)
+    suites = [p for p in paths if str(p).endswith(".yaml")]
+    assert len(suites) >= 4
+    for p in suites:
+        Suite.from_yaml(str(p)).validate_components()  # names, parameters and types
