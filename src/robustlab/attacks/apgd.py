@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from robustlab.attacks.apgd_core import apgd_run, checkpoints, dlr_loss
-from robustlab.attacks.base import Goal, Misclassified, check_inputs, require_grad
+from robustlab.attacks.base import Goal, Misclassified, check_inputs, require_grad, until_fooled
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
@@ -71,16 +71,12 @@ class APGD(_APGDBase):
         self._check(model, x, y)
         goal = goal or Misclassified()
         x, y = x.detach(), y.to(x.device)
-        best, success = x.clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        for _ in range(self.restarts):
-            todo = torch.nonzero(~success).flatten()
-            if todo.numel() == 0:
-                break
-            xa, ok, q = apgd_run(model, x[todo], y[todo], None, threat, goal, self.loss,
-                                 self.steps, rng.take(todo), self.early_stop)  # fmt: skip
-            best[todo], success[todo], queries[todo] = xa, ok, queries[todo] + q
-        return AttackResult(best, success.cpu(), queries.cpu())
+        return until_fooled(
+            x,
+            range(self.restarts),
+            lambda todo, _: apgd_run(model, x[todo], y[todo], None, threat, goal, self.loss,
+                                     self.steps, rng.take(todo), self.early_stop),
+        )  # fmt: skip
 
 
 @attacks.register("apgd_t")
@@ -120,14 +116,10 @@ class APGDT(_APGDBase):
         with torch.no_grad():
             z = model.logits(x)
         order = z.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
-        best, success = x.clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        queries = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
-        for k in range(min(self.n_targets, model.num_classes - 1)):
-            todo = torch.nonzero(~success).flatten()
-            if todo.numel() == 0:
-                break
-            t = order[todo, k]
-            xa, ok, q = apgd_run(model, x[todo], y[todo], t, threat, goal, self.loss,
-                                 self.steps, rng.take(todo), self.early_stop)  # fmt: skip
-            best[todo], success[todo], queries[todo] = xa, ok, queries[todo] + q
-        return AttackResult(best, success.cpu(), queries.cpu())
+        return until_fooled(
+            x,
+            range(min(self.n_targets, model.num_classes - 1)),
+            lambda todo, k: apgd_run(model, x[todo], y[todo], order[todo, k], threat, goal,
+                                     self.loss, self.steps, rng.take(todo), self.early_stop),
+            queries=torch.ones(x.shape[0], dtype=torch.long, device=x.device),  # the logits above
+        )  # fmt: skip

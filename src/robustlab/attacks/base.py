@@ -9,6 +9,7 @@ Goals are small stateless objects: ``loss(logits, y)`` (per example, to maximise
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import torch
@@ -82,6 +83,37 @@ def check_inputs(model: Any, x: torch.Tensor, y: torch.Tensor, attack: str) -> N
     if x.shape[0] != y.shape[0]:
         raise DomainError(f"{attack}: {x.shape[0]} inputs but {y.shape[0]} labels")
     model.domain.check(x, f"{attack} input")
+
+
+def until_fooled(
+    x: torch.Tensor,
+    rounds: Iterable[Any],
+    run: Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
+    success: torch.Tensor | None = None,
+    queries: torch.Tensor | None = None,
+) -> AttackResult:
+    """Attack round by round (restarts, targets, ensemble members) only the examples not yet fooled.
+
+    ``run(todo, r)`` attacks ``x[todo]`` in round ``r`` and returns ``(x_adv, success, queries)``
+    for those examples (or None to skip the round); ``x_adv`` replaces the stored candidate of every
+    example in ``todo``. Stops early once every example is fooled.
+    """
+    n = x.shape[0]
+    best = x.clone()
+    success = torch.zeros(n, dtype=torch.bool, device=x.device) if success is None else success
+    queries = torch.zeros(n, dtype=torch.long, device=x.device) if queries is None else queries
+    for r in rounds:
+        todo = torch.nonzero(~success).flatten()
+        if todo.numel() == 0:
+            break
+        out = run(todo, r)
+        if out is None:
+            continue
+        xa, ok, q = out
+        best[todo] = xa
+        success[todo] = ok.to(x.device)
+        queries[todo] += q.to(x.device)
+    return AttackResult(best, success.cpu(), queries.cpu())
 
 
 def loss_and_grad(

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from robustlab.attacks.base import Goal, Misclassified, check_inputs
+from robustlab.attacks.base import Goal, Misclassified, check_inputs, until_fooled
 from robustlab.core.errors import CapabilityError, ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
@@ -73,22 +73,28 @@ class AutoAttack:
         n = x.shape[0]
         with torch.no_grad():
             success = goal.success(model.logits(x), y).to(x.device)  # already wrong: nothing to do
-        best = x.clone()
-        queries = torch.ones(n, dtype=torch.long)
-        by = torch.full((n,), -1, dtype=torch.long)
-        for k, (name, atk) in enumerate(self.members()):
-            todo = torch.nonzero(~success).flatten()
-            if todo.numel() == 0:
-                break
+        by = torch.full((n,), -1, dtype=torch.long, device=x.device)
+
+        def run(todo: torch.Tensor, member: tuple[int, tuple[str, Any]]) -> Any:
+            k, (name, atk) = member
             try:
                 res = atk(model, x[todo], y[todo], threat, goal=goal, rng=rng.take(todo).fork(name))
             except CapabilityError:
                 if not self.skip_unavailable:
                     raise
-                continue
+                return None
             ok = res.success.to(x.device)
-            best[todo] = torch.where(ok.view(-1, *([1] * (x.dim() - 1))), res.x_adv, x[todo])
-            success[todo] = ok
-            queries[todo.cpu()] += res.queries.cpu()
-            by[todo.cpu()[ok.cpu()]] = k
-        return AttackResult(best, success.cpu(), queries, {"member": by})
+            by[todo[ok]] = k
+            # a failed member leaves the clean input as the candidate (not its last iterate)
+            keep = torch.where(ok.view(-1, *([1] * (x.dim() - 1))), res.x_adv, x[todo])
+            return keep, ok, res.queries
+
+        result = until_fooled(
+            x,
+            enumerate(self.members()),
+            run,
+            success=success,
+            queries=torch.ones(n, dtype=torch.long, device=x.device),
+        )
+        result.extra["member"] = by.cpu()
+        return result

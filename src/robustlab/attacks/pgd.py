@@ -9,7 +9,14 @@ from typing import Any
 
 import torch
 
-from robustlab.attacks.base import Goal, Misclassified, check_inputs, loss_and_grad, require_grad
+from robustlab.attacks.base import (
+    Goal,
+    Misclassified,
+    check_inputs,
+    loss_and_grad,
+    require_grad,
+    until_fooled,
+)
 from robustlab.attacks.steps import steepest_step
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
@@ -64,19 +71,12 @@ class PGD:
         goal = goal or Misclassified()
         x = x.detach()
         y = y.to(x.device)
-        x_adv = x.clone()
-        success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         alpha = (self.step_size if self.step_size is not None else 2.5 / self.steps) * threat.eps
-        for _ in range(self.restarts):
-            todo = torch.nonzero(~success).flatten()
-            if todo.numel() == 0:
-                break
-            xs, ok, q = self._run(model, x[todo], y[todo], threat, goal, rng.take(todo), alpha)
-            x_adv[todo] = xs
-            success[todo] = ok
-            queries[todo] += q
-        return AttackResult(x_adv, success.cpu(), queries.cpu())
+        return until_fooled(
+            x,
+            range(self.restarts),
+            lambda todo, _: self._run(model, x[todo], y[todo], threat, goal, rng.take(todo), alpha),
+        )
 
     def _run(
         self,
