@@ -13,7 +13,9 @@ from robustlab.core.types import Capabilities, Domain
 
 
 class SklearnClassifier:
-    """Wrap a fitted scikit-learn classifier; inputs are flattened to ``[B, features]``.
+    """Wrap a fitted scikit-learn classifier; tensor inputs are flattened to ``[B, features]``, lists
+    (texts) are passed through unchanged, so a text pipeline (``TfidfVectorizer`` + a classifier) is
+    a text classifier.
 
     ``logits`` returns log-probabilities (``capabilities.probs_only`` is true), so argmax and softmax
     behave as for a neural network; no input gradients are available.
@@ -21,6 +23,7 @@ class SklearnClassifier:
     Example::
 
         clf = SklearnClassifier(LogisticRegression().fit(X, y), domain=Domain(0, 16, (64,)))
+        txt = SklearnClassifier(make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, y))
     """
 
     def __init__(self, estimator: Any, domain: Domain | None = None) -> None:
@@ -31,10 +34,14 @@ class SklearnClassifier:
         self.num_classes = len(estimator.classes_)
         self.capabilities = Capabilities(grad=False, batch=True, probs_only=True)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().cpu().reshape(x.shape[0], -1).numpy()
+    def logits(self, x: torch.Tensor | list[Any]) -> torch.Tensor:
+        if isinstance(x, list | tuple):
+            arr: Any = list(x)
+            device = torch.device("cpu")
+        else:
+            arr, device = x.detach().cpu().reshape(x.shape[0], -1).numpy(), x.device
         p = np.asarray(self.estimator.predict_proba(arr), dtype=np.float64)
-        return torch.from_numpy(np.log(np.clip(p, 1e-12, None))).float().to(x.device)
+        return torch.from_numpy(np.log(np.clip(p, 1e-12, None))).float().to(device)
 
     def fingerprint(self) -> str:
         # hashing our own in-memory object; nothing is loaded from pickle here

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from robustlab.core.errors import ModelOutputError
+from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import tasks
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
@@ -18,23 +18,25 @@ from robustlab.tasks.base import Evaluation, isolate, merge_rows, take
 class ClassificationTask:
     """Top-1 classification; examples whose logits are non-finite or that raise become errors."""
 
-    def logits(self, model: Any, x: torch.Tensor) -> tuple[torch.Tensor, list[str | None]]:
+    def logits(
+        self, model: Any, x: torch.Tensor | list[str]
+    ) -> tuple[torch.Tensor, list[str | None]]:
         """Logits for a batch with failing examples isolated (their rows are NaN)."""
-        n = x.shape[0]
+        n = len(x)
         with torch.no_grad():
             chunks, errs = isolate(lambda pos: self._checked(model, take(x, pos), len(pos)), n)
         fill = torch.full((n, model.num_classes), float("nan"))
         return merge_rows(chunks, n, fill), [errs.get(i) for i in range(n)]
 
     @staticmethod
-    def _checked(model: Any, x: torch.Tensor, n: int) -> torch.Tensor:
+    def _checked(model: Any, x: torch.Tensor | list[str], n: int) -> torch.Tensor:
         out = model.logits(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelOutputError(f"model returned {shape} for a batch of {n}; expected ({n}, C)")
         return out.detach()
 
-    def evaluate(self, model: Any, x: torch.Tensor, y: torch.Tensor) -> Evaluation:
+    def evaluate(self, model: Any, x: torch.Tensor | list[str], y: torch.Tensor) -> Evaluation:
         logits, errors = self.logits(model, x)
         finite = torch.isfinite(logits).all(dim=1)
         for i in torch.nonzero(~finite).flatten().tolist():
@@ -58,6 +60,8 @@ class ClassificationTask:
 
         Extras per example: ``success``, ``queries``, ``distance`` (Lp) and ``clean_correct``.
         """
+        if isinstance(data.x, list):
+            return self._attack_text(attack, model, data, level, rng)
         threat = ThreatModel(norm, level)
         x, y, n = data.x, data.y, len(data)
         assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
@@ -83,11 +87,59 @@ class ClassificationTask:
             "clean_correct": clean.correct.tolist(),
         }
 
+    def _attack_text(
+        self, attack: Any, model: Any, data: Dataset, budget: float, rng: ExampleRNG
+    ) -> tuple[Evaluation, dict[str, list[Any]]]:
+        """Text attacks (:mod:`robustlab.attacks.text`): ``budget`` is the largest edit rate.
+
+        Extras per example: ``success``, ``queries``, ``edit_rate`` (word-level), ``clean_correct``
+        and every column the attack adds (e.g. ``similarity``).
+        """
+        from robustlab.attacks.text import word_edit_rate
+
+        x, y, n = list(data.x), data.y, len(data)
+        assert isinstance(y, torch.Tensor)
+        if getattr(attack, "modality", None) != "text":
+            name = getattr(attack, "registered_name", type(attack).__name__)
+            raise ConfigError(f"attack {name!r} does not attack texts; use a text attack")
+        if not 0 <= budget <= 1:
+            raise ConfigError(f"a text attack's level is an edit rate in [0, 1], got {budget}")
+        clean = self.evaluate(model, x, y)
+
+        def run(pos: list[int]) -> Any:
+            idx = torch.as_tensor(list(pos), dtype=torch.long)
+            return attack(model, take(x, pos), take(y, pos), budget, rng=rng.take(idx))
+
+        chunks, errs = isolate(run, n)
+        x_adv = list(x)
+        cols: dict[str, list[Any]] = {"success": [float("nan")] * n, "queries": [float("nan")] * n}
+        for pos, r in chunks:
+            got = {"success": r.success.float().tolist(), "queries": r.queries.float().tolist()}
+            for k, vals in {"x_adv": r.x_adv, **got, **r.extra}.items():
+                dst = x_adv if k == "x_adv" else cols.setdefault(k, [None] * n)
+                for p, v in zip(pos, vals, strict=True):
+                    dst[p] = v
+        ev = self.evaluate(model, x_adv, y)
+        for i, msg in errs.items():
+            ev.error[i], ev.pred[i] = msg, None
+            ev.correct[i] = float("nan")
+        edit = {
+            "edit_rate": word_edit_rate(x, x_adv).tolist(),
+            "clean_correct": clean.correct.tolist(),
+        }
+        return ev, cols | edit
+
     def check(self, model: Any, data: Dataset) -> None:
         """Check model/data compatibility on the first examples (shape, classes, domain)."""
-        if not isinstance(data.x, torch.Tensor) or not isinstance(data.y, torch.Tensor):
-            raise ModelOutputError(f"classification needs tensor inputs and labels ({data.name})")
-        model.domain.check(data.x, f"data {data.name!r}")
+        if isinstance(data.x, list):
+            if not all(isinstance(t, str) for t in data.x):
+                raise ConfigError(f"classification of texts needs a list of strings ({data.name})")
+        elif not isinstance(data.x, torch.Tensor):
+            raise ModelOutputError(f"classification needs tensor or text inputs ({data.name})")
+        if not isinstance(data.y, torch.Tensor):
+            raise ModelOutputError(f"classification needs a tensor of labels ({data.name})")
+        if isinstance(data.x, torch.Tensor):
+            model.domain.check(data.x, f"data {data.name!r}")
         y_max = int(data.y.max()) if len(data) else -1
         with torch.no_grad():
             out = self._checked(model, data.x[:2], min(2, len(data)))
