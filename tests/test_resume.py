@@ -84,7 +84,7 @@ def _state(db: Path) -> dict[str, Any]:
         runs = con.execute("SELECT id, status, message, n_units FROM runs").fetchall()
         units = dict(con.execute("SELECT key, finished_at FROM units WHERE status = 'done'"))
         n_records = dict(con.execute("SELECT key, n_records FROM units").fetchall())
-        counts = dict(con.execute("SELECT unit_key, COUNT(*) FROM records GROUP BY unit_key"))
+        counts = dict(con.execute("SELECT unit_key, n_records FROM record_blocks"))
     finally:
         con.close()
     return {"runs": runs, "done": units, "n_records": n_records, "counts": counts}

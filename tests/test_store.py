@@ -116,9 +116,14 @@ def test_write_unit_replaces_the_unit_atomically(store: Store) -> None:
     assert units["u1"]["n_records"] == 2 and units["u1"]["status"] == "done"
     assert info["elapsed"] == pytest.approx(0.5 + 0.25 + 1.0)  # summed over writes
 
-    # a write that fails half-way (NOT NULL violated by the 2nd row) leaves the old unit intact
-    with pytest.raises(IntegrityError):
+    # records missing a required value are refused before anything is written
+    with pytest.raises(StoreError, match="'model' is missing for record 1"):
         store.write_unit(rid, "u1", "unit 1", [_row(7), _row(8, model=None)], 9.0)
+    # a write that fails half-way in the database (the same unit twice in one batch: its second
+    # block violates the primary key after the old unit was deleted) leaves the old unit intact
+    batch = [("u1", "unit 1", [_row(7)], 9.0, None), ("u1", "unit 1", [_row(8)], 9.0, None)]
+    with pytest.raises(IntegrityError):
+        store.write_units(rid, batch)
     df = store.records(rid)
     assert sorted(df["example_id"]) == [5, 6, 10]
     assert store.done_units(rid) == {"u1", "u2"}
@@ -189,7 +194,7 @@ def test_records_round_trip(store: Store) -> None:
     assert df["level"].dtype == "float64" and df["level"].tolist() == [0.125] * 3
     assert df["correct"].dtype == "float64"
     assert df.loc[0, "correct"] == 0.0
-    assert math.isnan(df.loc[1, "correct"])  # NaN stays NaN (SQLite stores it as NULL)
+    assert math.isnan(df.loc[1, "correct"])  # NaN stays NaN
     assert math.isnan(df.loc[2, "correct"])  # None becomes NaN
     assert df["label"].tolist() == ["7", "8", "9"]  # JSON text
     assert df.loc[0, "pred"] == "1" and pd.isna(df.loc[1, "pred"])  # None (NaN in a str column)
@@ -355,3 +360,61 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path) -> None:
     with pytest.raises(StoreError, match="not a robustlab store"):
         Store(path)
     assert path.read_bytes() == before
+
+
+# schema 1 -> 2 migration ---------------------------------------------------------------------------
+def _version_1_store(url: str) -> None:
+    """A store as robustlab 0.1 wrote it: schema 1, one row per record."""
+    eng = sa.create_engine(url)
+    tables = [store_schema.meta, store_schema.runs, store_schema.units]
+    store_schema.metadata.create_all(eng, tables=tables)
+    store_schema.legacy.create_all(eng)
+    rows = [
+        ("r1", "u2", "m", 0, "pgd", "attack", 0.1, 7, "3", "5", 0.0, None, '{"queries":4}', "{}"),
+        ("r1", "u1", "m", 0, "clean", "clean", 0.0, 9, "1", None, None, "Boom", "{}", "{}"),
+        ("r1", "u1", "m", 0, "clean", "clean", 0.0, 8, "2", "2", 1.0, None, "{}", '{"a":1}'),
+        ("r2", "u1", "m", 1, "clean", "clean", 0.0, 1, "0", "0", 1.0, None, "{}", "{}"),
+    ]
+    names = ["run_id", "unit_key", *store_schema.records_v1.c.keys()[3:]]
+    with eng.begin() as c:
+        c.execute(store_schema.meta.insert().values(key="schema_version", value="1"))
+        c.execute(
+            store_schema.records_v1.insert(), [dict(zip(names, r, strict=True)) for r in rows]
+        )
+    eng.dispose()
+
+
+def test_version_1_store_is_migrated_with_every_record(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'v1.db'}"
+    _version_1_store(url)
+    st = Store(url)
+    assert st.schema_version == SCHEMA_VERSION
+    r1 = st.records("r1", expand=False)
+    assert r1["unit_key"].tolist() == ["u1", "u1", "u2"]  # by unit, then in written order
+    assert r1["example_id"].tolist() == [9, 8, 7]
+    assert r1["error"].tolist()[0] == "Boom" and math.isnan(r1["correct"][0])
+    assert r1["level"].tolist() == [0.0, 0.0, 0.1] and r1["extra"][2] == '{"queries":4}'
+    assert st.records("r2")["replicate"].tolist() == [1]
+    assert not sa.inspect(st.engine).has_table("records")  # the old table is gone
+    st.close()
+    assert Store(url).records("r1", expand=False).equals(r1)  # migrated once, reads the same
+
+
+def test_record_blocks_round_trip_types() -> None:
+    from robustlab.store import blocks
+
+    rows = {
+        "model": ["m", "m"], "replicate": [0, 0], "probe": ["p", "p"], "kind": ["k", "k"],
+        "level": [0.5, 0.5], "example_id": [3, 4], "label": [7, "x"], "pred": [None, "1"],
+        "correct": [float("nan"), 1], "error": [None, "e"], "extra": ["{}", "{}"],
+        "meta": ["{}", '{"é":1}'],
+    }  # fmt: skip
+    n, block = blocks.encode(rows)
+    out = blocks.decode(block, n)
+    assert out["label"] == ["7", "x"]  # text columns hold text, as a TEXT column would
+    assert math.isnan(out["correct"][0]) and out["correct"][1] == 1.0
+    assert out["meta"][1] == '{"é":1}' and out["model"] == ["m", "m"]
+    with pytest.raises(StoreError, match="'pred' has 1 values for 2"):
+        blocks.encode({**rows, "pred": ["1"]})
+    with pytest.raises(StoreError, match="lack the column"):
+        blocks.encode({k: v for k, v in rows.items() if k != "meta"})

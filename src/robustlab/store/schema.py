@@ -5,15 +5,15 @@ from __future__ import annotations
 from sqlalchemy import (
     Column,
     Float,
-    Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: records stored per unit as blocks (store/blocks.py)
 
 metadata = MetaData()
 
@@ -55,9 +55,21 @@ units = Table(
     Column("finished_at", Float),
 )
 
-records = Table(
-    "records",
+record_blocks = Table(
+    "record_blocks",
     metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("unit_key", String(64), primary_key=True),
+    Column("n_records", Integer, nullable=False),
+    Column("format", Integer, nullable=False),
+    Column("block", LargeBinary, nullable=False),  # see store/blocks.py
+)
+
+# schema 1 kept one row per record; read only to migrate a version-1 store (see Store._migrate)
+legacy = MetaData()
+records_v1 = Table(
+    "records",
+    legacy,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", String(32), nullable=False),
     Column("unit_key", String(64), nullable=False),
@@ -74,4 +86,3 @@ records = Table(
     Column("extra", Text),
     Column("meta", Text),
 )
-Index("ix_records_run", records.c.run_id, records.c.unit_key)

@@ -1,5 +1,8 @@
 """The results store: runs, their work units and per-example records, in any SQLAlchemy database.
 
+Records are stored per unit as one compressed columnar block (:mod:`robustlab.store.blocks`);
+:meth:`Store.records` is the way to read them (a DataFrame of the tidy record format).
+
 SQLite (a file path) by default; any SQLAlchemy URL works (e.g. ``postgresql+psycopg://...``).
 A unit's records and its ``done`` mark are written in one transaction, so a run killed at any
 moment leaves either all of a unit or none of it, and a rerun resumes with the missing units.
@@ -20,7 +23,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from robustlab.core.errors import StoreError
 from robustlab.core.records import COLUMNS, frame
-from robustlab.store import schema
+from robustlab.store import blocks, schema
 from robustlab.store.schema import SCHEMA_VERSION
 
 
@@ -95,8 +98,39 @@ class Store:
                 raw.close()
 
     def _migrate(self, version: int) -> None:
-        # schema 1 is the first; future migrations go here, one function per version step
-        raise StoreError(f"store {self.url} has unknown schema version {version}")
+        """Upgrade an older store in place, one version step per function, each one transaction."""
+        steps = {1: self._migrate_1_to_2}
+        if version not in steps:
+            raise StoreError(f"store {self.url} has unknown schema version {version}")
+        while version < SCHEMA_VERSION:
+            steps[version]()
+            version += 1
+
+    def _migrate_1_to_2(self) -> None:
+        """Schema 1 -> 2: the per-record rows of each unit become one record block."""
+        old = schema.records_v1
+        with self.engine.begin() as c:
+            schema.record_blocks.create(c)
+            keys = c.execute(sa.select(old.c.run_id, old.c.unit_key).distinct()).all()
+            for run_id, key in keys:
+                q = (
+                    sa.select(*[old.c[k] for k in COLUMNS])
+                    .where(old.c.run_id == run_id, old.c.unit_key == key)
+                    .order_by(old.c.id)
+                )
+                rows = c.execute(q).all()
+                n, block = blocks.encode({k: [r[i] for r in rows] for i, k in enumerate(COLUMNS)})
+                c.execute(
+                    schema.record_blocks.insert().values(
+                        run_id=run_id, unit_key=key, n_records=n, format=blocks.FORMAT, block=block
+                    )
+                )
+            old.drop(c)
+            c.execute(
+                schema.meta.update()
+                .where(schema.meta.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
+            )
 
     def close(self) -> None:
         """Close all connections (SQLite then folds its write-ahead log into the store file)."""
@@ -241,34 +275,33 @@ class Store:
         """Write several finished units ``(key, description, rows, seconds, error)`` in one
         transaction: each unit is stored whole or not at all."""
         keys = [u[0] for u in units]
-        tuples: list[tuple[Any, ...]] = []
-        unit_rows = []
+        block_rows, unit_rows = [], []
         now = time.time()
         for key, description, rows, seconds, error in units:
             if isinstance(rows, list):
                 rows = {k: [r.get(k) for r in rows] for k in COLUMNS}
-            n = len(rows["model"]) if rows else 0
-            if n:
-                cols = [rows[k] for k in COLUMNS]
-                tuples += zip([run_id] * n, [key] * n, *cols, strict=True)
+            n = 0
+            if rows and len(rows["model"]):
+                n, block = blocks.encode(rows)
+                block_rows.append(
+                    {"run_id": run_id, "unit_key": key, "n_records": n,
+                     "format": blocks.FORMAT, "block": block}
+                )  # fmt: skip
             unit_rows.append(
                 {"run_id": run_id, "key": key, "description": description,
                  "status": "failed" if error else "done", "seconds": seconds,
                  "n_records": n, "error": error, "finished_at": now}
             )  # fmt: skip
+        rb = schema.record_blocks
         with self.engine.begin() as c:
-            c.execute(
-                schema.records.delete().where(
-                    schema.records.c.run_id == run_id, schema.records.c.unit_key.in_(keys)
-                )
-            )
+            c.execute(rb.delete().where(rb.c.run_id == run_id, rb.c.unit_key.in_(keys)))
             c.execute(
                 schema.units.delete().where(
                     schema.units.c.run_id == run_id, schema.units.c.key.in_(keys)
                 )
             )
-            if tuples:
-                self._insert_records(c, tuples)
+            if block_rows:
+                c.execute(rb.insert(), block_rows)
             c.execute(schema.units.insert(), unit_rows)
             c.execute(
                 schema.runs.update()
@@ -276,39 +309,31 @@ class Store:
                 .values(elapsed=schema.runs.c.elapsed + sum(u[3] for u in units))
             )
 
-    def _insert_records(self, conn: sa.Connection, tuples: list[tuple[Any, ...]]) -> None:
-        """Bulk insert through the driver's executemany (SQLAlchemy's per-row overhead dominates)."""
-        names = ["run_id", "unit_key", *COLUMNS]
-        style = self.engine.dialect.paramstyle
-        if style == "qmark":
-            marks = ", ".join("?" * len(names))
-        elif style in ("format", "pyformat"):
-            marks = ", ".join(["%s"] * len(names))
-        else:  # pragma: no cover - other drivers: let SQLAlchemy bind
-            conn.execute(
-                schema.records.insert(), [dict(zip(names, t, strict=True)) for t in tuples]
-            )
-            return
-        sql = f"INSERT INTO {schema.records.name} ({', '.join(names)}) VALUES ({marks})"
-        conn.exec_driver_sql(sql, tuples)
-
     def records(self, run_id: str, expand: bool = True) -> pd.DataFrame:
         """A run's records, ordered by unit and example (expanded with :func:`frame`)."""
-        cols = [schema.records.c[k] for k in ("unit_key", *COLUMNS)]
+        rb = schema.record_blocks
         q = (
-            sa.select(*cols)
-            .where(schema.records.c.run_id == run_id)
-            .order_by(schema.records.c.unit_key, schema.records.c.id)
+            sa.select(rb.c.unit_key, rb.c.n_records, rb.c.format, rb.c.block)
+            .where(rb.c.run_id == run_id)
+            .order_by(rb.c.unit_key)
         )
+        cols: dict[str, list[Any]] = {k: [] for k in ("unit_key", *COLUMNS)}
         with self.engine.connect() as c:
-            df = pd.DataFrame(c.execute(q).all(), columns=["unit_key", *COLUMNS])
+            for key, n, fmt, block in c.execute(q):
+                if fmt != blocks.FORMAT:
+                    raise StoreError(f"unit {key} of run {run_id} has record format {fmt}")
+                cols["unit_key"] += [key] * n
+                for k, vals in blocks.decode(bytes(block), n).items():
+                    cols[k] += vals
+        df = pd.DataFrame(cols)
         if df.empty:
-            return df
+            return pd.DataFrame(columns=list(cols))
+        df["correct"] = df["correct"].astype("float64")
         return frame(df) if expand else df
 
     def delete_run(self, run_id: str) -> None:
         with self.engine.begin() as c:
-            for t in (schema.records, schema.units):
+            for t in (schema.record_blocks, schema.units):
                 c.execute(t.delete().where(t.c.run_id == run_id))
             c.execute(schema.runs.delete().where(schema.runs.c.id == run_id))
 
