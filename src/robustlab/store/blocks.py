@@ -57,10 +57,17 @@ def decode(block: bytes, n: int) -> dict[str, list[Any]]:
 
 def _normalise(col: str, vals: list[Any]) -> list[Any]:
     """Values as the column's type (what a typed SQL column would have stored)."""
+    types = set(map(type, vals))
     if col in TEXT:
-        if all(v is None or type(v) is str for v in vals):
+        if types <= {str, type(None)}:
             return vals
         return [None if v is None else str(v) for v in vals]
     if col in _INT:
-        return [int(v) for v in vals]
-    return [None if v is None else float(v) for v in vals]
+        return vals if types <= {int} else list(map(int, vals))
+    if types <= {float}:
+        return vals
+    return list(map(float, vals)) if type(None) not in types else [_float(v) for v in vals]
+
+
+def _float(v: Any) -> float | None:
+    return None if v is None else float(v)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from robustlab.core.errors import ConfigError
-from robustlab.core.rng import ExampleRNG
+from robustlab.core.rng import _M32, ExampleRNG, _hash32_int, hash32
 
 SEVERITIES = (0.1, 0.2, 0.3, 0.5)
 
@@ -32,6 +32,32 @@ def draws(rng: ExampleRNG, texts: list[list[str]], per_word: int) -> torch.Tenso
     same in any batch, since the stream's element index does not depend on ``W``."""
     w = max((len(t) for t in texts), default=0)
     return rng.uniform(max(w, 1) * per_word, dtype=torch.float64).view(len(texts), -1, per_word)
+
+
+class WordDraws:
+    """The numbers of :func:`draws` ``[B, W, per_word]`` without the padding to ``W``: uniforms for
+    any (text, word, column) triple, computed on demand from the counter-based hash, so a batch of
+    texts of very different lengths costs only its real words (checked equal to :func:`draws`).
+
+    Reads the stream's draw counter like :meth:`ExampleRNG._bits` (one draw per call).
+    """
+
+    def __init__(self, rng: ExampleRNG, lengths: list[int], per_word: int) -> None:
+        k = rng._counter.value
+        rng._counter.value += 1
+        self.base = hash32(rng.keys ^ _hash32_int(k * 0x9E3779B9 + 0x7F4A7C15))
+        self.per_word = per_word
+        self.lengths = torch.tensor(lengths, dtype=torch.long)
+        self.text = torch.repeat_interleave(torch.arange(len(lengths)), self.lengths)
+        start = torch.cumsum(self.lengths, 0) - self.lengths
+        self.word = torch.arange(len(self.text)) - start[self.text]
+
+    def at(self, text: torch.Tensor, word: torch.Tensor, col: int) -> torch.Tensor:
+        """float64 uniforms for ``(text[i], word[i], col)``, equal to ``draws(...)[t, w, col]``."""
+        base = self.base[text]
+        j = word * self.per_word + col
+        h = hash32(base ^ ((j * 0x9E3779B9) & _M32))
+        return (hash32(h + base) >> 8).to(torch.float64) * (1.0 / (1 << 24))
 
 
 def match_case(new: str, old: str) -> str:

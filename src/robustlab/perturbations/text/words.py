@@ -2,7 +2,7 @@
 
 ``typo`` (keyboard-style character edits: swap, drop, repeat or replace with a QWERTY neighbour),
 ``synonym`` (WordNet 3.0 synonym substitution), ``word_order`` (swap a word with its right
-neighbour) and ``word_deletion``. Severity is the edit rate: each word is edited with that
+neighbour), ``local_shuffle`` (words move up to ``window`` places) and ``word_deletion``. Severity is the edit rate: each word is edited with that
 probability (see :mod:`robustlab.perturbations.text`).
 
 Example::
@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import re
 
+import torch
+
+from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.perturbations.text import SEVERITIES, check_texts, draws, match_case
+from robustlab.perturbations.text import SEVERITIES, WordDraws, check_texts, draws, match_case
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 NEIGHBOURS = {
@@ -30,12 +33,20 @@ NEIGHBOURS = {
 _WORD = re.compile(r"^(\W*)(\w+)(\W*)$")
 
 
+def split_word(word: str) -> tuple[str, str, str] | None:
+    """``(leading punctuation, word, trailing punctuation)``, or None for a word without letters."""
+    if word.isalnum():
+        return "", word, ""
+    m = _WORD.match(word)
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
 def typo_word(word: str, u_kind: float, u_pos: float, u_char: float) -> str:
     """One keyboard-style edit of ``word`` (words under 2 letters are kept)."""
-    m = _WORD.match(word)
-    if not m or len(m.group(2)) < 2:
+    parts = split_word(word)
+    if parts is None or len(parts[1]) < 2:
         return word
-    pre, w, post = m.groups()
+    pre, w, post = parts
     i = min(int(u_pos * len(w)), len(w) - 1)
     kind = int(u_kind * 4)
     if kind == 0 and len(w) > 2:  # swap with the next letter (the first letter stays)
@@ -54,24 +65,35 @@ def typo_word(word: str, u_kind: float, u_pos: float, u_char: float) -> str:
 
 
 class _WordEdit:
+    """Each word is picked with probability ``severity`` (column 0 of its draws); a picked word is
+    rewritten by :meth:`one` (from its other ``per_word`` draws), or, for edits that move words,
+    the whole text by :meth:`edit`. Only the picked words' draws leave the tensor."""
+
     modality = "text"
     severities = SEVERITIES
     per_word = 1
 
-    def edit(self, words: list[str], pick: list[bool], u: list[list[float]]) -> list[str]:
+    def one(self, word: str, u: list[float]) -> str:
+        raise NotImplementedError
+
+    def edit(self, words: list[str], pick: list[bool]) -> list[str]:
         raise NotImplementedError
 
     def __call__(self, x: list[str], severity: float, rng: ExampleRNG) -> list[str]:
         texts = check_texts(x, severity, type(self).__name__)
         if severity == 0:
             return list(x)
-        u = draws(rng, texts, self.per_word + 1)
-        pick = (u[..., 0] < severity).tolist()
-        rest = u[..., 1:].tolist()
-        return [
-            " ".join(self.edit(w, pick[i][: len(w)], rest[i])) if w else x[i]
-            for i, w in enumerate(texts)
-        ]
+        d = WordDraws(rng, [len(t) for t in texts], self.per_word + 1)
+        sel = d.at(d.text, d.word, 0) < severity
+        if type(self).one is _WordEdit.one:
+            pick = sel.split(d.lengths.tolist())
+            texts = [self.edit(w, pick[i].tolist()) for i, w in enumerate(texts)]
+        else:
+            b, j = d.text[sel], d.word[sel]
+            vals = torch.stack([d.at(b, j, c) for c in range(1, self.per_word + 1)], 1).tolist()
+            for bi, ji, v in zip(b.tolist(), j.tolist(), vals, strict=True):
+                texts[bi][ji] = self.one(texts[bi][ji], v)
+        return [" ".join(w) if w else x[i] for i, w in enumerate(texts)]
 
 
 @perturbations.register("typo")
@@ -80,8 +102,8 @@ class Typo(_WordEdit):
 
     per_word = 3
 
-    def edit(self, words: list[str], pick: list[bool], u: list[list[float]]) -> list[str]:
-        return [typo_word(w, *u[j]) if pick[j] else w for j, w in enumerate(words)]
+    def one(self, word: str, u: list[float]) -> str:
+        return typo_word(word, *u)
 
 
 @perturbations.register("synonym")
@@ -89,26 +111,22 @@ class Synonym(_WordEdit):
     """WordNet synonym substitution in a share ``severity`` of the words (words without
     synonyms are kept; punctuation and capitalisation preserved)."""
 
-    def edit(self, words: list[str], pick: list[bool], u: list[list[float]]) -> list[str]:
+    def one(self, word: str, u: list[float]) -> str:
         from robustlab.perturbations.text.wordnet import synonyms_table
 
-        table = synonyms_table()
-        out = []
-        for j, w in enumerate(words):
-            m = _WORD.match(w)
-            syn = table.get(m.group(2).lower(), ()) if m and pick[j] else ()
-            if syn:
-                new = syn[min(int(u[j][0] * len(syn)), len(syn) - 1)]
-                w = m.group(1) + match_case(new, m.group(2)) + m.group(3)  # type: ignore[union-attr]
-            out.append(w)
-        return out
+        parts = split_word(word)
+        syn = synonyms_table().get(parts[1].lower(), ()) if parts else ()
+        if not syn:
+            return word
+        new = syn[min(int(u[0] * len(syn)), len(syn) - 1)]
+        return parts[0] + match_case(new, parts[1]) + parts[2]  # type: ignore[index]
 
 
 @perturbations.register("word_order")
 class WordOrder(_WordEdit):
     """Swap a share ``severity`` of the words with their right neighbour (left to right)."""
 
-    def edit(self, words: list[str], pick: list[bool], u: list[list[float]]) -> list[str]:
+    def edit(self, words: list[str], pick: list[bool]) -> list[str]:
         out = list(words)
         j = 0
         while j < len(out) - 1:
@@ -123,6 +141,35 @@ class WordOrder(_WordEdit):
 class WordDeletion(_WordEdit):
     """Delete a share ``severity`` of the words (at least one word is kept)."""
 
-    def edit(self, words: list[str], pick: list[bool], u: list[list[float]]) -> list[str]:
+    def edit(self, words: list[str], pick: list[bool]) -> list[str]:
         kept = [w for j, w in enumerate(words) if not pick[j]]
         return kept or words[:1]
+
+
+@perturbations.register("local_shuffle")
+class LocalShuffle:
+    """Move a share ``severity`` of the words up to ``window`` places to the right (the word-order
+    noise of Lample et al., ICLR 2018: sort by ``j + U(0, window + 1)`` for the picked words ``j``;
+    the other words keep their keys ``j``, so they only move to let the picked words pass)."""
+
+    modality = "text"
+    severities = SEVERITIES
+
+    def __init__(self, window: int = 3) -> None:
+        if window < 1:
+            raise ConfigError(f"local_shuffle window must be >= 1, got {window}")
+        self.window = window
+
+    def __call__(self, x: list[str], severity: float, rng: ExampleRNG) -> list[str]:
+        texts = check_texts(x, severity, "local_shuffle")
+        if severity == 0:
+            return list(x)
+        u = draws(rng, texts, 2)
+        n = torch.tensor([len(t) for t in texts])
+        j = torch.arange(u.shape[1], dtype=torch.float64)
+        keys = j + (u[..., 0] < severity) * u[..., 1] * (self.window + 1)
+        keys = keys.masked_fill(j >= n[:, None], float("inf"))
+        order = keys.argsort(dim=1, stable=True).tolist()
+        return [
+            " ".join(w[k] for k in order[i][: len(w)]) if w else x[i] for i, w in enumerate(texts)
+        ]
