@@ -14,11 +14,16 @@ from typing import Any
 from robustlab.core.errors import ConfigError
 from robustlab.runner.execute import Rows, execute_unit
 from robustlab.runner.plan import WorkUnit
+from robustlab.store.cache import active_store, set_active_store
 
 Result = tuple[WorkUnit, Rows, str | None, float]
 
 
-def _run_one(unit: WorkUnit) -> tuple[Rows, str | None, float]:
+def _run_one(unit: WorkUnit, store_url: str | None = None) -> tuple[Rows, str | None, float]:
+    """Execute one unit; ``store_url`` makes that store active in a worker process (Ray workers
+    do not see an active store set after they started)."""
+    if store_url:
+        set_active_store(store_url)
     t0 = time.perf_counter()
     try:
         rows = execute_unit(unit)
@@ -65,7 +70,8 @@ class RayEngine:
                 kwargs["num_cpus"] = self.num_cpus
             ray.init(**kwargs)
         remote = ray.remote(_run_one)
-        pending = {remote.remote(u): u for u in units}
+        url = active_store()  # workers must reach it: PostgreSQL, or SQLite on a shared disk
+        pending = {remote.remote(u, url): u for u in units}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

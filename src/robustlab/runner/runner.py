@@ -17,6 +17,7 @@ from robustlab.runner.plan import WorkUnit, data_key, plan
 from robustlab.runner.suite import Suite
 from robustlab.runner.writer import UnitWriter
 from robustlab.store import Store
+from robustlab.store.cache import use_store
 
 
 def environment(engine: str) -> dict[str, Any]:
@@ -80,8 +81,8 @@ def run_suite(
     done = store.done_units(run_id)
     pending = [u for u in units if u.key not in done]
     failures = 0
-    try:
-        with UnitWriter(store, run_id) as writer:
+    try:  # adapters with a response cache keep it in this run's database (store/cache.py)
+        with use_store(store.url), UnitWriter(store, run_id) as writer:
             for unit, rows, err, secs in _progress(engine.map(pending), pending, progress, run_id):
                 writer.put((unit.key, unit.describe(), rows, secs, err))
                 failures += err is not None

@@ -158,3 +158,5 @@ class CodeGenerationTask:
             raise ConfigError(
                 f"code-generation needs a generator adapter, got {type(model).__name__}"
             )
+        if hasattr(model, "ping"):  # a server that is down stops the run before anything is stored
+            model.ping()

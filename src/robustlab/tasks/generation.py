@@ -40,12 +40,19 @@ class GenerationTask:
         raise ConfigError(f"generation match must be 'exact' or 'contains', got {self.match!r}")
 
     def evaluate(self, model: Any, x: list[str], y: list[Any]) -> Evaluation:
+        """Generate and score; adapters that account tokens (``last_usage``) add per-example
+        extras ``prompt_tokens``, ``completion_tokens`` and ``cost`` (the same on a cached rerun)."""
+        usage: dict[int, dict[str, Any]] = {}
+
         def gen(pos: list[int]) -> list[str]:
             out = model.generate([x[i] for i in pos])
             if len(out) != len(pos):
                 raise ModelOutputError(
                     f"generator returned {len(out)} outputs for {len(pos)} prompts"
                 )
+            last = getattr(model, "last_usage", None)
+            if isinstance(last, list) and len(last) == len(pos):
+                usage.update(zip(pos, last, strict=True))
             return out
 
         chunks, errs = isolate(gen, len(x))
@@ -53,7 +60,13 @@ class GenerationTask:
         correct = torch.tensor(
             [self._score(p, y[i]) if p is not None else float("nan") for i, p in enumerate(preds)]
         )
-        return Evaluation(preds, correct, [errs.get(i) for i in range(len(x))])
+        extra = {
+            k: [usage.get(i, {}).get(k) for i in range(len(x))]
+            for k in ("prompt_tokens", "completion_tokens", "cost")
+        }
+        return Evaluation(
+            preds, correct, [errs.get(i) for i in range(len(x))], extra if usage else {}
+        )
 
     def perturb(self, perturbation: Any, x: list[str], level: float, rng: Any) -> list[str]:
         return perturbation(x, level, rng)
@@ -63,3 +76,5 @@ class GenerationTask:
             raise ConfigError(f"generation needs a list of prompt strings ({data.name})")
         if not hasattr(model, "generate"):
             raise ConfigError(f"generation needs a generator adapter, got {type(model).__name__}")
+        if hasattr(model, "ping"):  # a server that is down stops the run before anything is stored
+            model.ping()
