@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,7 +31,7 @@ class WorkUnit(BaseModel):
     shard: int
     shard_size: int
 
-    @property
+    @cached_property
     def key(self) -> str:
         payload = json.dumps([UNIT_FORMAT, self.model_dump(mode="json")], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]

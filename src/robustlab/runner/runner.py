@@ -19,14 +19,26 @@ from robustlab.runner.writer import UnitWriter
 from robustlab.store import Store
 from robustlab.store.cache import use_store
 
+_PACKAGES = (
+    ("robustlab", "robustlab"), ("torch", "torch"), ("numpy", "numpy"),
+    ("scikit-learn", "sklearn"), ("scipy", "scipy"), ("pandas", "pandas"), ("ray", "ray"),
+)  # fmt: skip
+
+
+def _version(name: str) -> str | None:
+    with contextlib.suppress(PackageNotFoundError):
+        return version(name)
+    return None
+
 
 def environment(engine: str) -> dict[str, Any]:
     """Versions, platform and hardware, recorded with each run for reproducibility."""
-    pkgs = {}
-    for name in ("robustlab", "torch", "numpy", "scikit-learn", "scipy", "pandas", "ray"):
-        with contextlib.suppress(PackageNotFoundError):
-            pkgs[name] = version(name)
     import torch
+
+    pkgs = {}
+    for name, module in _PACKAGES:
+        if module in sys.modules:  # the version of what this process actually runs
+            pkgs[name] = getattr(sys.modules[module], "__version__", None) or _version(name)
 
     return {
         "python": sys.version.split()[0],
