@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import pickle
 from typing import Any
 
 import numpy as np
@@ -44,5 +43,25 @@ class SklearnClassifier:
         return torch.from_numpy(np.log(np.clip(p, 1e-12, None))).float().to(device)
 
     def fingerprint(self) -> str:
-        # hashing our own in-memory object; nothing is loaded from pickle here
-        return hashlib.sha256(pickle.dumps(self.estimator)).hexdigest()[:16]
+        return estimator_hash(self.estimator)
+
+
+def estimator_hash(estimator: Any) -> str:
+    """Hash of an estimator's (or each pipeline step's) parameters and fitted attributes.
+
+    Stable across processes, unlike a pickle (``TfidfVectorizer`` keeps ``_stop_words_id``, a
+    memory address): only public parameters and fitted ``name_`` attributes enter the hash.
+    """
+    h = hashlib.sha256()
+    steps = getattr(estimator, "steps", [("model", estimator)])
+    for name, step in steps:
+        params = sorted(step.get_params(deep=False).items()) if hasattr(step, "get_params") else []
+        h.update(f"{name}|{type(step).__name__}|{params}".encode())
+        fitted = vars(step) | ({"idf_": step.idf_} if hasattr(step, "idf_") else {})
+        for k, v in sorted(fitted.items()):
+            if k.endswith("_") and not k.startswith("_"):
+                v = sorted(v.items()) if isinstance(v, dict) else v
+                h.update(
+                    k.encode() + (v.tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+                )
+    return h.hexdigest()[:16]
