@@ -6,6 +6,7 @@ import importlib
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -154,3 +155,27 @@ def test_ranking_task_through_the_runner(tmp_path):
         rank = int(np.nonzero(np.array(rel)[order] > 0)[0][0]) + 1
         rr.append(1 / rank if rank <= 10 else 0.0)
     assert mrr == pytest.approx(np.mean(rr)) and mrr > 0.2
+
+
+def test_compare_pairs_models_by_name_and_refuses_mixed_model_sets():
+    """Runs of several models are compared model by model (never pooled across models)."""
+    from robustlab.core.errors import ConfigError
+    from robustlab.metrics import compare
+
+    def recs(model: str, correct: list[float]) -> pd.DataFrame:
+        n = len(correct)
+        return pd.DataFrame(
+            {"model": [model] * n, "replicate": [0] * n, "kind": ["clean"] * n,
+             "probe": ["clean"] * n, "level": [0.0] * n, "example_id": list(range(n)),
+             "correct": correct, "error": [None] * n}
+        )  # fmt: skip
+
+    a = pd.concat([recs("m1", [1.0] * 10), recs("m2", [0.0] * 10)])
+    b = pd.concat([recs("m1", [1.0] * 5 + [0.0] * 5), recs("m2", [0.0] * 10)])
+    df = compare(a, b, n_boot=200).set_index("model")
+    assert df.loc["m1", "diff"] == pytest.approx(-0.5) and df.loc["m2", "diff"] == 0.0
+    # one model each (successive versions under different labels): compared with each other
+    one = compare(recs("v1", [0.0] * 10), recs("v2", [1.0] * 10), n_boot=200)
+    assert "model" not in one and one["diff"].item() == 1.0
+    with pytest.raises(ConfigError, match="different models"):
+        compare(a, recs("m3", [1.0] * 10))

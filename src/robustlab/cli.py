@@ -299,13 +299,17 @@ def compare(
     a, b = st.resolve(run_a), st.resolve(run_b)
     df = compare_runs(st.records(a), st.records(b), metric or ["accuracy"])
     table = Table(title=f"{b} vs {a} (B - A)")
-    for col in ("kind", "probe", "level", "metric", "A", "B", "B - A", "95% CI", ""):
+    per_model = "model" in df
+    for col in ("model",) * per_model + ("kind", "probe", "level", "metric", "A", "B"):
+        table.add_column(col)
+    for col in ("B - A", "95% CI", ""):
         table.add_column(col)
     for r in df.itertuples():
         better = (r.diff > 0) == r.higher_is_better
         mark = ("[green]better[/]" if better else "[red]worse[/]") if r.significant else "n.s."
-        table.add_row(r.kind, r.probe, f"{r.level:g}", r.metric, f"{r.a:.3f}", f"{r.b:.3f}",
-                      f"{r.diff:+.3f}", escape(f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]"), mark)  # fmt: skip
+        table.add_row(*((r.model,) if per_model else ()), r.kind, r.probe, f"{r.level:g}",
+                      r.metric, f"{r.a:.3f}", f"{r.b:.3f}", f"{r.diff:+.3f}",
+                      escape(f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]"), mark)  # fmt: skip
     out.print(table)
 
 

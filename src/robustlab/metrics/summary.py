@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from robustlab.core.errors import ConfigError
 from robustlab.core.registry import metrics
 from robustlab.metrics.base import bootstrap_ci, paired_bootstrap_diff
 
@@ -60,7 +61,18 @@ def compare(
 
     Where both runs hold the same examples (matched on replicate and example id) the bootstrap is
     paired, which gives much tighter intervals for model-version comparisons on one suite.
+    Runs holding the same models are compared model by model; two runs of one model each (e.g.
+    successive versions under different labels) are compared with each other.
     """
+    ma, mb = set(a["model"]) if len(a) else set(), set(b["model"]) if len(b) else set()
+    if "model" not in by and len(ma | mb) > 1:
+        if ma == mb:
+            by = ("model", *by)
+        elif len(ma) > 1 or len(mb) > 1:
+            raise ConfigError(
+                f"the runs hold different models ({', '.join(sorted(ma))} vs "
+                f"{', '.join(sorted(mb))}): compare runs of the same models, or of one model each"
+            )
     rows = []
     keys = sorted(
         set(map(tuple, a[list(by)].drop_duplicates().values.tolist()))
