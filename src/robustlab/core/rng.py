@@ -57,6 +57,12 @@ def _hash32_int(x: int) -> int:
     return x ^ (x >> 16)
 
 
+def _element_bits(base: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """32-bit integers of elements ``j`` of a draw with per-example keys ``base`` (broadcast)."""
+    h = hash32(base ^ ((j * 0x9E3779B9) & _M32))
+    return hash32(h + base)
+
+
 @dataclass
 class _Counter:
     value: int = 0
@@ -87,15 +93,29 @@ class ExampleRNG:
     def __len__(self) -> int:
         return int(self.keys.shape[0])
 
-    def _bits(self, n: int) -> torch.Tensor:
-        """``[B, n]`` independent 32-bit integers (as int64) for the next draw."""
+    def draw_base(self) -> torch.Tensor:
+        """Per-example keys ``[B]`` of the next draw (advances the counter by one draw).
+
+        With :meth:`uniform_at` this gives any elements of a draw on demand -- e.g. only the real
+        words of texts of very different lengths -- equal to what :meth:`uniform` returns there.
+        """
         k = self._counter.value
         self._counter.value += 1
-        draw = _hash32_int(k * 0x9E3779B9 + 0x7F4A7C15)
-        base = hash32(self.keys ^ draw)
+        return hash32(self.keys ^ _hash32_int(k * 0x9E3779B9 + 0x7F4A7C15))
+
+    @staticmethod
+    def uniform_at(
+        base: torch.Tensor, index: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Uniforms of elements ``index`` (flat element index within an example's draw) of the
+        examples whose :meth:`draw_base` keys are ``base`` (same shape as ``index``)."""
+        return (_element_bits(base, index) >> 8).to(dtype) * (1.0 / (1 << 24))
+
+    def _bits(self, n: int) -> torch.Tensor:
+        """``[B, n]`` independent 32-bit integers (as int64) for the next draw."""
+        base = self.draw_base()
         j = torch.arange(n, device=self.keys.device, dtype=torch.int64)
-        h = hash32(base[:, None] ^ ((j * 0x9E3779B9) & _M32)[None, :])
-        return hash32(h + base[:, None])
+        return _element_bits(base[:, None], j[None, :])
 
     def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform numbers in [0, 1) of shape ``[B, *shape]`` (24-bit resolution)."""

@@ -4,6 +4,12 @@ Each word of each text is edited independently with probability ``severity`` usi
 random stream (:class:`~robustlab.core.rng.ExampleRNG`): a text's output does not depend on the other
 texts of its batch. Severity 0 is the identity. Reusable for any text task (ranking queries,
 classification inputs, prompts). Words are whitespace-separated; punctuation stays attached.
+
+Modules: ``words`` (typo, synonym, word_order, local_shuffle, word_deletion), ``chars``
+(char_swap, char_delete, char_insert, ocr, misspelling), ``embedding`` (embedding_swap),
+``style`` (casing, contractions), ``entities`` (names, numbers), ``dilution`` (distractor
+sentences), ``paraphrase`` (local LLM). Word edits draw their numbers through :class:`WordDraws`
+(only the words a batch really has), the same numbers as :func:`draws`.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 import torch
 
 from robustlab.core.errors import ConfigError
-from robustlab.core.rng import _M32, ExampleRNG, _hash32_int, hash32
+from robustlab.core.rng import ExampleRNG
 
 SEVERITIES = (0.1, 0.2, 0.3, 0.5)
 
@@ -39,13 +45,11 @@ class WordDraws:
     any (text, word, column) triple, computed on demand from the counter-based hash, so a batch of
     texts of very different lengths costs only its real words (checked equal to :func:`draws`).
 
-    Reads the stream's draw counter like :meth:`ExampleRNG._bits` (one draw per call).
+    Uses one draw of the stream (:meth:`ExampleRNG.draw_base` / :meth:`ExampleRNG.uniform_at`).
     """
 
     def __init__(self, rng: ExampleRNG, lengths: list[int], per_word: int) -> None:
-        k = rng._counter.value
-        rng._counter.value += 1
-        self.base = hash32(rng.keys ^ _hash32_int(k * 0x9E3779B9 + 0x7F4A7C15))
+        self.base = rng.draw_base()
         self.per_word = per_word
         self.lengths = torch.tensor(lengths, dtype=torch.long)
         self.text = torch.repeat_interleave(torch.arange(len(lengths)), self.lengths)
@@ -54,10 +58,8 @@ class WordDraws:
 
     def at(self, text: torch.Tensor, word: torch.Tensor, col: int) -> torch.Tensor:
         """float64 uniforms for ``(text[i], word[i], col)``, equal to ``draws(...)[t, w, col]``."""
-        base = self.base[text]
         j = word * self.per_word + col
-        h = hash32(base ^ ((j * 0x9E3779B9) & _M32))
-        return (hash32(h + base) >> 8).to(torch.float64) * (1.0 / (1 << 24))
+        return ExampleRNG.uniform_at(self.base[text], j, torch.float64)
 
 
 def match_case(new: str, old: str) -> str:
