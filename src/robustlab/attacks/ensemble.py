@@ -9,6 +9,7 @@ Example::
 
     res = AutoAttack()(clf, x, y, ThreatModel("inf", 8 / 255), rng=ExampleRNG.from_seed(0, ids))
     res = AutoAttack(attacks=[{"name": "pgd", "steps": 50, "restarts": 5}, "apgd_t"])(...)
+    res = AutoAttack(fab=True)(...)   # APGD-CE, APGD-T, FAB^T (minimum norm), Square
 """
 
 from __future__ import annotations
@@ -28,21 +29,37 @@ STANDARD: tuple[Any, ...] = (
     {"name": "apgd_t", "loss": "dlr", "steps": 100, "n_targets": 9},
     {"name": "square", "n_queries": 5000},
 )
+# AutoAttack's FAB-T: later targets only for examples still robust at eps
+FAB_T: dict[str, Any] = {"name": "fab", "n_targets": 9, "steps": 100, "minimize": False}
 
 
 @attacks.register("autoattack")
 class AutoAttack:
     """Ensemble of ``attacks`` (names or ``{"name": ..., **params}``; default APGD-CE, APGD-T,
     Square). ``skip_unavailable``: members needing gradients are skipped on black-box adapters
-    (so the ensemble degrades to its black-box members) instead of raising."""
+    (so the ensemble degrades to its black-box members) instead of raising. ``fab``: add the
+    FAB-like minimum-norm member (``True``: FAB^T, 9 targets, 100 steps, as in AutoAttack; or a
+    dict of ``fab`` parameters) before Square (or last)."""
 
-    def __init__(self, attacks: list[Any] | None = None, skip_unavailable: bool = True) -> None:
+    def __init__(
+        self,
+        attacks: list[Any] | None = None,
+        skip_unavailable: bool = True,
+        fab: bool | dict[str, Any] = False,
+    ) -> None:
         self.attacks = attacks
         self.skip_unavailable = skip_unavailable
+        self.fab = fab
 
     def members(self) -> list[tuple[str, Any]]:
+        specs = list(self.attacks if self.attacks is not None else STANDARD)
+        if self.fab:
+            extra = self.fab if isinstance(self.fab, dict) else {}
+            fab = {**FAB_T, **{k: v for k, v in extra.items() if k != "name"}}
+            names = [sp.get("name") if isinstance(sp, dict) else sp for sp in specs]
+            specs.insert(names.index("square") if "square" in names else len(specs), fab)
         out = []
-        for spec in self.attacks if self.attacks is not None else STANDARD:
+        for spec in specs:
             if isinstance(spec, str):
                 spec = {"name": spec}
             if not isinstance(spec, dict) or "name" not in spec:

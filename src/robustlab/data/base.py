@@ -19,7 +19,10 @@ class Dataset:
     ``x`` is a tensor (images, features) or a list (texts, prompts, queries); ``y`` the labels (a tensor
     of class ids, or a list of references for generation/ranking tasks); ``ids`` stable integer ids
     (used to key per-example randomness and records); ``meta`` maps column names to one value per
-    example -- slices select subpopulations by these columns.
+    example -- slices select subpopulations by these columns. ``fields`` maps names to per-example
+    tensors (first dimension = examples) that are not metadata but inputs of probes, e.g. object
+    masks ``fields["mask"]`` ``[N, 1, H, W]`` for the attribute-edit perturbations; they follow
+    ``take``/``shard`` and the classification task passes them to perturbations that accept them.
     """
 
     x: torch.Tensor | list[Any]
@@ -29,6 +32,7 @@ class Dataset:
     meta: dict[str, list[Any]] = field(default_factory=dict)
     domain: Domain | None = None
     classes: list[str] | None = None
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.x)
@@ -40,6 +44,11 @@ class Dataset:
             if len(vals) != n:
                 raise ConfigError(
                     f"dataset {self.name!r}: meta column {col!r} has {len(vals)} values for {n} examples"
+                )
+        for col, t in self.fields.items():
+            if not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[0] != n:
+                raise ConfigError(
+                    f"dataset {self.name!r}: field {col!r} must be a tensor with {n} rows"
                 )
 
     def __len__(self) -> int:
@@ -53,7 +62,8 @@ class Dataset:
         y = self.y[idx] if isinstance(self.y, torch.Tensor) else [self.y[i] for i in il]
         assert self.ids is not None
         meta = {k: [v[i] for i in il] for k, v in self.meta.items()}
-        return Dataset(x, y, self.name, self.ids[idx], meta, self.domain, self.classes)
+        fields = {k: v[idx] for k, v in self.fields.items()}
+        return Dataset(x, y, self.name, self.ids[idx], meta, self.domain, self.classes, fields)
 
     def shard(self, i: int, size: int) -> Dataset:
         """Shard ``i`` of consecutive examples of ``size``."""

@@ -1,9 +1,13 @@
-"""Image data sources: Fashion-MNIST (Debian's ``dataset-fashion-mnist``) and folders of images.
+"""Image data sources: Fashion-MNIST (Debian's ``dataset-fashion-mnist``) and folders of images,
+with optional object masks (``fields["mask"]``, ``[N, 1, H, W]`` in [0, 1]) that the runner passes
+to the attribute-edit perturbations (``object_*``, ``background_swap``; S3).
 
 Example::
 
     d = datasets.create("fashion-mnist", {"split": "test", "limit": 1000})   # [1000, 1, 28, 28]
-    d = datasets.create("image-folder", {"root": "photos/", "size": 64})     # class-per-subfolder
+    d = datasets.create("fashion-mnist", {"limit": 100, "masks": True})      # + threshold masks
+    d = datasets.create("image-folder", {"root": "photos/", "size": 64, "masks": "masks/"})
+    d = datasets.create("object-masks", {"data": {"name": "digits"}, "threshold": 0.2})
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import functools
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,13 +54,18 @@ def _check_limit(limit: int | None, name: str) -> None:
 
 @datasets.register("fashion-mnist")
 def fashion_mnist(
-    split: str = "test", limit: int | None = None, root: str = FASHION_ROOT
+    split: str = "test",
+    limit: int | None = None,
+    root: str = FASHION_ROOT,
+    masks: bool = False,
+    mask_threshold: float = 0.1,
 ) -> Dataset:
     """Fashion-MNIST (Xiao et al. 2017): 60,000 train / 10,000 test 28x28 grey images in [0, 1].
 
     Read from the IDX files of Debian's ``dataset-fashion-mnist`` package (no download). ``limit``
     keeps the first examples of the split. Ids are the index in the split (test ids start at
-    60,000, so they never collide with train ids). Metadata: ``label`` (class name).
+    60,000, so they never collide with train ids). Metadata: ``label`` (class name). ``masks``:
+    add object masks derived by threshold (:func:`threshold_masks`, ``mask_threshold``).
     """
     if split not in ("train", "test"):
         raise ConfigError(f"fashion-mnist split must be 'train' or 'test', got {split!r}")
@@ -74,7 +84,7 @@ def fashion_mnist(
     n = len(y) if limit is None else min(limit, len(y))
     base = 0 if split == "train" else 60000
     labels = y[:n].astype(np.int64)
-    return Dataset(
+    d = Dataset(
         x=torch.from_numpy(x[:n].astype(np.float32) / 255),
         y=torch.from_numpy(labels),
         name=f"fashion-mnist-{split}",
@@ -83,17 +93,24 @@ def fashion_mnist(
         domain=Domain(0.0, 1.0, (1, 28, 28)),
         classes=list(FASHION_CLASSES),
     )
+    return with_threshold_masks(d, mask_threshold) if masks else d
 
 
 @datasets.register("image-folder")
 def image_folder(
-    root: str, size: int | list[int] = 64, channels: int = 3, limit: int | None = None
+    root: str,
+    size: int | list[int] = 64,
+    channels: int = 3,
+    limit: int | None = None,
+    masks: str | None = None,
 ) -> Dataset:
     """Your own images: ``root/<class name>/*.png|jpg|jpeg``, resized to ``size`` (an int or
     ``[height, width]``, bilinear) as ``channels`` (1 = grey, 3 = RGB) images in [0, 1].
 
     Classes are the sorted subfolder names; examples are ordered by class then file name, and
     ``limit`` keeps the first ones. Metadata: ``label`` (class name) and ``file`` (path under root).
+    ``masks``: a folder of object masks with the same relative paths (any image suffix; grey level
+    / 255, bilinear resize) -> ``fields["mask"]``; a missing mask raises ``ConfigError``.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -127,6 +144,9 @@ def image_folder(
         except (UnidentifiedImageError, OSError) as e:
             raise ConfigError(f"image-folder: cannot read image {f}: {e}") from None
     labels = [c for c, _ in files]
+    fields = (
+        {} if masks is None else {"mask": _read_masks(Path(masks), base, [f for _, f in files], hw)}
+    )
     return Dataset(
         x=torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255,
         y=torch.tensor(labels, dtype=torch.int64),
@@ -137,4 +157,48 @@ def image_folder(
         },
         domain=Domain(0.0, 1.0, (channels, hw[0], hw[1])),
         classes=classes,
+        fields=fields,
     )
+
+
+def _read_masks(root: Path, base: Path, files: list[Path], hw: tuple[int, ...]) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    out = np.empty((len(files), 1, hw[0], hw[1]), dtype=np.float32)
+    for i, f in enumerate(files):
+        rel = f.relative_to(base)
+        found = [p for p in (root / rel.parent).glob(f"{rel.stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
+        if not found:
+            raise ConfigError(
+                f"image-folder: no mask for {rel} under {root} (same path, image suffix)"
+            )
+        try:
+            with Image.open(found[0]) as im:
+                out[i, 0] = np.asarray(im.convert("L").resize(hw[::-1], Image.BILINEAR)) / 255.0
+        except (UnidentifiedImageError, OSError) as e:
+            raise ConfigError(f"image-folder: cannot read mask {found[0]}: {e}") from None
+    return torch.from_numpy(out)
+
+
+def with_threshold_masks(d: Dataset, threshold: float = 0.1) -> Dataset:
+    """``d`` with ``fields["mask"]`` derived by threshold: pixels whose grey level differs from the
+    median grey level of the image border by more than ``threshold`` (flat-background images such
+    as digits and Fashion-MNIST)."""
+    from robustlab.perturbations.image.attributes import object_mask
+
+    if not isinstance(d.x, torch.Tensor) or d.x.dim() != 4:
+        raise ConfigError(f"object masks need [N, C, H, W] images; {d.name!r} has none")
+    if not 0 <= threshold < 1:
+        raise ConfigError(f"mask threshold must lie in [0, 1), got {threshold!r}")
+    mask = object_mask(d.x, threshold)
+    return Dataset(d.x, d.y, d.name, d.ids, d.meta, d.domain, d.classes, {**d.fields, "mask": mask})
+
+
+@datasets.register("object-masks")
+def object_masks(data: dict[str, Any], threshold: float = 0.1) -> Dataset:
+    """Any registered image dataset (``data`` = ``{"name": ..., **params}``) with threshold-derived
+    object masks in ``fields["mask"]``; e.g. ``{"name": "digits", "split": "test"}``."""
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"object-masks: data must be a dict with 'name', got {data!r}")
+    params = {k: v for k, v in data.items() if k != "name"}
+    return with_threshold_masks(datasets.create(data["name"], params), threshold)

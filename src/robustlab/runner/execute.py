@@ -102,7 +102,9 @@ def _perturbation(
 ) -> Rows:
     assert unit.probe is not None and unit.level is not None
     pert = ctx.component(perturbations, unit.probe)
-    x = task.perturb(pert, data.x, unit.level, rng)
+    # per-example dataset fields (e.g. object masks) go to tasks that take them
+    fields = getattr(data, "fields", None) if getattr(task, "takes_fields", False) else None
+    x = task.perturb(pert, data.x, unit.level, rng, **(fields or {}))
     return _rows(unit, data, task.evaluate(model, x, data.y), unit.level)
 
 

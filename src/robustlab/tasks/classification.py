@@ -14,6 +14,19 @@ from robustlab.data.base import Dataset
 from robustlab.tasks.base import Evaluation, isolate, merge_rows, take
 
 
+def accepted(fn: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``fields`` that ``fn`` takes as keyword arguments."""
+    if not fields:
+        return {}
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in fields.items() if k in params}
+
+
 @tasks.register("classification")
 class ClassificationTask:
     """Top-1 classification; examples whose logits are non-finite or that raise become errors."""
@@ -22,11 +35,28 @@ class ClassificationTask:
         self, model: Any, x: torch.Tensor | list[str]
     ) -> tuple[torch.Tensor, list[str | None]]:
         """Logits for a batch with failing examples isolated (their rows are NaN)."""
+        logits, errors, _ = self._logits(model, x)
+        return logits, errors
+
+    def _logits(
+        self, model: Any, x: torch.Tensor | list[str]
+    ) -> tuple[torch.Tensor, list[str | None], dict[int, float]]:
+        """:meth:`logits` plus, for adapters that rewrite some inputs (test-time augmentation,
+        ``last_augmented``), which inputs they rewrote."""
         n = len(x)
+        augmented: dict[int, float] = {}
+
+        def run(pos: list[int]) -> torch.Tensor:
+            out = self._checked(model, take(x, pos), len(pos))
+            last = getattr(model, "last_augmented", None)
+            if isinstance(last, torch.Tensor) and last.numel() == len(pos):
+                augmented.update(zip(pos, last.float().tolist(), strict=True))
+            return out
+
         with torch.no_grad():
-            chunks, errs = isolate(lambda pos: self._checked(model, take(x, pos), len(pos)), n)
+            chunks, errs = isolate(run, n)
         fill = torch.full((n, model.num_classes), float("nan"))
-        return merge_rows(chunks, n, fill), [errs.get(i) for i in range(n)]
+        return merge_rows(chunks, n, fill), [errs.get(i) for i in range(n)], augmented
 
     @staticmethod
     def _checked(model: Any, x: torch.Tensor | list[str], n: int) -> torch.Tensor:
@@ -37,7 +67,7 @@ class ClassificationTask:
         return out.detach()
 
     def evaluate(self, model: Any, x: torch.Tensor | list[str], y: torch.Tensor) -> Evaluation:
-        logits, errors = self.logits(model, x)
+        logits, errors, augmented = self._logits(model, x)
         finite = torch.isfinite(logits).all(dim=1)
         for i in torch.nonzero(~finite).flatten().tolist():
             errors[i] = errors[i] or "model returned NaN or inf for this example"
@@ -48,10 +78,17 @@ class ClassificationTask:
         preds: list[Any] = [
             None if b else p for p, b in zip(pred.tolist(), bad.tolist(), strict=True)
         ]
-        return Evaluation(preds, correct, errors)
+        extra = {"augmented": [augmented.get(i) for i in range(len(x))]} if augmented else {}
+        return Evaluation(preds, correct, errors, extra)
 
-    def perturb(self, perturbation: Any, x: torch.Tensor, level: float, rng: Any) -> torch.Tensor:
-        return perturbation(x, level, rng)
+    takes_fields = True  # the runner passes per-example dataset fields (masks) to perturb
+
+    def perturb(
+        self, perturbation: Any, x: torch.Tensor, level: float, rng: Any, **fields: torch.Tensor
+    ) -> torch.Tensor:
+        """``perturbation(x, level, rng)``, plus the dataset fields (e.g. ``mask``) that the
+        perturbation's ``__call__`` accepts as keywords (others are ignored)."""
+        return perturbation(x, level, rng, **accepted(perturbation, fields))
 
     def attack(
         self, attack: Any, model: Any, data: Dataset, level: float, norm: str, rng: ExampleRNG

