@@ -179,3 +179,23 @@ def test_compare_pairs_models_by_name_and_refuses_mixed_model_sets():
     assert "model" not in one and one["diff"].item() == 1.0
     with pytest.raises(ConfigError, match="different models"):
         compare(a, recs("m3", [1.0] * 10))
+
+
+def test_signed_perturbation_levels_run_from_a_suite(tmp_path):
+    """Rotation by -20 and +20 degrees: signed levels are valid for perturbations (not attacks)."""
+    suite = Suite.from_yaml(
+        "name: signed\nmodel: {name: digits-logreg}\ndata: {name: digits}\n"
+        "probes:\n  - {kind: perturbation, name: rotate, levels: [-20, 20]}\n"
+    )
+    st = Store(tmp_path / "s.db")
+    df = st.records(run_suite(suite, st, progress=False))
+    rot = df[df.kind == "perturbation"]
+    assert sorted(rot["level"].unique()) == [-20.0, 20.0]
+    a = rot[rot.level == -20].set_index("example_id")["pred"]
+    b = rot[rot.level == 20].set_index("example_id")["pred"]
+    assert (a != b.loc[a.index]).any()  # the two directions are different images
+    with pytest.raises(Exception, match="levels must be >= 0"):
+        Suite.from_yaml(
+            "name: bad\nmodel: {name: digits-logreg}\ndata: {name: digits}\n"
+            "probes:\n  - {kind: attack, name: fgsm, levels: [-0.1]}\n"
+        )

@@ -78,8 +78,9 @@ class ProbeSpec(_Strict):
                 raise ValueError(f"evalset probe {self.name!r} needs 'data'")
         elif not self.levels:
             raise ValueError(f"{self.kind} probe {self.name!r} needs at least one level")
-        if any(v < 0 for v in self.levels):
-            raise ValueError(f"probe {self.name!r} levels must be >= 0")
+        # perturbation levels may be signed (rotation angle, shrinking scale, darker brightness)
+        if self.kind != "perturbation" and any(v < 0 for v in self.levels):
+            raise ValueError(f"{self.kind} probe {self.name!r} levels must be >= 0")
         return self
 
     @property
