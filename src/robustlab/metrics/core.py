@@ -69,9 +69,10 @@ mean_queries = metrics.register("mean_queries")(
     Metric(
         "mean_queries",
         lambda df: _col(df, "x.queries").mean(),
-        higher_is_better=False,
+        higher_is_better=True,  # the model's view, like attack_success_rate: costlier attacks
         per_example=lambda df: _col(df, "x.queries").to_numpy(dtype=np.float64),
-        doc="Mean model queries (forward or gradient evaluations) spent per example.",
+        doc="Mean model queries (forward or gradient evaluations) an attack spent per example "
+        "(higher: the model is costlier to attack).",
     )
 )
 
