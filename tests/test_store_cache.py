@@ -133,13 +133,17 @@ def test_gguf_generator_uses_the_active_store(
         g2 = models.create("smollm2-135m")
         out = g2.generate(prompts, **kw)
         assert out[0] == old[0] and g2.generated == 1  # the disk entry is reused ...
-        assert len(list(disk.rglob("*.json"))) == 1  # ... and the new one went to the store
+        assert len(list(disk.rglob("*.json"))) == 2  # ... the new one went to the store and disk
         cache = ResponseCache(url)
         assert cache.count(f"gguf:{g.fingerprint()}") == 2  # both now in the run's database
         g3 = models.create("smollm2-135m")
         assert g3.generate(prompts, **kw) == out and g3.generated == 0 and g3._server is None
     row = cache.get_many(f"gguf:{g.fingerprint()}", [g._key(prompts[1], _params(kw))])
     assert json.dumps(list(row.values())[0]["text"]) == json.dumps(out[1])
+    # a fresh store on this machine (a new run, a test) reuses the disk copies: no generation
+    with use_store(str(tmp_path / "other.db")):
+        g4 = models.create("smollm2-135m")
+        assert g4.generate(prompts, **kw) == out and g4.generated == 0
 
 
 def _params(kw: dict) -> dict:

@@ -9,8 +9,9 @@ model fingerprint (SHA-256 of the GGUF file), the prompt, the generation paramet
 number of repeated prompts, so a rerun costs no generation and the model is only loaded when
 something is not cached. During a run the cache is the run's own database (the active store's
 ``robustlab_cache`` table, :mod:`robustlab.store.cache`; completions already on disk are copied
-into it); with no active store it is a JSON file per completion under
-``robustlab.core.paths.cache_dir() / "completions"``.
+into it); every completion is also kept as a JSON file under
+``robustlab.core.paths.cache_dir() / "completions"``, so fresh stores on the same machine (new
+runs, tests) reuse it too.
 Temperature 0 is greedy decoding; with temperature > 0 repeated prompts in one call are distinct
 samples (llama seed = hash(seed, sample number)), still deterministic and cached.
 
@@ -164,9 +165,10 @@ class GGUFGenerator:
         return [o or "" for o in out]
 
     def _save(self, values: dict[str, dict[str, str]], store: Any, ns: str) -> None:
+        """Into the run's store, and on disk too: a new store on this machine (a fresh run, a test)
+        then reuses them instead of generating again."""
         if store is not None:
             store.put_many(ns, values)
-            return
         for k, v in values.items():
             f = self._file(k)
             f.parent.mkdir(parents=True, exist_ok=True)
