@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,6 +149,15 @@ def test_rag_suite_end_to_end(tmp_path: Any) -> None:
     assert clean >= 0.75 and (garag <= clean).all()
     fs = failsafe_scores(df)
     assert fs["n_examples"].item() == 8 and 0 <= fs["compliance"].item() <= 1
+    # the report has the FailSafeQA section with the same scores
+    from robustlab.report import write_report
+
+    html, js = write_report(store, run_id, str(tmp_path / "reports"))
+    page = Path(html).read_text()
+    assert "FailSafeQA" in page and "Context Grounding" in page and "<svg" in page
+    data = json.loads(Path(js).read_text())
+    sec = data["extensions"]["failsafe"]["data"]
+    assert sec["scores"][0]["compliance"] == pytest.approx(fs["compliance"].item())
 
 
 @pytest.mark.slow
