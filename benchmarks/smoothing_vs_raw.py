@@ -2,11 +2,13 @@
 
 1. CERTIFY overhead: ``GaussianSmoothing.certify`` (n0 + n noisy copies per example) vs the model's
    bare batched forward passes over the same number of inputs, noise pre-drawn (target <= 1.05x),
-   at a few batch sizes and memory layouts (contiguous vs channels_last), to show which is best.
+   with the automatic batch size / layout and with fixed batch sizes (contiguous layout); and ART's
+   ``PyTorchRandomizedSmoothing.certify`` on the same model, sigma, n0, n and batch size (if
+   installed). Times are the thread's CPU time (run with ``OMP_NUM_THREADS=1``), best of repeats.
 2. Sequential vs fixed-N CERTIFY: mean samples per certificate at equal certified accuracy at the
    target radius (target >= 5x fewer at the default radius 0.5).
 
-    .venv/bin/python benchmarks/smoothing_vs_raw.py [--examples 60] [--n 20000] [--repeats 3]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/smoothing_vs_raw.py [--examples 60] [--n 20000]
 """
 
 from __future__ import annotations
@@ -18,45 +20,86 @@ import torch
 
 from robustlab.certify.sequential import SequentialSmoothing
 from robustlab.certify.smoothing import GaussianSmoothing
+from robustlab.certify.smoothing_batch import choose
 from robustlab.core.registry import datasets, models
 from robustlab.core.rng import ExampleRNG
-from robustlab.models.torch_adapter import TorchClassifier
 
 
 def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = time.thread_time()  # CPU time of this thread: a loaded machine disturbs it far less
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(time.thread_time() - t)
     return min(times)
 
 
+def _raw(clf, x, size, fmt, total):  # type: ignore[no-untyped-def]
+    """Bare forward passes over ``total`` distinct noisy inputs, pre-drawn, in batches of ``size``
+    (as many distinct inputs as CERTIFY draws, so both stream the same amount of memory)."""
+    g = torch.Generator().manual_seed(0)
+    reps = -(-total // len(x))
+    noisy = x.repeat_interleave(reps, 0)[:total] + 0.25 * torch.randn(total, *x.shape[1:],
+                                                                      generator=g)  # fmt: skip
+    batches = [b.contiguous(memory_format=fmt) for b in noisy.split(size)]
+    if fmt == torch.channels_last:  # one channel: restride explicitly (contiguous() is a no-op)
+        batches = [torch.empty(b.shape, memory_format=fmt).copy_(b) for b in batches]
+
+    def run() -> None:
+        with torch.no_grad():
+            for b in batches:
+                clf.logits(b).argmax(1)
+
+    return run
+
+
+def _art(clf, x, n, size):  # type: ignore[no-untyped-def]
+    try:
+        from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+    except ImportError:
+        return None
+    art = PyTorchRandomizedSmoothing(
+        model=clf.module, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+        nb_classes=10, channels_first=True, sample_size=100, scale=0.25, alpha=0.001,
+    )  # fmt: skip
+    xs = x.numpy()
+    return lambda: art.certify(xs, n=n, batch_size=size)
+
+
 def overhead(model, x, ids, n, repeats) -> None:  # type: ignore[no-untyped-def]
-    print(f"\n[1] CERTIFY vs raw forward passes ({len(x)} examples x {100 + n} samples)")
+    print(f"\n[1] CERTIFY vs raw forward passes ({len(x)} examples x {100 + n} samples, CPU time)")
     total = len(x) * (100 + n)
-    for layout in ("contiguous", "channels_last"):
-        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-        net = model.module.to(memory_format=fmt)
-        clf = TorchClassifier(net, 10, model.domain, name="bench")
-        for bs in (100, 400, 1000):
-            sm = GaussianSmoothing(0.25, n0=100, n=n, batch_size=bs)
-            noisy = (x[:1] + 0.25 * torch.randn(bs, *x.shape[1:])).contiguous(memory_format=fmt)
+    y = torch.zeros(len(x), dtype=torch.long)
+    t = time.perf_counter()
+    size, fmt = choose(model, x.shape[1:], x.dtype, x.device)
+    layout = "channels_last" if fmt == torch.channels_last else "contiguous"
+    print(f"  auto: batch {size}, {layout} (probe {time.perf_counter() - t:.2f}s wall, once)")
+    rows = [("auto", "auto", size, fmt)]
+    rows += [(str(bs), name, bs, f) for name, f in (("contiguous", torch.contiguous_format),
+             ("channels_last", torch.channels_last)) for bs in (100, 400, 1000)]  # fmt: skip
+    for label, _name, bs, f in rows:
+        sm = GaussianSmoothing(0.25, n0=100, n=n, batch_size="auto" if label == "auto" else bs)
+        if label != "auto" and f == torch.channels_last:
+            continue  # an explicit batch size uses the contiguous layout; auto picks layouts
+        raw = _raw(model, x, bs, f, total)
 
-            def raw(clf=clf, noisy=noisy, bs=bs) -> None:  # type: ignore[no-untyped-def]
-                with torch.no_grad():
-                    for _ in range(total // bs):
-                        clf.logits(noisy).argmax(1)
+        def cert(sm=sm) -> None:  # type: ignore[no-untyped-def]
+            sm.certify(model, x, y, rng=ExampleRNG.from_seed(0, ids))
 
-            def cert(clf=clf, sm=sm) -> None:  # type: ignore[no-untyped-def]
-                sm.certify(
-                    clf, x, torch.zeros(len(x), dtype=torch.long), rng=ExampleRNG.from_seed(0, ids)
-                )
-
-            t_raw, t_cert = best_of(raw, repeats), best_of(cert, repeats)
-            print(f"  {layout:13s} batch {bs:5d}: raw {t_raw:6.2f}s  certify {t_cert:6.2f}s  "
-                  f"ratio {t_cert / t_raw:5.2f}x  ({total / t_raw:,.0f} inputs/s raw)")  # fmt: skip
-    model.module.to(memory_format=torch.contiguous_format)
+        cert()
+        t_raw, t_cert = best_of(raw, repeats), best_of(cert, repeats)
+        lay = "channels_last" if f == torch.channels_last else "contiguous"
+        print(f"  batch {label:>4} ({bs:4d}, {lay:13s}): raw {t_raw:6.2f}s  certify {t_cert:6.2f}s  "
+              f"ratio {t_cert / t_raw:5.2f}x  ({total / t_raw:,.0f} inputs/s raw)")  # fmt: skip
+        if label == "auto":
+            t_auto, raw_auto = t_cert, t_raw
+    art = _art(model, x, n, size)
+    if art is None:
+        print("  ART: not installed (pip install adversarial-robustness-toolbox --no-deps)")
+        return
+    t_art = best_of(art, max(1, repeats - 1))
+    print(f"  ART certify (batch {size}): {t_art:6.2f}s  ratio {t_art / raw_auto:5.2f}x raw "
+          f"-> robustlab auto is {t_art / t_auto:.1f}x faster")  # fmt: skip
 
 
 def sequential(model, x, y, ids, n, radius) -> None:  # type: ignore[no-untyped-def]

@@ -157,7 +157,7 @@ def test_bad_input(params: dict[str, Any], match: str, setup: dict[str, Any]) ->
         SplitConformal(alpha=1.5).calibrate(model, x, y)
 
 
-def test_report_section_curves_and_conformal(setup: dict[str, Any]) -> None:
+def test_report_sections_curves_and_conformal(setup: dict[str, Any]) -> None:
     x, y, ids, model = setup["x"][:30], setup["y"][:30], setup["ids"][:30], setup["model"]
     cert = GaussianSmoothing(SIGMA, n0=32, n=200).certify(
         model, x, y, rng=ExampleRNG.from_seed(0, ids)
@@ -174,11 +174,12 @@ def test_report_section_curves_and_conformal(setup: dict[str, Any]) -> None:
             rows.append(dict(model="m", replicate=0, probe="smoothing", kind="certifier", level=level,
                              example_id=int(ids[i]), label=dumps(int(y[i])), pred=dumps(int(cert.pred[i])),
                              correct=float(ok[i]), error=None, extra=json.dumps(extra), meta="{}"))  # fmt: skip
-    rows += [dict(model="m", replicate=0, probe="rscp", kind="conformal", level=0.125, example_id=i,
-                  label="1", pred="[1]", correct=1.0, error=None, extra=json.dumps({"set_size": 2}),
-                  meta="{}") for i in range(5)]  # fmt: skip
+    conf = [dict(model="m", replicate=0, probe="rscp", kind="conformal", level=0.125, example_id=i,
+                 label="1", pred="[1]" if i else "[]", correct=float(i > 0), error=None,
+                 extra=json.dumps({"set_size": 2, "alpha": 0.1, "guaranteed": 1, "n_calibration": 9}),
+                 meta="{}") for i in range(5)]  # fmt: skip
     section = report_sections.get("certification_curves")()
-    data = section.build(frame(rows), {})
+    data = section.build(frame(rows + conf), {})
     (curve,) = data["curves"]
     assert curve["acc"][0] == pytest.approx(
         ((cert.pred == y) & ~cert.abstained).float().mean().item()
@@ -189,7 +190,13 @@ def test_report_section_curves_and_conformal(setup: dict[str, Any]) -> None:
     assert all(
         a >= b for a, b in zip(curve["acc"], curve["acc"][1:], strict=False)
     )  # monotone in the radius
-    assert data["conformal"][0]["set_size"] == 2 and data["conformal"][0]["coverage"] == 1
     html = section.render(json.loads(json.dumps(data)))
-    assert "<svg" in html and "Conformal" in html
-    assert section.build(frame([r for r in rows if r["kind"] == "x"]), {}) is None
+    assert "<svg" in html and "Conformal" not in html
+    assert section.build(frame(conf), {}) is None  # conformal records: their own section
+    conformal = report_sections.get("conformal")()
+    (row,) = conformal.build(frame(rows + conf), {})["rows"]
+    assert row["set_size"] == 2 and row["coverage"] == 0.8 and row["target"] == 0.9
+    assert row["lo"] < 0.8 < row["hi"] and row["guaranteed"] and not row["violated"]
+    html = conformal.render(json.loads(json.dumps({"rows": [row]})))
+    assert "<svg" in html and "coverage" in html
+    assert conformal.build(frame(rows), {}) is None

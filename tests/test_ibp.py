@@ -220,3 +220,31 @@ def test_ibp_training_gives_certified_models(digits: Any) -> None:
         train_ibp(lambda: nn.Linear(64, 10), digits, seed=0, kappa_end=2.0)
     with pytest.raises(ConfigError, match="eps"):
         train_ibp(lambda: nn.Linear(64, 10), digits, seed=0, eps=0.0)
+
+
+@pytest.mark.parametrize("name", ["cnn-norm", "residual", "digits-cnn"])
+def test_fused_cached_path_equals_plain_rules(name: str, digits: Any) -> None:
+    """Without autograd, Conv+BN folding, ReLU/MaxPool reordering and cached weights are used;
+    under autograd every layer runs its plain rule: the bounds must agree (up to float rounding)."""
+    model = _nets(name)
+    x = digits.x[:16]
+    with torch.no_grad():
+        lo, hi = interval_bounds(model, x, 0.03)
+    with torch.enable_grad():
+        lo_ref, hi_ref = interval_bounds(model, x, 0.03)
+    assert torch.allclose(lo, lo_ref.detach(), atol=1e-5) and torch.allclose(
+        hi, hi_ref.detach(), atol=1e-5
+    )
+    module = model.module
+    conv = next(m for m in module.modules() if isinstance(m, nn.Conv2d))
+    saved = conv.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            conv.weight.mul_(0.5)  # in-place update: the cached derived weights must follow
+            lo2, hi2 = interval_bounds(model, x, 0.03)
+        with torch.enable_grad():
+            lo2_ref, _ = interval_bounds(model, x, 0.03)
+        assert torch.allclose(lo2, lo2_ref.detach(), atol=1e-5) and not torch.allclose(lo2, lo)
+    finally:
+        with torch.no_grad():
+            conv.weight.copy_(saved)

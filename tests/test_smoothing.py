@@ -229,3 +229,64 @@ def test_soundness_contract(noisy_model: Any, digits: Any) -> None:
     sm = GaussianSmoothing(SIGMA, n0=64, n=300, alpha=0.001)
     cert = check_certifier(sm, noisy_model, x, y, predict_kwargs={"n": 1000})
     assert (~cert.abstained).sum() > N_TEST // 2
+
+
+def test_auto_batch_and_layout_do_not_change_counts(digits: Any) -> None:
+    """The timed probe picks a batch size and memory layout; counts equal a fixed odd batch size."""
+    from robustlab.certify.smoothing_batch import LAYOUTS, SIZES, choose
+    from robustlab.core.registry import models
+
+    x, y, ids = digits
+    cnn = models.create("digits-cnn-noise", {"sigma": SIGMA})
+    size, fmt = choose(cnn, x.shape[1:], x.dtype, x.device)
+    assert size in SIZES and fmt in LAYOUTS
+    assert choose(cnn, x.shape[1:], x.dtype, x.device) == (size, fmt)  # cached per model
+    auto = GaussianSmoothing(SIGMA, n0=40, n=300).certify(
+        cnn, x[:12], y[:12], rng=ExampleRNG.from_seed(5, ids[:12])
+    )
+    fixed = GaussianSmoothing(SIGMA, n0=40, n=300, batch_size=37).certify(
+        cnn, x[:12], y[:12], rng=ExampleRNG.from_seed(5, ids[:12])
+    )
+    assert torch.equal(auto.extra["count"], fixed.extra["count"])
+    with pytest.raises(ConfigError, match="batch_size"):
+        GaussianSmoothing(batch_size="fast").validate()
+
+
+def _art_agreement(n_examples: int, n: int) -> None:
+    """robustlab's CERTIFY and ART's (same model, sigma, n0, n, alpha; independent noise) give the
+    same certified accuracy at several radii within binomial noise."""
+    pytest.importorskip("art")
+    pytest.importorskip("statsmodels")
+    import numpy as np
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+
+    from robustlab.core.registry import models
+
+    d = datasets.get("digits")(split="test")
+    x, y, ids = d.x[:n_examples], d.y[:n_examples], d.ids[:n_examples]
+    cnn = models.create("digits-cnn-noise", {"sigma": SIGMA})
+    ours = GaussianSmoothing(SIGMA, n0=100, n=n, alpha=0.001).certify(
+        cnn, x, y, rng=ExampleRNG.from_seed(0, ids)
+    )
+    art = PyTorchRandomizedSmoothing(
+        model=cnn.module, loss=nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=10,
+        channels_first=True, sample_size=100, scale=SIGMA, alpha=0.001,
+    )  # fmt: skip
+    np.random.seed(0)  # ART draws its noise from NumPy's global generator
+    pred, radius = art.certify(x.numpy(), n=n, batch_size=200)
+    for r in (0.0, 0.25, 0.5):
+        a = ((ours.pred == y) & (ours.radius >= r) & ~ours.abstained).float().mean().item()
+        b = float(((pred == y.numpy()) & (radius >= r) & (pred >= 0)).mean())
+        p = max((a + b) / 2, 0.05)
+        assert abs(a - b) <= 3 * (2 * p * (1 - p) / n_examples) ** 0.5 + 1e-9, (r, a, b)
+    both = (ours.pred.numpy() >= 0) & (pred >= 0)
+    assert np.abs(ours.radius.numpy()[both] - radius[both]).mean() < 0.05
+
+
+def test_agrees_with_art_fast() -> None:
+    _art_agreement(40, 300)
+
+
+@pytest.mark.slow
+def test_agrees_with_art() -> None:
+    _art_agreement(150, 2000)

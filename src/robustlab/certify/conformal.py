@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from robustlab.certify.base import require_int, require_positive, require_probability
+from robustlab.certify.smoothing import gaussian_draws
 from robustlab.core.errors import ConfigError
 from robustlab.core.rng import ExampleRNG
 
@@ -158,7 +159,7 @@ class RSCP(SplitConformal):
         for start in range(0, b, per):
             sl = slice(start, min(b, start + per))
             sub = ExampleRNG(rng.keys[sl])
-            noise = sub.normal(self.n, *shape).to(x.device, x.dtype)
+            noise = gaussian_draws(sub.keys, 0, self.n, shape).to(x.device, x.dtype)
             z = (x[sl, None] + self.sigma * noise).flatten(0, 1)
             u = sub.uniform(self.n).flatten() if self.score == "aps" else None
             s = self._transform(class_scores(_probs(model, z), self.score, u))

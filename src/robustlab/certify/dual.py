@@ -74,6 +74,7 @@ class _HalfView:
 
     def __init__(self, model: Any) -> None:
         self.model, self.num_classes = model, model.num_classes
+        self.tune_key = model  # smoothing_batch.choose caches its probe on the wrapped model
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         return self.model.logits(upsample_half(z))

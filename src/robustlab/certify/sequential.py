@@ -73,7 +73,7 @@ class SequentialSmoothing(GaussianSmoothing):
         alpha: float = 0.001,
         radius: float = 0.5,
         first: int = 64,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
     ) -> None:
         super().__init__(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size)
         self.radius = radius

@@ -19,6 +19,7 @@ from robustlab.certify.base import (
     require_positive,
     require_probability,
 )
+from robustlab.certify.smoothing_batch import BatchFeeder, choose
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import certifiers
 from robustlab.core.rng import ExampleRNG
@@ -74,7 +75,8 @@ class GaussianSmoothing:
     to the domain: the certificate is a statement about unclipped Gaussian noise, so the base model
     sees inputs outside its domain (train it with the same unclipped noise). Noise comes from the
     per-example :class:`~robustlab.core.rng.ExampleRNG` streams, so results do not depend on batch
-    size, batch order or ``batch_size``; ``batch_size`` caps the noisy inputs per forward pass.
+    size, batch order or ``batch_size``; ``batch_size`` is the noisy inputs per forward pass, or
+    ``"auto"`` (default): batch size and memory layout chosen by a short timed probe per model.
 
     Example::
 
@@ -92,7 +94,7 @@ class GaussianSmoothing:
         n0: int = 100,
         n: int = 1000,
         alpha: float = 0.001,
-        batch_size: int = 1000,
+        batch_size: int | str = "auto",
     ) -> None:
         self.sigma = sigma
         self.n0 = n0
@@ -105,7 +107,9 @@ class GaussianSmoothing:
         name = getattr(self, "registered_name", "smoothing")
         require_positive(name, sigma=self.sigma)
         require_probability(name, alpha=self.alpha)
-        require_int(name, 1, n0=self.n0, n=self.n, batch_size=self.batch_size)
+        require_int(name, 1, n0=self.n0, n=self.n)
+        if self.batch_size != "auto":
+            require_int(name, 1, batch_size=self.batch_size)  # type: ignore[arg-type]
         if self.n0 > self.n:
             raise ConfigError(f"{name}: n0 ({self.n0}) must not exceed n ({self.n})")
 
@@ -166,46 +170,25 @@ class GaussianSmoothing:
 
         Each example's noise is its own stream (:func:`gaussian_draws`, independent of packing);
         the noisy inputs of consecutive draws and examples are queued and sent to the model in
-        *full* forward passes of ``batch_size`` (only the last one may be shorter).
+        *full* forward passes (only the last one may be shorter) of ``batch_size`` inputs, in the
+        batch size and memory layout a timed probe found fastest when ``batch_size="auto"``
+        (:mod:`robustlab.certify.smoothing_batch`).
         """
         b, shape = x.shape[0], x.shape[1:]
         counts = torch.zeros(b, model.num_classes, dtype=torch.long, device=x.device)
+        if self.batch_size == "auto":
+            size, fmt = choose(model, shape, x.dtype, x.device)
+        else:
+            size, fmt = int(self.batch_size), torch.contiguous_format
+        size = max(1, min(size, b * num))
+        feed = BatchFeeder(model, counts, size, fmt, shape, x.dtype, x.device)
         draw = min(num, DRAW)
-        group = max(1, self.batch_size // draw)  # examples per draw
         keys = rng.keys.to(x.device)
-        queue: list[torch.Tensor] = []
-        owners: list[torch.Tensor] = []
-        queued = 0
-        for start in range(0, b, group):
-            idx = torch.arange(start, min(b, start + group), device=x.device)
-            xs = x[idx].unsqueeze(1)
-            for done in range(0, num, draw):
-                m = min(draw, num - done)
-                noise = gaussian_draws(keys[idx], done // draw, m, shape).to(x.device, x.dtype)
-                queue.append((xs + self.sigma * noise).flatten(0, 1))
-                owners.append(idx.repeat_interleave(m))
-                queued += len(idx) * m
-                if queued >= self.batch_size:
-                    queued = self._flush(model, queue, owners, counts, self.batch_size)
-        if queued:
-            self._flush(model, queue, owners, counts, queued)
-        return counts
-
-    def _flush(
-        self,
-        model: Any,
-        queue: list[torch.Tensor],
-        owners: list[torch.Tensor],
-        counts: torch.Tensor,
-        size: int,
-    ) -> int:
-        """Forward full batches of ``size`` from the queue into ``counts``; return what is left."""
-        inputs, who = torch.cat(queue), torch.cat(owners)
-        full = inputs.shape[0] // size * size
         with torch.no_grad():
-            for chunk, owner in zip(inputs[:full].split(size), who[:full].split(size), strict=True):
-                pred = model.logits(chunk).argmax(dim=1).to(counts.device)
-                counts.index_put_((owner, pred), torch.ones_like(pred), accumulate=True)
-        queue[:] = [inputs[full:]] if full < inputs.shape[0] else []
-        owners[:] = [who[full:]] if full < inputs.shape[0] else []
-        return inputs.shape[0] - full
+            for i in range(b):  # one noise stream per example (its seeded generator)
+                for done in range(0, num, draw):
+                    m = min(draw, num - done)
+                    noise = gaussian_draws(keys[i : i + 1], done // draw, m, shape)[0]
+                    feed.add(x[i], noise.to(x.device, x.dtype), self.sigma, i)
+            feed.finish()
+        return counts

@@ -135,10 +135,34 @@ def _certifier(
     return {k: [v for p in parts for v in p[k]] for k in parts[0]}
 
 
+def _conformal(
+    unit: WorkUnit, ctx: Context, task: Any, model: Any, data: Dataset, rng: ExampleRNG
+) -> Rows:
+    """Prediction sets of the shard's test examples under attack ``level`` (calibrated once)."""
+    from robustlab.certify import conformal_probe as cp
+
+    assert unit.probe is not None and unit.level is not None
+    p, levels = unit.probe, list(unit.probe.levels)
+    settings = cp.validate(p.name, p.params, p.norm, levels)
+    key = seed_from(unit.seed, unit.model.display, unit.replicate, unit.probe_label)
+    cache = f"conformal|{key}|{unit.model.model_dump_json()}|{p.model_dump_json()}|{unit.data}"
+    full = ctx.data(unit.data)
+    predictor = ctx._get(
+        cache, lambda: cp.calibrate(p.name, settings, levels, model, full, unit.seed, key)
+    )
+    test, sets, extra = cp.evaluate(
+        p.name, settings, predictor, model, data, unit.seed, unit.level, p.norm, rng
+    )
+    covered = sets.gather(1, test.y.view(-1, 1)).flatten().float() if len(test) else sets.sum(1)
+    preds = [torch.nonzero(s).flatten().tolist() for s in sets]
+    return _rows(unit, test, Evaluation(preds, covered, [None] * len(test)), unit.level, extra)
+
+
 PROBES: dict[str, Callable[..., Rows]] = {
     "clean": _clean,
     "perturbation": _perturbation,
     "attack": _attack,
     "certifier": _certifier,
     "evalset": _clean,
+    "conformal": _conformal,
 }

@@ -50,12 +50,13 @@ class ModelSpec(ComponentSpec):
         return self.label or self.name
 
 
-ProbeKind = Literal["perturbation", "attack", "certifier", "evalset"]
+ProbeKind = Literal["perturbation", "attack", "certifier", "evalset", "conformal"]
 
 
 class ProbeSpec(_Strict):
     """One probe: a perturbation (levels = severities), attack (levels = eps, with ``norm``),
-    certifier (levels = radii) or evaluation set (``data``)."""
+    certifier (levels = radii), evaluation set (``data``) or conformal predictor (levels = attack
+    eps, 0 = clean; see :mod:`robustlab.certify.conformal_probe`)."""
 
     kind: ProbeKind
     name: str
@@ -204,6 +205,10 @@ class Suite(_Strict):
             if p.kind == "evalset":
                 assert p.data is not None
                 _check("datasets", p.data)
+            elif p.kind == "conformal":
+                from robustlab.certify.conformal_probe import validate
+
+                validate(p.name, dict(p.params), p.norm, list(p.levels))
             else:
                 _check(kinds[p.kind], p)
         for name in self.metrics:

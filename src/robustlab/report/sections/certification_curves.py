@@ -1,4 +1,4 @@
-"""Report section: certified accuracy vs radius per certifier, and conformal coverage / set size.
+"""Report section: certified accuracy vs radius per certifier.
 
 Certifier records (``kind == "certifier"``) hold one row per (example, radius level); every row
 carries the example's certified radius (``x.radius``) and abstention (``x.abstained``), so the full
@@ -6,8 +6,7 @@ curve ``certified accuracy(r) = mean(pred == label and not abstained and radius 
 from them at 41 radii, not only at the suite's levels; the table shows the suite's levels and
 the mean Monte-Carlo samples per certificate (``x.samples``) when present.
 
-Conformal records (``kind == "conformal"``: ``level`` = attack epsilon, 0 = clean; ``correct`` =
-label covered; ``x.set_size``) give a coverage / mean set size table.
+Conformal records (``kind == "conformal"``) have their own section (``sections/conformal.py``).
 """
 
 from __future__ import annotations
@@ -47,35 +46,24 @@ def _curves(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _conformal(df: pd.DataFrame) -> list[dict[str, Any]]:
-    rows = []
-    for (model, probe, level), g in df.groupby(["model", "probe", "level"], sort=True):
-        size = pd.to_numeric(g["x.set_size"]).mean() if "x.set_size" in g else float("nan")
-        rows.append(
-            {"model": str(model), "probe": str(probe), "level": float(level),
-             "coverage": float(g["correct"].mean()), "set_size": float(size), "n": int(len(g))}
-        )  # fmt: skip
-    return rows
-
-
 @report_sections.register("certification_curves")
 class CertificationCurves:
-    """Certified accuracy vs L2 radius per certifier; conformal coverage and set size."""
+    """Certified accuracy vs L2 radius per certifier."""
 
     title = "Certification"
 
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
         if df.empty or "kind" not in df:
             return None
-        cert, conf = df[df["kind"] == "certifier"], df[df["kind"] == "conformal"]
-        if cert.empty and conf.empty:
+        cert = df[df["kind"] == "certifier"]
+        if cert.empty:
             return None
-        return {"curves": _curves(cert) if len(cert) else [], "conformal": _conformal(conf)}
+        return {"curves": _curves(cert)}
 
     def render(self, data: dict[str, Any]) -> str:
         parts = []
         if data["curves"]:
-            parts.append(_plot(data["curves"]))
+            parts.append(f"<figure>{_plot(data['curves'])}</figure>")
             body = [
                 [c["model"], c["probe"], str(c["n"]), pct(c["abstain"]),
                  "; ".join(f"{lv:g}: {pct(a)}" for lv, a in zip(c["levels"], c["at_levels"], strict=True)),
@@ -85,13 +73,6 @@ class CertificationCurves:
             head = ["model", "certifier", "examples", "abstain", "certified acc. at radius",
                     "samples / cert."]  # fmt: skip
             parts.append(table(head, body, num_cols=[2, 3, 5]))
-        if data["conformal"]:
-            body = [
-                [r["model"], r["probe"], num(r["level"]), pct(r["coverage"]), num(r["set_size"], 2)]
-                for r in data["conformal"]
-            ]
-            head = ["model", "conformal", "attack eps", "coverage", "mean set size"]
-            parts.append("<h3>Conformal prediction</h3>" + table(head, body, num_cols=[2, 3, 4]))
         return "\n".join(parts)
 
 
