@@ -19,7 +19,8 @@ import pytest
 from robustlab.runner import Suite, run_suite
 from robustlab.store import Store
 
-# 2 replicates x 4 shards x (clean + noise + 2 pgd levels) = 32 units, a few seconds in all
+# 2 replicates x 4 shards x (clean + noise + 2 pgd levels) = 32 units, a few seconds in all (PGD
+# steps make units slow enough that a run can be caught half-way between group commits)
 SUITE_YAML = """\
 name: resume-test
 seed: 3
@@ -28,7 +29,7 @@ data: {name: digits, params: {split: test}}
 shard_size: 90
 probes:
   - {kind: perturbation, name: gaussian_noise, levels: [2]}
-  - {kind: attack, name: pgd, params: {steps: 5}, levels: [0.1, 0.2]}
+  - {kind: attack, name: pgd, params: {steps: 100, early_stop: false}, levels: [0.1, 0.2]}
 """
 N_UNITS = 32
 TIMEOUT = 180
