@@ -61,7 +61,9 @@ def replay(model: object, calls: list[tuple[tuple[int, ...], bool]]) -> tuple[fl
         if grad:
             x.requires_grad_(True)
             logits = model.logits(x)  # type: ignore[attr-defined]
-            loss = F.cross_entropy(logits, torch.zeros(shape[0], dtype=torch.long), reduction="none")
+            loss = F.cross_entropy(
+                logits, torch.zeros(shape[0], dtype=torch.long), reduction="none"
+            )
             torch.autograd.grad(loss.sum(), x)
         else:
             with torch.no_grad():

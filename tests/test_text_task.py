@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ from robustlab.data.base import Dataset
 def _definitional(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     """Levenshtein distance by its recursive definition (an independent reference)."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def d(i: int, j: int) -> int:
         if i == 0 or j == 0:
             return i + j
