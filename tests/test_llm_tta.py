@@ -193,6 +193,11 @@ def test_llm_tta_runs_from_a_suite_and_records_what_it_augmented(tmp_path: Any) 
     assert set(tta["x.augmented"].dropna().unique()) <= {0.0, 1.0}
     share = tta["x.augmented"].mean()
     assert 0.0 < share < 1.0  # entropy-selective: some inputs rewritten, not all
+    from robustlab.metrics import summarize
+
+    s = summarize(df, ["augmented_share"])
+    got = s[(s.model == "tta") & (s.metric == "augmented_share")]["value"]
+    assert got.mean() == pytest.approx(tta.groupby("probe")["x.augmented"].mean().mean())
     base = df[df.model == "tfidf-logreg"]
     assert base["x.augmented"].isna().all() if "x.augmented" in base else True
     # confident (not augmented) inputs get exactly the base model's prediction

@@ -97,3 +97,14 @@ similarity_successful = metrics.register("similarity_successful")(
         "(higher: the model is fooled by more meaning-preserving edits).",
     )
 )
+
+augmented_share = metrics.register("augmented_share")(
+    Metric(
+        "augmented_share",
+        lambda df: _mean(_col(df, "x.augmented").to_numpy(dtype=np.float64)),
+        higher_is_better=False,
+        per_example=lambda df: _col(df, "x.augmented").to_numpy(dtype=np.float64),
+        doc="Share of inputs a test-time-augmentation model (llm-tta) rewrote (its extra cost; "
+        "entropy-selective TTA rewrites only uncertain inputs). NaN for other models.",
+    )
+)
