@@ -102,3 +102,23 @@ def merge_list(chunks: list[tuple[list[int], Any]], n: int) -> list[Any]:
         for p, v in zip(pos, vals, strict=True):
             out[p] = v
     return out
+
+
+def merge_attack_results(
+    chunks: list[tuple[list[int], Any]], x: Sequence[Any], n: int
+) -> tuple[list[Any], dict[str, list[Any]]]:
+    """Assemble per-chunk attack results of list inputs (texts, QA or ranking examples).
+
+    Each chunk's result has ``x_adv`` (list), ``success``/``queries`` (tensors) and ``extra``
+    (columns). Returns the adversarial inputs (the input itself where the attack failed) and the
+    columns ``success``, ``queries`` (NaN where it failed) plus every extra column (None there).
+    """
+    x_adv = list(x)
+    cols: dict[str, list[Any]] = {"success": [float("nan")] * n, "queries": [float("nan")] * n}
+    for pos, r in chunks:
+        got = {"success": r.success.float().tolist(), "queries": r.queries.float().tolist()}
+        for k, vals in {"x_adv": r.x_adv, **got, **r.extra}.items():
+            dst = x_adv if k == "x_adv" else cols.setdefault(k, [None] * n)
+            for p, v in zip(pos, vals, strict=True):
+                dst[p] = v
+    return x_adv, cols

@@ -11,7 +11,7 @@ from robustlab.core.registry import tasks
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
 from robustlab.data.base import Dataset
-from robustlab.tasks.base import Evaluation, isolate, merge_rows, take
+from robustlab.tasks.base import Evaluation, isolate, merge_attack_results, merge_rows, take
 
 
 def accepted(fn: Any, fields: dict[str, Any]) -> dict[str, Any]:
@@ -148,14 +148,7 @@ class ClassificationTask:
             return attack(model, take(x, pos), take(y, pos), budget, rng=rng.take(idx))
 
         chunks, errs = isolate(run, n)
-        x_adv = list(x)
-        cols: dict[str, list[Any]] = {"success": [float("nan")] * n, "queries": [float("nan")] * n}
-        for pos, r in chunks:
-            got = {"success": r.success.float().tolist(), "queries": r.queries.float().tolist()}
-            for k, vals in {"x_adv": r.x_adv, **got, **r.extra}.items():
-                dst = x_adv if k == "x_adv" else cols.setdefault(k, [None] * n)
-                for p, v in zip(pos, vals, strict=True):
-                    dst[p] = v
+        x_adv, cols = merge_attack_results(chunks, x, n)
         ev = self.evaluate(model, x_adv, y)
         for i, msg in errs.items():
             ev.error[i], ev.pred[i] = msg, None

@@ -26,7 +26,7 @@ from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import models, tasks
 from robustlab.data.base import Dataset
 from robustlab.metrics.failsafe import LLMJudge, RuleJudge, contains, normalize, refused
-from robustlab.tasks.base import Evaluation, isolate, merge_list, take
+from robustlab.tasks.base import Evaluation, isolate, merge_attack_results, merge_list, take
 
 
 @tasks.register("rag")
@@ -121,15 +121,9 @@ class RAGTask:
             return attack(model, take(x, pos), take(y, pos), float(level), rng=rng.take(idx))
 
         chunks, errs = isolate(run, n)
-        x_adv, queries = list(x), [float("nan")] * n
-        extra: dict[str, list[Any]] = {}
-        for pos, res in chunks:
-            for j, i in enumerate(pos):
-                x_adv[i], queries[i] = res.x_adv[j], float(res.queries[j])
-            for key, vals in res.extra.items():
-                col = extra.setdefault(key, [None] * n)
-                for j, i in enumerate(pos):
-                    col[i] = vals[j]
+        x_adv, extra = merge_attack_results(chunks, x, n)
+        queries = extra.pop("queries")
+        del extra["success"]  # re-checked below on the returned examples
         adv = self.evaluate(model, x_adv, y)
         cc = clean.correct.tolist()
         ok = adv.correct.tolist()

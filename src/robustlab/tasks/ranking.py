@@ -26,7 +26,7 @@ from robustlab.core.registry import tasks
 from robustlab.data.base import Dataset
 from robustlab.metrics.ranking import rank_metrics
 from robustlab.models.rankers import score_many
-from robustlab.tasks.base import Evaluation, isolate, merge_list, take
+from robustlab.tasks.base import Evaluation, isolate, merge_attack_results, merge_list, take
 
 METRIC_KEYS = ("rr", "ndcg", "recall", "ap", "rank")
 
@@ -140,15 +140,9 @@ class RankingTask:
                           rng=rng.take(idx))  # fmt: skip
 
         chunks, errs = isolate(run, n)
-        x_adv, queries = list(x), [float("nan")] * n
-        extra: dict[str, list[Any]] = {}
-        for pos, res in chunks:
-            for j, i in enumerate(pos):
-                x_adv[i], queries[i] = res.x_adv[j], float(res.queries[j])
-            for key, vals in res.extra.items():
-                col = extra.setdefault(key, [None] * n)
-                for j, i in enumerate(pos):
-                    col[i] = vals[j]
+        x_adv, extra = merge_attack_results(chunks, x, n)
+        queries = extra.pop("queries")
+        del extra["success"]  # re-checked below on the returned examples
         ev, orders = self.ranked(model, x_adv, y)
         success, clean_ok, change = [float("nan")] * n, [float("nan")] * n, [float("nan")] * n
         clean_rank = list(clean.extra["rank"])
