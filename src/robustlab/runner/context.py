@@ -17,7 +17,8 @@ class Context:
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
 
-    def _get(self, key: str, build: Any) -> Any:
+    def cached(self, key: str, build: Any) -> Any:
+        """``build()`` once per process for ``key`` (e.g. a calibrated predictor shared by units)."""
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
@@ -30,22 +31,22 @@ class Context:
                 params["seed"] = replicate
             return models.create(spec.name, params)
 
-        return self._get(f"model|{_j(spec)}|{replicate}", build)
+        return self.cached(f"model|{_j(spec)}|{replicate}", build)
 
     def data(self, spec: ComponentSpec) -> Dataset:
-        return self._get(f"data|{_j(spec)}", lambda: datasets.create(spec.name, spec.params))
+        return self.cached(f"data|{_j(spec)}", lambda: datasets.create(spec.name, spec.params))
 
     def shard(self, spec: ComponentSpec, shard: int, size: int) -> Dataset:
         """Shard ``shard`` of the dataset (cached: many units share a shard)."""
-        return self._get(
+        return self.cached(
             f"shard|{_j(spec)}|{shard}|{size}", lambda: self.data(spec).shard(shard, size)
         )
 
     def task(self, spec: ComponentSpec) -> Any:
-        return self._get(f"task|{_j(spec)}", lambda: tasks.create(spec.name, spec.params))
+        return self.cached(f"task|{_j(spec)}", lambda: tasks.create(spec.name, spec.params))
 
     def component(self, registry: Any, spec: Any) -> Any:
-        return self._get(
+        return self.cached(
             f"{registry.kind}|{_j(spec)}", lambda: registry.create(spec.name, spec.params)
         )
 

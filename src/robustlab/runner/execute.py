@@ -147,7 +147,7 @@ def _conformal(
     key = seed_from(unit.seed, unit.model.display, unit.replicate, unit.probe_label)
     cache = f"conformal|{key}|{unit.model.model_dump_json()}|{p.model_dump_json()}|{unit.data}"
     full = ctx.data(unit.data)
-    predictor = ctx._get(
+    predictor = ctx.cached(
         cache, lambda: cp.calibrate(p.name, settings, levels, model, full, unit.seed, key)
     )
     test, sets, extra = cp.evaluate(
