@@ -1,10 +1,14 @@
-"""Gradient-attack speed vs the physical limit and vs torchattacks, measured side by side.
+"""Gradient-attack speed vs the physical limit and vs torchattacks, Foolbox and ART, side by side.
 
-The limit of a K-step gradient attack is K forward + input-gradient passes in a bare loop. For
-FGSM, PGD-10 and APGD-100 at batch 1, 32 and 256 this prints ``time / limit`` for robustlab (early
-stop off, so both do the same K passes) and torchattacks, on a small BatchNorm CNN (1x28x28) and a
-~1M-parameter ResNet-style model (3x32x32); then the throughput of PGD-10 with per-example early
-stop vs torchattacks' PGD-10 on the trained digits CNN (same robust accuracy expected).
+The limit of a K-step gradient attack is K forward + input-gradient passes in a bare loop on the
+network as given. For FGSM, PGD-10 and APGD-100 at batch 1, 32 and 256 this prints ``time / limit``
+for robustlab with the network's layout as given (early stop off, so it does the same K passes),
+robustlab with its automatic layout (``TorchClassifier(memory_format="auto")``, the default:
+channels-last for conv nets on the CPU) and each installed peer (Foolbox has no APGD), on a small
+BatchNorm CNN (1x28x28) and a ~1M-parameter ResNet-style model (3x32x32); then the throughput of
+PGD-10 with per-example early stop vs torchattacks' PGD-10 on the trained digits CNN (same robust
+accuracy expected). robustlab's final success check is deferred until ``success`` is read (the
+runner reads it off its own evaluation), so like the peers' it is not in the timed call.
 
     .venv/bin/python benchmarks/attacks_vs_peers.py [--quick] [--threads 1]
 
@@ -17,8 +21,10 @@ fixed-step attack does not depend on them).
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -57,13 +63,18 @@ def resnet_small(w: int = 40) -> nn.Module:
 
 
 CLOCK = time.process_time  # CPU time of this (1-thread) process: robust to a loaded machine
+DEVICE = torch.device("cpu")
 
 
 def best_time(fn: Callable[..., object], reps: int, *args: object, **kw: object) -> float:
     out = []
     for _ in range(reps):
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         t = CLOCK()
         fn(*args, **kw)
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         out.append(CLOCK() - t)
     return min(out)
 
@@ -74,58 +85,122 @@ def limit(net: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> None:
         torch.autograd.grad(F.cross_entropy(net(xg), y), xg)
 
 
+def peers(net: nn.Module, shape: tuple[int, ...], b: int, ta, fb, art) -> dict:  # type: ignore[no-untyped-def]
+    """The peers' FGSM / PGD-10 / APGD-100 as callables ``f(x, y)`` (None where a peer lacks one)."""
+    out: dict[str, dict[str, Callable | None]] = {"FGSM": {}, "PGD-10": {}, "APGD-100": {}}
+    if ta:
+        out["FGSM"]["torchattacks"] = ta.FGSM(net, eps=EPS)
+        out["PGD-10"]["torchattacks"] = ta.PGD(net, eps=EPS, alpha=EPS / 4, steps=10)
+        out["APGD-100"]["torchattacks"] = ta.APGD(net, eps=EPS, steps=100)
+    if fb:
+        fm = fb.PyTorchModel(net, bounds=(0, 1))
+        fgsm, pgd = fb.attacks.FGSM(), fb.attacks.LinfPGD(steps=10, abs_stepsize=EPS / 4)
+        out["FGSM"]["foolbox"] = lambda x, y: fgsm(fm, x, y, epsilons=EPS)
+        out["PGD-10"]["foolbox"] = lambda x, y: pgd(fm, x, y, epsilons=EPS)
+    if art:
+        import numpy as np
+        from art.attacks.evasion import (
+            AutoProjectedGradientDescent,
+            FastGradientMethod,
+            ProjectedGradientDescentPyTorch,
+        )
+        from art.estimators.classification import PyTorchClassifier as ArtClassifier
+
+        est = ArtClassifier(net, nn.CrossEntropyLoss(), shape, 10, clip_values=(0.0, 1.0))
+        kw = {"eps": EPS, "batch_size": b}
+        a_fgsm = FastGradientMethod(est, **kw)
+        a_pgd = ProjectedGradientDescentPyTorch(est, eps_step=EPS / 4, max_iter=10, verbose=False,
+                                                num_random_init=1, **kw)  # fmt: skip
+        a_apgd = AutoProjectedGradientDescent(est, eps_step=2 * EPS, max_iter=100, verbose=False,
+                                              loss_type="cross_entropy", **kw)  # fmt: skip
+        for what, a in (("FGSM", a_fgsm), ("PGD-10", a_pgd), ("APGD-100", a_apgd)):
+            out[what]["ART"] = partial(_art_generate, a, np)
+    return out
+
+
+def _art_generate(attack, np, x: torch.Tensor, y: torch.Tensor):  # type: ignore[no-untyped-def]
+    return attack.generate(x.numpy(), y.numpy().astype(np.int64))
+
+
 def row(
-    name: str, net: nn.Module, shape: tuple[int, ...], batches: list[int], reps: int, ta
+    name: str, net: nn.Module, shape: tuple[int, ...], batches: list[int], reps: int, ta, fb, art
 ) -> None:  # type: ignore[no-untyped-def]
-    clf = TorchClassifier(net.eval(), 10, Domain(0.0, 1.0, shape))
+    """One line per attack and batch size: robustlab with the module as given (the limit's own
+    layout), robustlab with its automatic layout (``memory_format="auto"``: channels-last for
+    conv nets on the CPU, on a copy of the net), and each installed peer, all as time / limit."""
+    net = net.to(DEVICE)
+    given = TorchClassifier(net.eval(), 10, Domain(0.0, 1.0, shape), memory_format="contiguous")
+    auto = TorchClassifier(copy.deepcopy(net).eval(), 10, Domain(0.0, 1.0, shape))
     th = ThreatModel("inf", EPS)
     specs = {
-        "FGSM": (1, attacks.create("fgsm"), lambda: ta.FGSM(net, eps=EPS)),
-        "PGD-10": (10, attacks.create("pgd", {"steps": 10, "early_stop": False}),
-                   lambda: ta.PGD(net, eps=EPS, alpha=EPS / 4, steps=10)),
-        "APGD-100": (101, attacks.create("apgd", {"steps": 100, "early_stop": False}),
-                     lambda: ta.APGD(net, eps=EPS, steps=100)),
-    }  # fmt: skip
+        "FGSM": (1, attacks.create("fgsm")),
+        "PGD-10": (10, attacks.create("pgd", {"steps": 10, "early_stop": False})),
+        "APGD-100": (101, attacks.create("apgd", {"steps": 100, "early_stop": False})),
+    }
     for b in batches:
         g = torch.Generator().manual_seed(b)
-        x = torch.rand(b, *shape, generator=g)
+        x = torch.rand(b, *shape, generator=g).to(DEVICE)
         with torch.no_grad():  # labels = predictions: peers skip examples already misclassified
             y = net(x).argmax(1)
         rng = ExampleRNG.from_seed(0, torch.arange(b))
-        for what, (k, ours, theirs) in specs.items():
-            atk = theirs() if ta else None
-            # interleaved rounds: load on the shared machine hits all three alike; best of reps
-            t_lim = t_ours = t_ta = float("inf")
+        theirs = peers(net, shape, b, ta, fb, art)
+        for what, (k, ours) in specs.items():
+            # interleaved rounds: load on the shared machine hits everyone alike; best of reps
+            t: dict[str, float] = {}
+            runs = {"limit": partial(limit, net, x, y, k),
+                    "robustlab": partial(ours, given, x, y, th, rng=rng),
+                    "robustlab auto": partial(ours, auto, x, y, th, rng=rng)}  # fmt: skip
+            runs.update({p: partial(f, x, y) for p, f in theirs[what].items()})
             for _ in range(reps):
-                t_lim = min(t_lim, best_time(limit, 1, net, x, y, k))
-                t_ours = min(t_ours, best_time(ours, 1, clf, x, y, th, rng=rng))
-                t_ta = min(t_ta, best_time(atk, 1, x, y) if atk else float("nan"))
-            print(f"{name:9s} {what:9s} batch {b:4d}  limit {t_lim * 1e3:9.1f} ms   robustlab "
-                  f"{t_ours / t_lim:5.2f}x   torchattacks {t_ta / t_lim:5.2f}x   "
-                  f"robustlab/torchattacks {t_ours / t_ta:5.2f}", flush=True)  # fmt: skip
+                for key, fn in runs.items():
+                    t[key] = min(t.get(key, float("inf")), best_time(fn, 1))
+            lim = t.pop("limit")
+            cols = "  ".join(f"{key} {v / lim:5.2f}x" for key, v in t.items())
+            fastest_peer = min((v for key, v in t.items() if not key.startswith("robustlab")),
+                               default=float("nan"))  # fmt: skip
+            print(f"{name:9s} {what:9s} batch {b:4d}  limit {lim * 1e3:9.1f} ms  {cols}  "
+                  f"auto speed-up over fastest peer {fastest_peer / t['robustlab auto']:5.2f}x",
+                  flush=True)  # fmt: skip
 
 
 def early_stop(ta, reps: int) -> None:  # type: ignore[no-untyped-def]
-    clf = models.create("digits-cnn")
+    """PGD-10 throughput with per-example early stop on the trained digits CNN vs torchattacks'
+    PGD-10 on the same network as the user holds it (standard layout); robustlab both with its
+    automatic layout (the default) and with the layout as given (early stop alone)."""
+    auto = models.create("digits-cnn")  # memory_format="auto": channels-last on the CPU
+    net = copy.deepcopy(auto.module).to(DEVICE, memory_format=torch.contiguous_format)
+    given = TorchClassifier(net, 10, auto.domain, memory_format="contiguous")
+    if DEVICE.type != "cpu":
+        auto = TorchClassifier(auto.module.to(DEVICE), 10, auto.domain)
     d = datasets.get("digits")(split="test")
-    x, y = d.x, d.y
+    x, y = d.x.to(DEVICE), d.y.to(DEVICE)
     rng = ExampleRNG.from_seed(0, torch.arange(len(x)))
     for eps in (0.1, 0.2):
         th = ThreatModel("inf", eps)
         pgd = attacks.create("pgd", {"steps": 10, "step_size": 0.25})
-        atk = ta.PGD(clf.module, eps=eps, alpha=eps / 4, steps=10)
-        t_ours = t_ta = float("inf")
+        atk = ta.PGD(net, eps=eps, alpha=eps / 4, steps=10)
+        t_auto = t_given = t_ta = float("inf")
         for _ in range(reps):
-            t_ours = min(t_ours, best_time(pgd, 1, clf, x, y, th, rng=rng))
+            t_auto = min(t_auto, best_time(pgd, 1, auto, x, y, th, rng=rng))
+            t_given = min(t_given, best_time(pgd, 1, given, x, y, th, rng=rng))
             t_ta = min(t_ta, best_time(atk, 1, x, y))
-        res = pgd(clf, x, y, th, rng=rng)
+        res = pgd(auto, x, y, th, rng=rng)
         x_ta = atk(x, y)
         with torch.no_grad():
-            acc_ta = (clf.logits(x_ta).argmax(1) == y).float().mean()
+            acc_ta = (given.logits(x_ta).argmax(1) == y).float().mean()
         print(f"early stop, digits-cnn, {len(x)} examples, PGD-10 Linf {eps}: robustlab "
-              f"{len(x) / t_ours:7.0f} ex/s (robust acc {1 - res.success.float().mean():.3f})  "
-              f"torchattacks {len(x) / t_ta:7.0f} ex/s (robust acc {acc_ta:.3f})  "
-              f"speed-up {t_ta / t_ours:.2f}x", flush=True)  # fmt: skip
+              f"{len(x) / t_auto:6.0f} ex/s (robust acc {1 - res.success.float().mean():.3f}; "
+              f"{len(x) / t_given:6.0f} ex/s with the layout as given)  torchattacks "
+              f"{len(x) / t_ta:6.0f} ex/s (robust acc {acc_ta:.3f})  speed-up {t_ta / t_auto:.2f}x "
+              f"({t_ta / t_given:.2f}x from early stop alone)", flush=True)  # fmt: skip
+
+
+def _optional(name: str):  # type: ignore[no-untyped-def]
+    try:
+        return __import__(name)
+    except ImportError:
+        print(f"({name} not installed: its column is skipped)")
+        return None
 
 
 def main() -> None:
@@ -135,26 +210,34 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--wall", action="store_true", help="wall-clock instead of process CPU time")
     ap.add_argument("--resnet-batches", default="1,32,256")
+    ap.add_argument("--batches", default="", help="batch sizes (default 1,32,256)")
+    ap.add_argument("--device", default="cpu", help="e.g. cuda (then wall-clock time)")
     a = ap.parse_args()
-    global CLOCK
-    if a.wall:
+    global CLOCK, DEVICE
+    DEVICE = torch.device(a.device)
+    if a.wall or DEVICE.type != "cpu":
         CLOCK = time.perf_counter
     torch.set_num_threads(a.threads)
-    try:
-        import torchattacks as ta
-    except ImportError:
-        ta = None
+    ta, fb, art = _optional("torchattacks"), _optional("foolbox"), _optional("art")
     torch.manual_seed(0)
     batches = [1, 32] if a.quick else [1, 32, 256]
+    if a.batches:
+        batches = [int(b) for b in a.batches.split(",")]
     reps = 2 if a.quick else a.reps
-    clock = "wall" if a.wall else "process CPU"
-    print(f"torch {torch.__version__}, {a.threads} thread(s), {clock} time; ratios: time / limit")
-    early_stop(ta, reps)
-    row("smallcnn", SmallCNN(1, 10, 28, 16), (1, 28, 28), batches, reps, ta)
+    clock = "wall" if CLOCK is time.perf_counter else "process CPU"
+    where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"{a.threads} thread(s)"
+    print(f"torch {torch.__version__}, {where}, {clock} time; ratios: time / limit")
+    if ta:
+        early_stop(ta, reps)
+    row("smallcnn", SmallCNN(1, 10, 28, 16), (1, 28, 28), batches, reps, ta, fb, art)
     net = resnet_small()
     print(f"resnet: {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters")
-    rb = [int(b) for b in a.resnet_batches.split(",") if int(b) in batches]
-    row("resnet1M", net, (3, 32, 32), rb, reps, ta)
+    rb = (
+        [int(b) for b in a.resnet_batches.split(",") if int(b) in batches]
+        if not a.batches
+        else batches
+    )
+    row("resnet1M", net, (3, 32, 32), rb, reps, ta, fb, art)
 
 
 if __name__ == "__main__":

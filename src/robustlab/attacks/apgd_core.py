@@ -60,66 +60,94 @@ def apgd_run(
     early_stop: bool = True,
     rho: float = 0.75,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One APGD run; returns (x_adv, success, queries); batched with per-example state."""
+    """One APGD run; returns (x_adv, success, queries); batched with per-example state.
+
+    The loop body is a handful of fused tensor ops per iteration (it runs ``n_iter`` times, and at
+    batch 1 each op's dispatch costs as much as its arithmetic): the state of the examples still
+    in the batch is kept compacted in local tensors, Linf projection is one clamp into the box
+    ``[max(x - eps, lo), min(x + eps, hi)]``, and query counts are written when examples leave.
+    """
     dom, n, dev = model.domain, x.shape[0], x.device
     u = rng.uniform(*x.shape[1:]).to(dev, x.dtype)
     out, success = x.clone(), torch.zeros(n, dtype=torch.bool, device=dev)
-    queries = torch.zeros(n, dtype=torch.long, device=dev)
+    queries = torch.full((n,), n_iter + 1, dtype=torch.long, device=dev)
     ckpt = set(checkpoints(n_iter))
     act = torch.arange(n, device=dev)
+    unit = (-1, *([1] * (x.dim() - 1)))  # per-example scalars broadcast over the input
+    box = threat.norm == "inf"
+    ys, ts = lab, tgt
 
-    def evaluate(xa: torch.Tensor, a: torch.Tensor):
+    def evaluate(xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         xa = xa.detach().requires_grad_(True)
         with torch.enable_grad():
             z = model.logits(xa)
-            loss = _losses(z, lab[a], None if tgt is None else tgt[a], kind, goal)
+            loss = _losses(z, ys, ts, kind, goal)
             (g,) = torch.autograd.grad(loss.sum(), xa)
-        queries[a] += 1
         return z.detach(), loss.detach(), g
 
     cur = threat.sample(x, dom, u) if threat.eps > 0 else x.clone()
-    z, loss, grad = evaluate(cur, act)
-    s = dict(cur=cur, prev=cur.clone(), grad=grad, loss=loss, best=cur.clone(),
-             best_loss=loss.clone(), best_grad=grad.clone(), x=x,
-             eta=torch.full((n,), 2 * threat.eps, device=dev, dtype=x.dtype),
-             incr=torch.zeros(n, device=dev), last_best=loss.clone(),
-             reduced=torch.ones(n, dtype=torch.bool, device=dev))  # fmt: skip
+    z, loss, grad = evaluate(cur)
+    xs = x
+    lo = (x - threat.eps).clamp_min(dom.lo) if box else x
+    hi = (x + threat.eps).clamp_max(dom.hi) if box else x
+    prev, best, best_loss, best_grad = cur, cur, loss, grad
+    eta = torch.full((n,), 2 * threat.eps, device=dev, dtype=x.dtype)
+    incr = torch.zeros(n, device=dev)
+    last_best = loss
+    reduced = torch.ones(n, dtype=torch.bool, device=dev)
     last_w = 0
+
+    def project(v: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(v, lo, hi) if box else threat.project(v, xs, dom)
+
     for i in range(n_iter + 1):
-        hit = goal.success(z, lab[act])
-        if hit.any():
-            out[act[hit]], success[act[hit]] = s["cur"][hit], True
+        hit = goal.success(z, ys)
+        if not early_stop:  # everyone stays: keep the latest fooling point, without a sync
+            success |= hit
+            out = torch.where(hit.view(unit), cur, out)
+            if i < n_iter:
+                hit = None
+        if hit is not None and hit.any():
+            gone = act[hit]
+            out[gone], success[gone] = cur[hit], True
             if early_stop or i == n_iter:
+                queries[gone] = i + 1
                 keep = ~hit
-                act, s = act[keep], {k: v[keep] for k, v in s.items()}
+                act, ys, xs, lo, hi = act[keep], ys[keep], xs[keep], lo[keep], hi[keep]
+                ts = None if ts is None else ts[keep]
+                cur, prev, grad, loss = cur[keep], prev[keep], grad[keep], loss[keep]
+                best, best_loss, best_grad = best[keep], best_loss[keep], best_grad[keep]
+                eta, incr, last_best, reduced = (
+                    eta[keep],
+                    incr[keep],
+                    last_best[keep],
+                    reduced[keep],
+                )
                 if act.numel() == 0:
                     break
         if i == n_iter:
             break
         if i in ckpt:  # halve the step where progress stalled; restart from the best point
-            osc = s["incr"] < rho * (i - last_w)
-            flag = osc | (~s["reduced"] & (s["last_best"] >= s["best_loss"]))
-            s["reduced"], s["last_best"], s["incr"] = flag, s["best_loss"].clone(), s["incr"] * 0
-            s["eta"] = torch.where(flag, s["eta"] / 2, s["eta"])
-            f = flag.view(-1, *([1] * (x.dim() - 1)))
-            s["cur"] = torch.where(f, s["best"], s["cur"])
-            s["grad"] = torch.where(f, s["best_grad"], s["grad"])
+            flag = (incr < rho * (i - last_w)) | (~reduced & (last_best >= best_loss))
+            reduced, last_best, incr = flag, best_loss, torch.zeros_like(incr)
+            eta = torch.where(flag, eta / 2, eta)
+            f = flag.view(unit)
+            cur, grad = torch.where(f, best, cur), torch.where(f, best_grad, grad)
             last_w = i
-        cur, xa, eta = s["cur"], s["x"], s["eta"].view(-1, *([1] * (x.dim() - 1)))
-        alpha = 0.75 if i > 0 else 1.0
-        z1 = threat.project(
-            cur + eta * steepest_step(s["grad"], cur, threat.norm, 1.0, dom), xa, dom
-        )
-        new = threat.project(cur + alpha * (z1 - cur) + (1 - alpha) * (cur - s["prev"]), xa, dom)
-        z, loss, grad = evaluate(new, act)
-        s["incr"] = s["incr"] + (loss > s["loss"]).to(s["incr"].dtype)
-        better = loss > s["best_loss"]
-        b = better.view(-1, *([1] * (x.dim() - 1)))
-        s["best"] = torch.where(b, new, s["best"])
-        s["best_grad"] = torch.where(b, grad, s["best_grad"])
-        s["best_loss"] = torch.where(better, loss, s["best_loss"])
-        s["prev"], s["cur"], s["grad"], s["loss"] = cur, new, grad, loss
+        if box:
+            z1 = torch.clamp(torch.addcmul(cur, eta.view(unit), grad.sign()), lo, hi)
+        else:
+            z1 = project(cur + eta.view(unit) * steepest_step(grad, cur, threat.norm, 1.0, dom))
+        # no momentum on the first step; then cur + 0.75 (z1 - cur) + 0.25 (cur - prev)
+        new = z1 if i == 0 else project(z1.mul(0.75).add_(cur, alpha=0.5).sub_(prev, alpha=0.25))
+        z, new_loss, new_grad = evaluate(new)
+        incr = incr + (new_loss > loss)
+        better = new_loss > best_loss
+        b = better.view(unit)
+        best, best_grad = torch.where(b, new, best), torch.where(b, new_grad, best_grad)
+        best_loss = torch.maximum(new_loss, best_loss)
+        prev, cur, grad, loss = cur, new, new_grad, new_loss
     if act.numel():  # not fooled: return the highest-loss point
         miss = ~success[act]
-        out[act[miss]] = s["best"][miss]
+        out[act[miss]] = best[miss]
     return out, success, queries

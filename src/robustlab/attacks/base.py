@@ -46,6 +46,17 @@ class Targeted:
         return logits.argmax(dim=1) == y
 
 
+def summed_loss(goal: Goal, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``goal.loss(logits, y).sum()``, fused into one cross-entropy call for the two built-in CE
+    goals (exactly these classes: a subclass may change ``loss``). For attacks that need only the
+    gradient: per-example losses are independent, so the sum's gradient is each one's."""
+    if type(goal) is Misclassified:
+        return F.cross_entropy(logits, y, reduction="sum")
+    if type(goal) is Targeted:
+        return -F.cross_entropy(logits, y, reduction="sum")
+    return goal.loss(logits, y).sum()
+
+
 class MarginMisclassified(Misclassified):
     """Untargeted with the margin (CW) loss: ``max_{j != y} z_j - z_y``, capped at ``kappa``."""
 
@@ -110,10 +121,35 @@ def until_fooled(
         if out is None:
             continue
         xa, ok, q = out
+        ok = ok() if callable(ok) else ok
         best[todo] = xa
         success[todo] = ok.to(x.device)
         queries[todo] += q.to(x.device)
     return AttackResult(best, success.cpu(), queries.cpu())
+
+
+def final_success(
+    model: Any,
+    goal: Goal,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    decided: torch.Tensor | None = None,
+) -> Callable[[], torch.Tensor]:
+    """The deferred success check of :class:`AttackResult`: one forward pass on ``x_adv`` (only on
+    the rows where ``decided`` is false, if given; rows already decided count as fooled), run when
+    ``success`` is first read."""
+
+    def check() -> torch.Tensor:
+        with torch.no_grad():
+            if decided is None:
+                return goal.success(model.logits(x_adv), y).cpu()
+            ok = decided.clone()
+            todo = torch.nonzero(~ok).flatten()
+            if todo.numel():
+                ok[todo] = goal.success(model.logits(x_adv[todo]), y[todo]).to(ok.device)
+            return ok.cpu()
+
+    return check
 
 
 def loss_and_grad(

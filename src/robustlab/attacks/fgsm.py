@@ -6,7 +6,14 @@ from typing import Any
 
 import torch
 
-from robustlab.attacks.base import Goal, Misclassified, check_inputs, loss_and_grad, require_grad
+from robustlab.attacks.base import (
+    Goal,
+    Misclassified,
+    check_inputs,
+    final_success,
+    require_grad,
+    summed_loss,
+)
 from robustlab.attacks.steps import steepest_step
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
@@ -18,7 +25,8 @@ class FGSM:
     """Single-step attack: ``x + eps * sign(grad)`` for Linf, the normalised gradient for L2/L1.
 
     White-box (needs gradients). Threat model: any Lp ball; the result is projected onto the ball
-    and the input domain. Cost: one forward/backward, plus one forward to check success.
+    and the input domain. Cost: one forward/backward, plus one forward to check success, deferred
+    until ``success`` is read (the runner takes it from its own evaluation of ``x_adv``).
     """
 
     def __call__(
@@ -34,11 +42,11 @@ class FGSM:
         require_grad(model, "fgsm")
         check_inputs(model, x, y, "fgsm")
         goal = goal or Misclassified()
-        _, _, grad = loss_and_grad(model, x, y, goal)
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(summed_loss(goal, model.logits(xg), y), xg)
         x_adv = threat.project(
             x + steepest_step(grad, x, threat.norm, threat.eps, model.domain), x, model.domain
-        )
-        with torch.no_grad():
-            success = goal.success(model.logits(x_adv), y).cpu()
+        ).detach()
         queries = torch.full((x.shape[0],), 2, dtype=torch.long)
-        return AttackResult(x_adv.detach(), success, queries)
+        return AttackResult(x_adv, final_success(model, goal, x_adv, y), queries)

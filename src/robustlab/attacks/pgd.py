@@ -5,6 +5,7 @@ One attack for every Lp norm (the norm is part of the threat model, not the clas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -13,8 +14,9 @@ from robustlab.attacks.base import (
     Goal,
     Misclassified,
     check_inputs,
-    loss_and_grad,
+    final_success,
     require_grad,
+    summed_loss,
     until_fooled,
 )
 from robustlab.attacks.steps import steepest_step
@@ -72,6 +74,8 @@ class PGD:
         x = x.detach()
         y = y.to(x.device)
         alpha = (self.step_size if self.step_size is not None else 2.5 / self.steps) * threat.eps
+        if self.restarts == 1:  # one round: keep the final success check deferred
+            return AttackResult(*self._run(model, x, y, threat, goal, rng, alpha))
         return until_fooled(
             x,
             range(self.restarts),
@@ -87,7 +91,7 @@ class PGD:
         goal: Goal,
         rng: ExampleRNG,
         alpha: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], torch.Tensor]:
         dom = model.domain
         n = x.shape[0]
         if self.random_start and threat.eps > 0:
@@ -95,7 +99,8 @@ class PGD:
             cur = threat.sample(x, dom, u)
         else:
             cur = x.clone()
-        out = cur.clone()
+        out = cur if self.early_stop else x  # rows are overwritten before they are returned
+        out = out.clone()
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         queries = torch.full((n,), self.steps + 1, dtype=torch.long, device=x.device)
         # the still-active examples are kept compacted (xa, ya, cur): no indexing per step
@@ -105,9 +110,12 @@ class PGD:
             lo = (x - threat.eps).clamp_min(dom.lo)
             hi = (x + threat.eps).clamp_max(dom.hi)
         for k in range(self.steps):
-            logits, _, grad = loss_and_grad(model, cur, ya, goal)
+            xg = cur.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model.logits(xg)
+                (grad,) = torch.autograd.grad(summed_loss(goal, logits, ya), xg)
             if self.early_stop:
-                hit = goal.success(logits, ya)
+                hit = goal.success(logits.detach(), ya)
                 if hit.any():
                     gone = idx[hit]
                     done[gone], out[gone], queries[gone] = True, cur[hit], k + 1
@@ -117,13 +125,11 @@ class PGD:
                         lo, hi = lo[keep], hi[keep]
                     if idx.numel() == 0:
                         break
-            if box:
-                cur = torch.clamp(cur.add(grad.sign(), alpha=alpha), lo, hi)
+            if box:  # in place: the graph that held cur's storage is freed
+                cur = cur.add_(grad.sign_(), alpha=alpha).clamp_(lo, hi)
             else:
                 step = steepest_step(grad, cur, threat.norm, alpha, dom)
                 cur = threat.project(cur + step, xa, dom)
         if idx.numel():
-            with torch.no_grad():
-                done[idx] = goal.success(model.logits(cur), ya)
             out[idx] = cur
-        return out, done, queries
+        return out, final_success(model, goal, out, y, done), queries

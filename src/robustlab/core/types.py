@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -133,14 +134,47 @@ def _project_l1(v: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.where(inside[:, None], v, out)
 
 
-@dataclass
 class AttackResult:
-    """What an attack returns, batched: adversarial inputs, success flags and queries used."""
+    """What an attack returns, batched: adversarial inputs, success flags and queries used.
 
-    x_adv: torch.Tensor
-    success: torch.Tensor  # bool [B]
-    queries: torch.Tensor  # int64 [B]: model evaluations spent per example
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    ``success`` (bool ``[B]``) may be given as a zero-argument function instead of a tensor; it is
+    then computed on first access and kept. Gradient attacks use this for their final check (one
+    forward pass on ``x_adv``): a caller that evaluates ``x_adv`` itself anyway (the runner's
+    classification task) reads :attr:`deferred` and takes success from its own evaluation instead
+    of paying for that pass twice. ``queries`` (int64 ``[B]``) counts the model evaluations spent
+    per example, the final check included.
+    """
+
+    def __init__(
+        self,
+        x_adv: torch.Tensor,
+        success: torch.Tensor | Callable[[], torch.Tensor],
+        queries: torch.Tensor,
+        extra: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.x_adv = x_adv
+        self._success = success
+        self.queries = queries
+        self.extra: dict[str, torch.Tensor] = {} if extra is None else extra
+
+    @property
+    def success(self) -> torch.Tensor:
+        if not isinstance(self._success, torch.Tensor):
+            self._success = self._success()
+        return self._success
+
+    @success.setter
+    def success(self, value: torch.Tensor) -> None:
+        self._success = value
+
+    @property
+    def deferred(self) -> bool:
+        """True while ``success`` has not been computed yet (it costs a forward pass)."""
+        return not isinstance(self._success, torch.Tensor)
+
+    def __repr__(self) -> str:
+        ok = "deferred" if self.deferred else f"{int(self.success.sum())}/{len(self.success)}"
+        return f"AttackResult(x_adv={tuple(self.x_adv.shape)}, success={ok})"
 
 
 @dataclass

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from robustlab.core.errors import ConfigError
 from robustlab.core.types import Capabilities, Domain
 from robustlab.models.base import hash_tensors
 
@@ -22,6 +23,16 @@ class TorchClassifier:
         clf = TorchClassifier(net, num_classes=10, domain=Domain(0, 1, (1, 8, 8)),
                               mean=[0.5], std=[0.25])
         clf.logits(x)  # x in [0, 1]
+
+    ``memory_format`` is how the module's 4-D weights are laid out in memory: ``"auto"`` (default)
+    picks channels-last for modules with ``Conv2d`` layers on the CPU, where oneDNN's channels-last
+    convolutions ran the same forward pass in 0.48-0.84x and forward + input gradient in
+    0.70-0.85x of the standard layout's time (small CNN and a ResNet-style net, batch 1-256,
+    one thread); ``"contiguous"`` keeps the module as it is; ``"channels_last"`` forces it. The
+    module is restrided in place (``module.to(memory_format=...)``): its parameters stay the same
+    objects with the same values, so optimizers and further training are unaffected, and logits
+    change only by float rounding (~1e-6). The choice is a fixed rule, not a timing, so every
+    process (Ray workers included) makes the same one.
     """
 
     def __init__(
@@ -33,12 +44,16 @@ class TorchClassifier:
         std: Sequence[float] | None = None,
         device: str | torch.device | None = None,
         name: str = "torch",
+        memory_format: str = "auto",
     ) -> None:
         self.module = module.eval()
         self.num_classes = num_classes
         self.domain = domain or Domain()
         self.device = torch.device(device) if device else _module_device(module)
         self.module.to(self.device)
+        self.memory_format = _memory_format(memory_format, self.module, self.device)
+        if self.memory_format == torch.channels_last:
+            self.module.to(memory_format=torch.channels_last)
         self.mean = _channel_tensor(mean, self.device)
         self.std = _channel_tensor(std, self.device)
         self.capabilities = Capabilities(grad=True, batch=True, probs_only=False)
@@ -56,6 +71,19 @@ class TorchClassifier:
         state = self.module.state_dict()
         extra = f"{type(self.module).__name__}|{self.mean}|{self.std}"
         return hash_tensors([state[k] for k in sorted(state)], extra)
+
+
+def _memory_format(choice: str, module: nn.Module, device: torch.device) -> torch.memory_format:
+    if choice == "contiguous":
+        return torch.contiguous_format
+    if choice == "channels_last":
+        return torch.channels_last
+    if choice != "auto":
+        raise ConfigError(
+            f"memory_format must be 'auto', 'contiguous' or 'channels_last', got {choice!r}"
+        )
+    conv = any(isinstance(m, nn.Conv2d) for m in module.modules())
+    return torch.channels_last if conv and device.type == "cpu" else torch.contiguous_format
 
 
 def _module_device(module: nn.Module) -> torch.device:
