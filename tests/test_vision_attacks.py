@@ -315,3 +315,33 @@ def test_ensemble_beats_torchattacks_fashion_mnist() -> None:
     res = attacks.create("autoattack")(clf, x, y, ThreatModel("inf", eps), rng=rng(len(x)))
     ours = float(1 - res.success.float().mean())
     assert ours <= float(worst.float().mean()) + 0.005, (ours, float(worst.float().mean()))
+
+
+def test_pgd_deferred_success_and_gpu_style_compaction(cnn: Any, data: Any, monkeypatch) -> None:
+    """The final success check is deferred and equals a direct evaluation; the GPU compaction
+    schedule (fooled rows frozen, batch compacted by halves) gives exactly the CPU schedule's
+    result, and the classification task takes success from its own evaluation."""
+    import robustlab.attacks.pgd as pgd_mod
+    from robustlab.data.base import Dataset
+    from robustlab.tasks.classification import ClassificationTask
+
+    x, y = data
+    x, y = x[:120], y[:120]
+    th = ThreatModel("inf", 0.15)
+    atk = attacks.create("pgd", {"steps": 10})
+    res = atk(cnn, x, y, th, rng=rng(len(x)))
+    assert res.deferred
+    with torch.no_grad():
+        direct = cnn.logits(res.x_adv).argmax(1) != y
+    assert torch.equal(res.success, direct) and not res.deferred
+    monkeypatch.setattr(pgd_mod, "compact_lazily", lambda device: True)
+    lazy = atk(cnn, x, y, th, rng=rng(len(x)))
+    assert torch.equal(lazy.x_adv, res.x_adv)
+    assert torch.equal(lazy.queries, res.queries) and torch.equal(lazy.success, res.success)
+    monkeypatch.undo()
+    ev, extra = ClassificationTask().attack(
+        atk, cnn, Dataset(x, y, ids=torch.arange(len(x))), 0.15, "inf", rng(len(x))
+    )
+    fooled = [1.0 - c for c in ev.correct.tolist()]
+    assert extra["success"] == fooled
+    assert fooled == direct.float().tolist()

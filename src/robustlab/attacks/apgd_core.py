@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robustlab.attacks.base import Goal, Targeted
+from robustlab.attacks.base import Goal, Targeted, split_hits
 from robustlab.attacks.steps import steepest_step
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
@@ -68,7 +68,7 @@ def apgd_run(
     ``[max(x - eps, lo), min(x + eps, hi)]``, and query counts are written when examples leave.
     """
     dom, n, dev = model.domain, x.shape[0], x.device
-    u = rng.uniform(*x.shape[1:]).to(dev, x.dtype)
+    u = rng.uniform(*x.shape[1:], device=dev).to(x.dtype)
     out, success = x.clone(), torch.zeros(n, dtype=torch.bool, device=dev)
     queries = torch.full((n,), n_iter + 1, dtype=torch.long, device=dev)
     ckpt = set(checkpoints(n_iter))
@@ -107,12 +107,13 @@ def apgd_run(
             out = torch.where(hit.view(unit), cur, out)
             if i < n_iter:
                 hit = None
-        if hit is not None and hit.any():
+        split = split_hits(hit) if hit is not None else None
+        if split is not None:
+            hit, keep = split
             gone = act[hit]
             out[gone], success[gone] = cur[hit], True
             if early_stop or i == n_iter:
                 queries[gone] = i + 1
-                keep = ~hit
                 act, ys, xs, lo, hi = act[keep], ys[keep], xs[keep], lo[keep], hi[keep]
                 ts = None if ts is None else ts[keep]
                 cur, prev, grad, loss = cur[keep], prev[keep], grad[keep], loss[keep]

@@ -128,6 +128,16 @@ def until_fooled(
     return AttackResult(best, success.cpu(), queries.cpu())
 
 
+def split_hits(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Positions of the true and the false entries of ``hit`` (each in order), or None if none is
+    true, with one device sync (boolean-mask indexing syncs once per indexed tensor on a GPU)."""
+    n_hit = int(hit.sum())
+    if n_hit == 0:
+        return None
+    order = torch.argsort(hit.to(torch.uint8), descending=True, stable=True)
+    return order[:n_hit], order[n_hit:]
+
+
 def final_success(
     model: Any,
     goal: Goal,

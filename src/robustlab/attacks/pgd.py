@@ -16,6 +16,7 @@ from robustlab.attacks.base import (
     check_inputs,
     final_success,
     require_grad,
+    split_hits,
     summed_loss,
     until_fooled,
 )
@@ -24,6 +25,11 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import AttackResult, ThreatModel
+
+
+def compact_lazily(device: torch.device) -> bool:
+    """Whether early stop freezes fooled rows and compacts by halves (GPUs) instead of at once."""
+    return device.type != "cpu"
 
 
 @attacks.register("pgd")
@@ -95,7 +101,7 @@ class PGD:
         dom = model.domain
         n = x.shape[0]
         if self.random_start and threat.eps > 0:
-            u = rng.uniform(*x.shape[1:]).to(x.device, x.dtype)
+            u = rng.uniform(*x.shape[1:], device=x.device).to(x.dtype)
             cur = threat.sample(x, dom, u)
         else:
             cur = x.clone()
@@ -109,27 +115,42 @@ class PGD:
         if box:
             lo = (x - threat.eps).clamp_min(dom.lo)
             hi = (x + threat.eps).clamp_max(dom.hi)
+        # CPU: fooled examples leave the batch at once. GPU: every new batch shape costs cuDNN a
+        # fresh plan (~0.5 ms per conv call), so fooled rows are frozen and the batch is compacted
+        # only when at most half of it is still live (log2(n) shapes at most)
+        lazy = compact_lazily(x.device)
+        live, n_live = torch.ones(n, dtype=torch.bool, device=x.device), n
         for k in range(self.steps):
             xg = cur.detach().requires_grad_(True)
             with torch.enable_grad():
                 logits = model.logits(xg)
                 (grad,) = torch.autograd.grad(summed_loss(goal, logits, ya), xg)
+            split = None
             if self.early_stop:
                 hit = goal.success(logits.detach(), ya)
-                if hit.any():
-                    gone = idx[hit]
-                    done[gone], out[gone], queries[gone] = True, cur[hit], k + 1
-                    keep = ~hit
-                    idx, xa, ya, cur, grad = idx[keep], xa[keep], ya[keep], cur[keep], grad[keep]
-                    if box:
-                        lo, hi = lo[keep], hi[keep]
-                    if idx.numel() == 0:
-                        break
+                split = split_hits(hit & live if lazy else hit)
+            if split is not None:
+                hit, keep = split
+                gone = idx[hit]
+                done[gone], out[gone], queries[gone] = True, cur[hit], k + 1
+                if lazy:  # fooled rows stay in the batch, frozen out of `live`, until half left
+                    live[hit] = False
+                    n_live -= hit.numel()
+                    keep = torch.nonzero(live).flatten() if 2 * n_live <= live.numel() else None
+                    live = live if keep is None else live[keep]
+            if split is not None and keep is not None:
+                idx, xa, ya, cur, grad = idx[keep], xa[keep], ya[keep], cur[keep], grad[keep]
+                if box:
+                    lo, hi = lo[keep], hi[keep]
+                if idx.numel() == 0:
+                    break
             if box:  # in place: the graph that held cur's storage is freed
                 cur = cur.add_(grad.sign_(), alpha=alpha).clamp_(lo, hi)
             else:
                 step = steepest_step(grad, cur, threat.norm, alpha, dom)
                 cur = threat.project(cur + step, xa, dom)
-        if idx.numel():
+        if idx.numel() and lazy:
+            out[idx[live]] = cur[live]  # frozen rows keep the point that fooled the model
+        elif idx.numel():
             out[idx] = cur
         return out, final_success(model, goal, out, y, done), queries

@@ -111,18 +111,27 @@ class ExampleRNG:
         examples whose :meth:`draw_base` keys are ``base`` (same shape as ``index``)."""
         return (_element_bits(base, index) >> 8).to(dtype) * (1.0 / (1 << 24))
 
-    def _bits(self, n: int) -> torch.Tensor:
-        """``[B, n]`` independent 32-bit integers (as int64) for the next draw."""
-        base = self.draw_base()
-        j = torch.arange(n, device=self.keys.device, dtype=torch.int64)
+    def _bits(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """``[B, n]`` independent 32-bit integers (as int64) for the next draw, on ``device``."""
+        base = self.draw_base().to(device or self.keys.device)
+        j = torch.arange(n, device=base.device, dtype=torch.int64)
         return _element_bits(base[:, None], j[None, :])
 
-    def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Uniform numbers in [0, 1) of shape ``[B, *shape]`` (24-bit resolution)."""
+    def uniform(
+        self,
+        *shape: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Uniform numbers in [0, 1) of shape ``[B, *shape]`` (24-bit resolution).
+
+        ``device`` (default: the keys' device) is where the numbers are computed: the integer hash
+        is exact on every device, so the draw is the same bits wherever it runs; computing it on
+        the GPU that will use it avoids hashing millions of elements on the CPU."""
         n = 1
         for s in shape:
             n *= s
-        u = (self._bits(n) >> 8).to(dtype) * (1.0 / (1 << 24))
+        u = (self._bits(n, device) >> 8).to(dtype) * (1.0 / (1 << 24))
         return u.view(len(self), *shape)
 
     def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -57,9 +57,10 @@ class Domain:
                 raise DomainError(
                     f"{what} has per-example shape {got}, model expects {self.shape}{hint}"
                 )
-        if not torch.isfinite(x).all():
+        # one device sync for all three statistics (each .item() is a round trip on a GPU)
+        finite, lo, hi = torch.stack([torch.isfinite(x).all().to(x.dtype), x.min(), x.max()]).tolist()
+        if not finite:
             raise DomainError(f"{what} contains NaN or inf values")
-        lo, hi = float(x.min()), float(x.max())
         if lo < self.lo - tol or hi > self.hi + tol:
             raise DomainError(
                 f"{what} values lie in [{lo:.4g}, {hi:.4g}], outside the model's input domain "
