@@ -8,6 +8,7 @@ tolerance per corruption documented in docs/vision-perturbations.md.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -255,3 +256,22 @@ def _centroids(m: torch.Tensor) -> torch.Tensor:
     xs = torch.arange(m.shape[3], dtype=m.dtype)
     area = m.sum((1, 2, 3))
     return torch.stack([(m * xs).sum((1, 2, 3)) / area, (m * ys).sum((1, 2, 3)) / area], 1)
+
+
+@pytest.mark.parametrize("c", [60.0, 12.0, 3.0, 7.3])
+def test_shot_noise_table_sampler_is_poisson(c: float) -> None:
+    """The table-inversion sampler of shot_noise draws Poisson(c x) on and off the 8-bit grid."""
+    from scipy.stats import poisson
+
+    from robustlab.perturbations.image.noise import poisson_counts
+
+    n = 100_000
+    for level in (0.0, 100 / 255, 1.0, 0.0021, 0.3337, 0.9999):
+        x = torch.full((4, 1, 1, n // 4), level)
+        gens = [torch.Generator().manual_seed(17 + i) for i in range(4)]
+        k = poisson_counts(x, c, gens).flatten().long()
+        emp = torch.bincount(k, minlength=int(c) * 3 + 40).double() / n
+        exact = torch.from_numpy(poisson.pmf(np.arange(len(emp)), c * level))
+        tv = 0.5 * float((emp - exact).abs().sum())
+        assert tv < 0.012, f"c={c} x={level}: total variation {tv:.4f}"
+        assert abs(float(k.double().mean()) - c * level) < 5 * math.sqrt(c * level / n) + 1e-9

@@ -36,10 +36,28 @@ def pad_index(n: int, r: int, mode: str, device: torch.device) -> torch.Tensor:
     return torch.where(j < n, j, 2 * n - 2 - j)
 
 
-def pad2d(x: torch.Tensor, rh: int, rw: int, mode: str) -> torch.Tensor:
+def pad_sides(
+    x: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: str
+) -> torch.Tensor:
+    """Pad the last two dims by the given (non-negative) amounts with border ``mode``.
+
+    torch's native padding (``replicate`` for edge, ``reflect`` for reflect101) when it applies --
+    ~8x faster on CPU than a gather -- else one gather with indices folded modulo the image.
+    """
     h, w = x.shape[-2:]
-    ih, iw = pad_index(h, rh, mode, x.device), pad_index(w, rw, mode, x.device)
-    return x[..., ih[:, None], iw[None, :]]  # one gather (index_select is ~8x slower on CPU)
+    native = {"edge": "replicate", "reflect101": "reflect"}.get(mode)
+    fits = max(top, bottom) < h and max(left, right) < w
+    if x.dim() == 4 and x.is_floating_point() and native and (mode == "edge" or fits):
+        return F.pad(x, (left, right, top, bottom), mode=native)
+    ih = pad_index(h, max(top, bottom), mode, x.device)
+    iw = pad_index(w, max(left, right), mode, x.device)
+    ih = ih[max(top, bottom) - top : len(ih) - max(top, bottom) + bottom]
+    iw = iw[max(left, right) - left : len(iw) - max(left, right) + right]
+    return x[..., ih[:, None], iw[None, :]]
+
+
+def pad2d(x: torch.Tensor, rh: int, rw: int, mode: str) -> torch.Tensor:
+    return pad_sides(x, rh, rh, rw, rw, mode)
 
 
 def gaussian_kernel(sigma: float, truncate: float, dtype: torch.dtype) -> torch.Tensor:
@@ -84,31 +102,71 @@ def gaussian_filter(
 
 
 def fft_size(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n (FFT lengths with large prime factors are slow)."""
-    m = n
-    while True:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
+    """The smallest 2^a 3^b (b <= 2) >= n: MKL's fastest lengths (measured: 80 = 2^4 5 takes
+    ~2x the time of 96 = 2^5 3; other factors are slower still)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    for odd in (3, 9):
+        m = odd
+        while m < n:
+            m *= 2
+        best = min(best, m)
+    return best
 
 
 def conv_fft(x: torch.Tensor, kernel: torch.Tensor, rh: int, rw: int, mode: str) -> torch.Tensor:
     """Convolution ``out[p] = sum_s K[s] x[p - s]`` for offsets ``|s| <= (rh, rw)`` via the FFT.
 
-    ``kernel`` is ``[B or 1, 1, 2rh+1, 2rw+1]`` with the zero offset at its centre. The padded
-    image needs no wrap-around margin: outputs kept only read inputs within the padding.
+    ``kernel`` is ``[B or 1, 1, 2rh+1, 2rw+1]`` with the zero offset at its centre.
     """
-    h, w = x.shape[-2:]
-    xp = pad2d(x, rh, rw, mode)
-    size = (fft_size(xp.shape[-2]), fft_size(xp.shape[-1]))
-    k = F.pad(kernel.to(x.dtype), (0, size[1] - kernel.shape[-1], 0, size[0] - kernel.shape[-2]))
-    k = torch.roll(k, shifts=(-rh, -rw), dims=(-2, -1))
-    y = torch.fft.irfft2(torch.fft.rfft2(xp, s=size) * torch.fft.rfft2(k), s=size)
-    return y[..., rh : rh + h, rw : rw + w]
+    kh, kw = kernel.shape[-2:]
+    oy, ox = torch.meshgrid(
+        torch.arange(-rh, kh - rh, device=x.device),
+        torch.arange(-rw, kw - rw, device=x.device),
+        indexing="ij",
+    )
+    k = kernel.reshape(kernel.shape[0], -1)
+    return conv_taps(x, oy.reshape(1, -1), ox.reshape(1, -1), k, mode)
+
+
+def conv_taps(
+    x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, weight: torch.Tensor, mode: str
+) -> torch.Tensor:
+    """``out[b, :, y, x] = sum_i weight[b, i] * x[b, :, y - dy[b, i], x - dx[b, i]]`` (borders by
+    ``mode``), as one batched FFT product.
+
+    ``dy``, ``dx``, ``weight`` are ``[B or 1, T]`` (int offsets, float weights). The image is
+    padded straight to the FFT size, by exactly what the taps reach on each side: the circular
+    convolution then never wraps into the kept window (no second, zero padding).
+    """
+    b, c, h, w = x.shape
+    top, bottom = max(int(dy.max()), 0), max(-int(dy.min()), 0)
+    left, right = max(int(dx.max()), 0), max(-int(dx.min()), 0)
+    n1, n2 = fft_size(h + top + bottom), fft_size(w + left + right)
+    pos = (dy.remainder(n1) * n2 + dx.remainder(n2)).to(x.device)
+    kern = torch.zeros(weight.shape[0], n1 * n2, dtype=x.dtype, device=x.device)
+    kern.scatter_add_(1, pos.expand(weight.shape[0], -1), weight.to(x))
+    spec = torch.fft.rfft2(kern.view(-1, 1, n1, n2))
+    out = torch.empty(b, c, h, w, dtype=x.dtype, device=x.device)
+    step = chunk_size(x, c * n1 * n2)
+    for i in range(0, b, step):
+        xp = pad_sides(x[i : i + step], top, n1 - h - top, left, n2 - w - left, mode)
+        y = torch.fft.irfft2(
+            torch.fft.rfft2(xp).mul_(spec if len(spec) == 1 else spec[i : i + step]), s=(n1, n2)
+        )
+        out[i : i + step] = y[..., top : top + h, left : left + w]
+    return out
+
+
+CHUNK_ELEMENTS = 1 << 18
+
+
+def chunk_size(x: torch.Tensor, per_example: int) -> int:
+    """Examples per chunk for big per-example temporaries on the CPU (~1 MB of float32 each):
+    chunks that stay in cache and are reused from the allocator run ~2x faster than one batch-
+    sized buffer (fresh pages cost more than the arithmetic). Whole batch on other devices."""
+    if x.device.type != "cpu":
+        return max(x.shape[0], 1)
+    return max(CHUNK_ELEMENTS // max(per_example, 1), 1)
 
 
 def zoom_matrix(n: int, z: float, device: torch.device) -> torch.Tensor:
@@ -174,6 +232,8 @@ class Corruption:
     severities: tuple[float, ...] = (1, 2, 3, 4, 5)
     table: tuple[tuple[float, ...], ...] = ()
     identity: tuple[float, ...] = ()
+    # copy strided inputs (e.g. a permuted HWC batch) to NCHW first: set where measured faster
+    contiguous_input = False
 
     def params(self, severity: float) -> tuple[float, ...]:
         cols = zip(*self.table, strict=True)
@@ -189,8 +249,13 @@ class Corruption:
         p = self.params(severity)
         if severity == 0 or x.shape[0] == 0:
             return x.clone()
-        y = self.apply(x.float(), p, rng)
-        return y.clamp(0, 1).to(x.dtype)
+        xf = x.float()
+        if self.contiguous_input:
+            xf = xf.contiguous()
+        y = self.apply(xf, p, rng)
+        if y.untyped_storage().data_ptr() == xf.untyped_storage().data_ptr():
+            return y.clamp(0, 1).to(x.dtype)  # the input itself (or a view): never write to it
+        return y.clamp_(0, 1).to(x.dtype)  # a fresh result: clamp in place (no extra buffer)
 
     def apply(self, x: torch.Tensor, p: tuple[float, ...], rng: ExampleRNG) -> torch.Tensor:
         raise NotImplementedError

@@ -20,7 +20,9 @@ from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
 from robustlab.perturbations.image._ops import (
     Corruption,
+    chunk_size,
     conv_fft,
+    conv_taps,
     draw,
     gaussian_filter,
     zoom_matrix,
@@ -44,21 +46,28 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor)
     dy = -torch.ceil(i * torch.sin(a) - 0.5).long()  # [B, width]
     dx = -torch.ceil(i * torch.cos(a) - 0.5).long()
     ok = ((dy.abs() < h) & (dx.abs() < w)).long().cumprod(1).bool()
-    kern = torch.zeros(len(angle), (2 * width + 1) * (2 * width + 1), dtype=torch.float64)
-    flat = (dy + width) * (2 * width + 1) + (dx + width)
-    kern.scatter_add_(1, flat, torch.where(ok, k.expand_as(flat.double()), 0.0))
-    kern = kern.view(-1, 1, 2 * width + 1, 2 * width + 1).to(x.device)
-    return conv_fft(x, kern, width, width, "edge")
+    zero = torch.zeros((), dtype=torch.long)
+    return conv_taps(
+        x, torch.where(ok, dy, zero), torch.where(ok, dx, zero), torch.where(ok, k, 0.0), "edge"
+    )
 
 
 def zoom_sum(x: torch.Tensor, zooms: list[float]) -> torch.Tensor:
-    """Sum over ``zooms`` of imagecorruptions' ``clipped_zoom`` layers, as two matrix products."""
+    """Sum over ``zooms`` of imagecorruptions' ``clipped_zoom`` layers, as two matrix products
+    (in chunks of examples on the CPU: the stacked layers are ``len(zooms)`` images each)."""
     b, c, h, w = x.shape
-    mh = torch.cat([zoom_matrix(h, z, x.device) for z in zooms]).to(x.dtype)  # [Z*H, H]
-    mw = torch.cat([zoom_matrix(w, z, x.device).T for z in zooms]).to(x.dtype)  # [Z*W, W]
-    t = torch.matmul(mh, x.reshape(b * c, h, w))  # [BC, Z*H, W]
-    t = t.view(b * c, len(zooms), h, w).transpose(1, 2).reshape(b * c * h, len(zooms) * w)
-    return (t @ mw).view(b, c, h, w)
+    z = len(zooms)
+    mh = torch.cat([zoom_matrix(h, f, x.device) for f in zooms]).to(x.dtype)  # [Z*H, H]
+    mw = torch.cat([zoom_matrix(w, f, x.device).T for f in zooms]).to(x.dtype)  # [Z*W, W]
+    out = torch.empty(b, c, h, w, dtype=x.dtype, device=x.device)
+    step = chunk_size(x, c * z * h * w)
+    for i in range(0, b, step):
+        xs = x[i : i + step]
+        n = xs.shape[0] * c
+        t = torch.matmul(mh, xs.reshape(n, h, w))  # [n, Z*H, W]
+        t = t.view(n, z, h, w).transpose(1, 2).reshape(n * h, z * w)
+        out[i : i + step] = (t @ mw).view(-1, c, h, w)
+    return out
 
 
 @perturbations.register("gaussian_blur")
@@ -75,6 +84,8 @@ class GaussianBlur(Corruption):
 @perturbations.register("defocus_blur")
 class DefocusBlur(Corruption):
     """Convolution with an anti-aliased disk of radius 3-10 px (cv2 border reflect-101)."""
+
+    contiguous_input = True
 
     table = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
     identity = (0.0, 0.1)
@@ -99,6 +110,8 @@ class DefocusBlur(Corruption):
 class MotionBlur(Corruption):
     """Linear motion blur: radius 10-20 px, sigma 3-15, direction uniform in [-45, 45] degrees."""
 
+    contiguous_input = True
+
     table = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))
     identity = (0.0, 1.0)
 
@@ -110,6 +123,8 @@ class MotionBlur(Corruption):
 @perturbations.register("zoom_blur")
 class ZoomBlur(Corruption):
     """Mean of the image and centre zooms by 1 + k * step up to 1.11-1.31 over severities 1-5."""
+
+    contiguous_input = True
 
     table = ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03))
     identity = (1.0, 0.01)

@@ -39,7 +39,8 @@ _RGB2YCC = [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688,
 _YCC2RGB = [[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]]
 
 
-def _qtable(base: list[int], quality: float) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _qtable(base: tuple[int, ...], quality: float) -> torch.Tensor:
     q = max(1, min(100, round(quality)))  # libjpeg's integer quality scaling
     scale = 5000 // q if q < 50 else 200 - 2 * q
     t = torch.floor((torch.tensor(base, dtype=torch.float64) * scale + 50) / 100)
@@ -83,28 +84,45 @@ def _chroma_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return down, up
 
 
+def _mean2x2(v: torch.Tensor) -> torch.Tensor:
+    """2x2 block means of ``[..., H, W]`` (H, W even): libjpeg's chroma downsampling."""
+    r = v[..., 0::2, :] + v[..., 1::2, :]
+    return (r[..., 0::2] + r[..., 1::2]).mul_(0.25)
+
+
 def jpeg(x: torch.Tensor, quality: float) -> torch.Tensor:
     """Baseline JPEG round trip of ``[B, C, H, W]`` images in [0, 1] (C = 1 or 3)."""
     b, c, h, w = x.shape
     m = 16 if c == 3 else 8
-    v = (x.float() * 255).round_()
+    v = torch.empty(x.shape, device=x.device)  # NCHW whatever the input's layout
+    torch.mul(x, 255, out=v).round_()
     if h % m or w % m:
         v = F.pad(v, (0, -w % m, 0, -h % m), mode="replicate")
     hp, wp = v.shape[-2:]
-    ql, qc = _qtable(_LUMA_Q, quality), _qtable(_CHROMA_Q, quality)
+    ql, qc = _qtable(tuple(_LUMA_Q), quality), _qtable(tuple(_CHROMA_Q), quality)
     if c == 1:
         y = _code_plane(v[:, 0].sub_(128), ql)[:, None]
         return y[..., :h, :w].div(255).to(x.dtype)
-    to_ycc = torch.tensor(_RGB2YCC, dtype=v.dtype, device=v.device)
-    ycc = torch.einsum("ij,bjhw->bihw", to_ycc, v)
-    yy = _code_plane(ycc[:, 0].round().sub_(128), ql)
-    (dh, uh), (dw, uw) = (tuple(m.to(v) for m in _chroma_matrices(n)) for n in (hp, wp))
-    chroma = (dh @ ycc[:, 1:] @ dw.T).round_()  # already level-shifted (no +128)
-    ch = _code_plane(chroma.reshape(2 * b, hp // 2, wp // 2), qc).view(b, 2, hp // 2, wp // 2)
-    ch = (uh @ ch @ uw.T).round_().sub_(128)
-    from_ycc = torch.tensor(_YCC2RGB, dtype=v.dtype, device=v.device)
-    rgb = torch.einsum("ij,bjhw->bihw", from_ycc, torch.cat([yy[:, None], ch], 1))
-    return rgb.round_().clamp_(0, 255)[..., :h, :w].div(255).to(x.dtype)
+
+    def mix(p: torch.Tensor, k: list[float]) -> torch.Tensor:  # k . (R, G, B), channel by channel
+        return (p[:, 0] * k[0]).add_(p[:, 1], alpha=k[1]).add_(p[:, 2], alpha=k[2])
+
+    yy = _code_plane(mix(v, _RGB2YCC[0]).round_().sub_(128), ql)
+    # chroma of the 2x2 means (linear, so the mean of the chroma), already level-shifted
+    q = _mean2x2(v)
+    chroma = torch.stack([mix(q, _RGB2YCC[1]), mix(q, _RGB2YCC[2])], 1).round_()
+    ch = _code_plane(chroma.view(2 * b, hp // 2, wp // 2), qc).view(b, 2, hp // 2, wp // 2)
+    (_, uh), (_, uw) = (tuple(t.to(v) for t in _chroma_matrices(n)) for n in (hp, wp))
+    cb_, cr_ = (uh @ ch @ uw.T).round_().sub_(128).unbind(1)
+    out = torch.stack(
+        [
+            cr_.mul(_YCC2RGB[0][2]).add_(yy),
+            cb_.mul(_YCC2RGB[1][1]).add_(cr_, alpha=_YCC2RGB[1][2]).add_(yy),
+            cb_.mul(_YCC2RGB[2][1]).add_(yy),
+        ],
+        1,
+    )
+    return out.round_().clamp_(0, 255)[..., :h, :w].div_(255).to(x.dtype)
 
 
 @perturbations.register("jpeg_compression")
@@ -142,24 +160,29 @@ class Pixelate(Corruption):
 
     def apply(self, x: torch.Tensor, p: tuple[float, ...], rng: ExampleRNG) -> torch.Tensor:
         h, w = x.shape[-2:]
-        oh, ow = max(int(h * p[0]), 1), max(int(w * p[0]), 1)
-        dh, dw = _box_matrix(h, oh).to(x), _box_matrix(w, ow).to(x)
-        # nearest upsampling (Pillow: source = floor((i + 0.5) * scale)) as one-hot matrices
-        ih = ((torch.arange(h, device=x.device) + 0.5) * (oh / h)).long().clamp_max(oh - 1)
-        iw = ((torch.arange(w, device=x.device) + 0.5) * (ow / w)).long().clamp_max(ow - 1)
-        uh, uw = F.one_hot(ih, oh).to(x), F.one_hot(iw, ow).to(x)
+        (dh, uh), (dw, uw) = _pixelate_matrices(h, p[0]), _pixelate_matrices(w, p[0])
+        dh, uh, dw, uw = (m.to(x) for m in (dh, uh, dw, uw))
         return uh @ (dh @ x @ dw.T) @ uw.T
 
 
-def _fold(i: torch.Tensor, n: int) -> torch.Tensor:
-    j = i.remainder(2 * n)
-    return torch.where(j < n, j, 2 * n - 1 - j)
+@functools.lru_cache(maxsize=64)
+def _pixelate_matrices(n: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's BOX downsampling ``[m, n]`` to ``m = int(n * scale)`` and its NEAREST upsampling
+    back ``[n, m]`` (source ``floor((i + 0.5) * m / n)``) as float32 matrices."""
+    m = max(int(n * scale), 1)
+    up = ((torch.arange(n) + 0.5) * (m / n)).long().clamp_max(m - 1)
+    return _box_matrix(n, m).float(), F.one_hot(up, m).float()
 
 
 @perturbations.register("elastic_transform")
 class ElasticTransform(Corruption):
     """Elastic warp: uniform displacements (+-0.005 H) smoothed by a Gaussian of 0.01 of the size
-    (truncate 3) and scaled by 12.5-30; bilinear, mirrored borders (scipy mode 'reflect')."""
+    (truncate 3) and scaled by 12.5-30; bilinear, mirrored borders (scipy mode 'reflect').
+
+    The resampling is ``grid_sample`` (bilinear, ``reflection`` padding, half-pixel centres):
+    reflecting the coordinate about the image edge equals scipy's folding of both neighbours
+    (the mirrored signal is symmetric about -0.5 and n - 0.5).
+    """
 
     table = ((12.5,), (16.25,), (21.25,), (25.0,), (30.0,))
     identity = (0.0,)
@@ -169,17 +192,13 @@ class ElasticTransform(Corruption):
         m = h * 0.005
         u = draw(rng, (2, h, w), "uniform", x.device, **{"from": -m, "to": m})
         kh, kw = gaussian_kernel(0.01 * h, 3.0, x.dtype), gaussian_kernel(0.01 * w, 3.0, x.dtype)
-        d = sep_filter(u, kh, kw, "symmetric") * p[0]  # [B, 2, H, W]: dx, dy
-        yy = torch.arange(h, device=x.device, dtype=x.dtype)[:, None] + d[:, 1]
-        xx = torch.arange(w, device=x.device, dtype=x.dtype)[None, :] + d[:, 0]
-        y0, x0 = yy.floor(), xx.floor()
-        fy, fx = (yy - y0)[:, None], (xx - x0)[:, None]
-        y0, x0 = y0.long(), x0.long()
-        flat = x.reshape(b, c, h * w)
-        out = torch.zeros_like(x)
-        for oy, wy in ((0, 1 - fy), (1, fy)):
-            for ox, wx in ((0, 1 - fx), (1, fx)):
-                idx = _fold(y0 + oy, h) * w + _fold(x0 + ox, w)
-                g = flat.gather(2, idx.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
-                out = out + wy * wx * g
-        return out
+        d = sep_filter(u, kh, kw, "symmetric")  # [B, 2, H, W]: dx, dy (before the scale p[0])
+        # grid_sample's normalised coordinates (align_corners=False): (2 * pos + 1) / n - 1
+        cx = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+        cy = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+        grid = torch.stack(
+            [d[:, 0].mul(2 * p[0] / w).add_(cx), d[:, 1].mul(2 * p[0] / h).add_(cy[:, None])], -1
+        )
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )

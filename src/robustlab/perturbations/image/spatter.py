@@ -15,15 +15,20 @@ Example::
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.perturbations.image._ops import Corruption, draw, gaussian_filter, luma, pad2d
+from robustlab.perturbations.image._ops import (
+    LUMA,
+    Corruption,
+    draw,
+    gaussian_filter,
+    luma,
+    pad2d,
+)
 
 _WATER = (175 / 255, 238 / 255, 238 / 255)  # pale turquoise
 _MUD = (63 / 255, 42 / 255, 20 / 255)
-_EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 
 
 def _box3(x: torch.Tensor) -> torch.Tensor:
@@ -31,6 +36,15 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
     p = pad2d(x, 1, 1, "reflect101")
     r = p[..., :-2] + p[..., 1:-1] + p[..., 2:]
     return (r[..., :-2, :] + r[..., 1:-1, :] + r[..., 2:, :]) / 9
+
+
+def _emboss(x: torch.Tensor) -> torch.Tensor:
+    """cv2.filter2D with the emboss kernel ``[[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]`` (correlation,
+    border reflect-101), as sums of shifted slices (~20x faster than conv2d for one channel)."""
+    p = pad2d(x, 1, 1, "reflect101")
+    c = slice(1, -1)
+    out = p[..., c, c] - p[..., :-2, c] - p[..., c, :-2] + p[..., c, 2:] + p[..., 2:, c]
+    return out.add_(p[..., 2:, 2:] - p[..., :-2, :-2], alpha=2)
 
 
 def _equalize(v: torch.Tensor) -> torch.Tensor:
@@ -62,15 +76,14 @@ def _water_mask(liquid: torch.Tensor) -> torch.Tensor:
     outside = ~inside
     edge = inside & _dilate3(outside)  # the liquid's one-pixel inner boundary
     reached = edge
-    count = torch.zeros(liquid.shape, dtype=torch.uint8, device=liquid.device)
+    hits = torch.zeros(liquid.shape, dtype=torch.uint8, device=liquid.device)
     for _ in range(20):  # chessboard distance to the nearest edge pixel, truncated at 20
-        count += ~reached
+        hits += reached.view(torch.uint8)  # (uint8 + uint8: ~5x faster than adding a bool)
         reached = _dilate3(reached)
-    dist = count.to(liquid.dtype)
+    dist = (20 - hits).to(liquid.dtype)
     dist = torch.floor(_box3(dist))
     dist = _equalize(dist)
-    emb = F.conv2d(pad2d(dist, 1, 1, "reflect101"), _EMBOSS.view(1, 1, 3, 3).to(dist))
-    dist = _box3(torch.round(emb).clamp(0, 255))
+    dist = _box3(_emboss(dist).clamp_(0, 255))  # integer levels: exact, no rounding needed
     m = liquid * dist
     return m / m.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
 
@@ -91,15 +104,19 @@ class Spatter(Corruption):
 
     def apply(self, x: torch.Tensor, p: tuple[float, ...], rng: ExampleRNG) -> torch.Tensor:
         loc, scale, sigma, thr, k, mud = p
-        liquid = draw(rng, (1, *x.shape[-2:]), "normal", x.device) * scale + loc
+        liquid = draw(rng, (1, *x.shape[-2:]), "normal", x.device).mul_(scale).add_(loc)
         liquid = gaussian_filter(liquid, sigma)
-        liquid = torch.where(liquid < thr, 0.0, liquid)
+        liquid.masked_fill_(liquid < thr, 0.0)
+        grey = x.shape[1] == 1
         if mud < 0.5:
-            m = _water_mask(liquid) * k
-            color = torch.tensor(_WATER, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            layer = (m * color).clamp(0, 1)
-            return x + (luma(layer) if x.shape[1] == 1 else layer)
+            m = _water_mask(liquid)  # in [0, 1]: m * k * colour stays below 1 (no clamp needed)
+            if grey:
+                return x.add(m, alpha=k * sum(a * b for a, b in zip(LUMA, _WATER, strict=True)))
+            color = torch.tensor(_WATER, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * k
+            return torch.addcmul(x, m, color)
         m = gaussian_filter((liquid > thr).to(x.dtype), k)
-        m = torch.where(m < 0.8, 0.0, m)
-        color = torch.tensor(_MUD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * m
-        return x * (1 - m) + (luma(color) if x.shape[1] == 1 else color)
+        m.masked_fill_(m < 0.8, 0.0)
+        color = torch.tensor(_MUD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        if grey:
+            color = luma(color)
+        return torch.lerp(x, color.expand_as(x), m)  # x (1 - m) + colour m
