@@ -134,11 +134,16 @@ class ExampleRNG:
         u = (self._bits(n, device) >> 8).to(dtype) * (1.0 / (1 << 24))
         return u.view(len(self), *shape)
 
-    def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Standard normal numbers of shape ``[B, *shape]`` (Box-Muller)."""
+    def normal(
+        self,
+        *shape: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Standard normal numbers of shape ``[B, *shape]`` (Box-Muller), computed on ``device``."""
         # float32 is exact for 24-bit uniforms; tails reach 5.8 sigma (u1 >= 2**-24)
-        u1 = 1.0 - self.uniform(*shape, dtype=torch.float32)  # (0, 1]
-        u2 = self.uniform(*shape, dtype=torch.float32)
+        u1 = 1.0 - self.uniform(*shape, dtype=torch.float32, device=device)  # (0, 1]
+        u2 = self.uniform(*shape, dtype=torch.float32, device=device)
         z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)
         return z.to(dtype)
 

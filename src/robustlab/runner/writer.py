@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from typing import Any
 
 from robustlab.store import Store
@@ -30,6 +29,7 @@ class UnitWriter:
         self.window = window
         self._q: queue.Queue[Item | None] = queue.Queue()
         self._error: BaseException | None = None
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="robustlab-writer", daemon=True)
 
     def __enter__(self) -> UnitWriter:
@@ -44,15 +44,16 @@ class UnitWriter:
     def _loop(self) -> None:
         stop = False
         while not stop:
-            batch: list[Item] = []
-            item = self._q.get()
+            item = self._q.get()  # the one wake-up per window
             if item is None:
                 break
-            batch.append(item)
-            deadline = time.monotonic() + self.window
+            batch: list[Item] = [item]
+            # sleep through the window instead of waiting on the queue: units put meanwhile do
+            # not wake this thread (each wake-up takes the interpreter from the model's thread)
+            self._closing.wait(self.window)  # cut short when the run ends
             while len(batch) < self.max_batch:
                 try:
-                    nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
+                    nxt = self._q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -66,6 +67,7 @@ class UnitWriter:
                     self._error = e
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._q.put(None)
         self._thread.join()
         if self._error is not None and exc[0] is None:
