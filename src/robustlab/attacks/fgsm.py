@@ -45,8 +45,11 @@ class FGSM:
         xg = x.detach().requires_grad_(True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(summed_loss(goal, model.logits(xg), y), xg)
-        x_adv = threat.project(
-            x + steepest_step(grad, x, threat.norm, threat.eps, model.domain), x, model.domain
-        ).detach()
+        dom = model.domain
+        if threat.norm == "inf":  # x + eps sign(g) is on the ball already: only the domain clips
+            x_adv = x.detach().add(grad.sign_(), alpha=threat.eps).clamp_(dom.lo, dom.hi)
+        else:
+            step = steepest_step(grad, x, threat.norm, threat.eps, dom)
+            x_adv = threat.project(x + step, x, dom).detach()
         queries = torch.full((x.shape[0],), 2, dtype=torch.long)
         return AttackResult(x_adv, final_success(model, goal, x_adv, y), queries)
