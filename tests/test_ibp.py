@@ -248,3 +248,27 @@ def test_fused_cached_path_equals_plain_rules(name: str, digits: Any) -> None:
     finally:
         with torch.no_grad():
             conv.weight.copy_(saved)
+
+
+@pytest.mark.parametrize("name", ["cnn-norm", "residual", "digits-cnn"])
+def test_chunked_propagation_equals_one_piece(name: str, digits: Any) -> None:
+    """interval_bounds / margin_bounds propagate cache-sized chunks of examples; every rule is per
+    example, so the bounds equal those of one piece (up to the convolution kernels' rounding)."""
+    import robustlab.certify.ibp as ibp
+
+    model = _nets(name)
+    x = digits.x[:100]
+    pred = model.logits(x).argmax(1)
+    assert 1 <= ibp.chunk_rows(model.module, x, 1 << 15) < 100  # small budget: several chunks
+    saved = ibp.CHUNK_BYTES
+    try:
+        ibp.CHUNK_BYTES = 1 << 15
+        lo, hi = interval_bounds(model, x, 0.03)
+        m = margin_bounds(model, x, 0.03, pred)
+        ibp.CHUNK_BYTES = 1 << 40  # one piece
+        lo1, hi1 = interval_bounds(model, x, 0.03)
+        m1 = margin_bounds(model, x, 0.03, pred)
+    finally:
+        ibp.CHUNK_BYTES = saved
+    for a, b in ((lo, lo1), (hi, hi1), (m, m1)):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)

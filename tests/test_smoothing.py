@@ -290,3 +290,58 @@ def test_agrees_with_art_fast() -> None:
 @pytest.mark.slow
 def test_agrees_with_art() -> None:
     _art_agreement(150, 2000)
+
+
+def test_noise_drawn_into_the_buffer_equals_gaussian_draws(digits: Any) -> None:
+    """sample_counts draws each example's noise straight into the batch buffer, in the layout the
+    probe picked; the counts equal those from :func:`gaussian_draws` (the documented streams)
+    evaluated one example at a time, for a model whose argmax is exact (no float rounding)."""
+    from robustlab.certify.smoothing import DRAW, gaussian_draws
+
+    x, _, ids = digits
+    x, ids = x[:7], ids[:7]
+
+    def pixels(z: torch.Tensor) -> torch.Tensor:
+        return z.flatten(1)[:, :10]
+
+    model = CallableClassifier(pixels, 10, DOMAIN, version="pixels")
+    num, rng = 600, ExampleRNG.from_seed(4, ids)
+    keys = rng.keys
+    ref = torch.zeros(7, 10, dtype=torch.long)
+    for i in range(7):
+        for start in range(0, num, DRAW):
+            m = min(DRAW, num - start)
+            noise = gaussian_draws(keys[i : i + 1], start // DRAW, m, x.shape[1:])[0]
+            ref[i] += torch.bincount(pixels(x[i] + SIGMA * noise).argmax(1), minlength=10)
+    for batch in ("auto", 1, 37, 256, 5000):
+        got = GaussianSmoothing(SIGMA, batch_size=batch).sample_counts(model, x, num, rng)
+        assert torch.equal(got, ref), batch
+
+
+def test_feeder_counts_across_log_flushes() -> None:
+    """BatchFeeder logs predictions and counts them when its log fills: a tiny log (many flushes,
+    owners split across them) gives the same counts as a direct count."""
+    from robustlab.certify.smoothing_batch import BatchFeeder
+
+    g = torch.Generator().manual_seed(0)
+    model = CallableClassifier(lambda z: z.flatten(1)[:, :4], 4, Domain(-9.0, 9.0, (1, 2, 2)))
+    ref = torch.zeros(5, 4, dtype=torch.long)
+    for log, size, group in ((1, 3, 1), (20, 7, 2), (1 << 15, 64, None)):
+        counts = torch.zeros(5, 4, dtype=torch.long)
+        feed = BatchFeeder(model, counts, size, torch.contiguous_format, (1, 2, 2), torch.float32,
+                           torch.device("cpu"), chunk=5, group=group, log=log)  # fmt: skip
+        gen = torch.Generator()
+        ref.zero_()
+        for owner in (0, 3, 1, 3, 4, 0):
+            for k in (5, 1, 4):
+                seed = int(torch.randint(0, 1 << 30, (1,), generator=g))
+                gen.manual_seed(seed)
+                noise = torch.randn((k, 1, 2, 2), generator=torch.Generator().manual_seed(seed))
+                center = torch.rand((1, 2, 2), generator=g)
+                ref[owner] += torch.bincount(
+                    (center + 0.5 * noise).flatten(1).argmax(1), minlength=4
+                )
+                feed.add_normal(center, k, 0.5, owner, gen)
+        with torch.no_grad():
+            feed.finish()
+        assert torch.equal(counts, ref), (log, size, group)

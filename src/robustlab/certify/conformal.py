@@ -80,10 +80,14 @@ def rscp_sets(smoothed: torch.Tensor, qhat: float, n: int, beta: float, shift: f
     return lhs <= thr + shift
 
 
-def _probs(model: Any, x: torch.Tensor) -> torch.Tensor:
+def _probs(model: Any, x: Any) -> torch.Tensor:
+    """Class probabilities ``[B, C]`` of a batch (tensors, or texts for text classifiers).
+
+    Adapters return logits, or log-probabilities where ``capabilities.probs_only``: softmax turns
+    either into probabilities (exactly, up to rounding, for normalized log-probabilities).
+    """
     with torch.no_grad():
-        out = model.logits(x)
-    return out if getattr(model.capabilities, "probs_only", False) else out.softmax(-1)
+        return model.logits(x).softmax(-1)
 
 
 class SplitConformal:

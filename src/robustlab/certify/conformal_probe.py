@@ -16,12 +16,22 @@ calibration part (cached per process) and emits one record per *test* example of
 ``pred`` = the set (list of classes), ``correct`` = label covered, ``extra`` = ``set_size``,
 ``alpha``, ``guaranteed`` (1 where the method claims coverage at this level), ``n_calibration``.
 
+Texts (``list[str]`` inputs, e.g. ``bbc-news`` with ``tfidf-logreg``): only ``split`` applies --
+RSCP+ smooths the input with Gaussian noise, which has no meaning for words, so ``rscp`` and
+``rscp-ptt`` on texts raise a :class:`ConfigError`. Levels are then edit rates in ``[0, 1]``; the test
+texts are attacked by a text attack (``attack``, default ``textfooler``) or, with ``perturbation``
+set, rewritten by that perturbation at severity = level (any modality). Coverage is guaranteed only
+at level 0; the other levels measure how far a perturbation or attack pulls it below ``1 - alpha``.
+
 Suite example::
 
     probes:
       - {kind: conformal, name: split, levels: [0, 0.25], norm: "2"}
       - {kind: conformal, name: rscp, levels: [0, 0.125], norm: "2",
          params: {sigma: 0.25, n: 128, beta: 0.005}}
+      - {kind: conformal, name: split, levels: [0, 0.1, 0.2],     # texts: edit rates
+         params: {attack: textfooler, attack_params: {max_queries: 300}}}
+      - {kind: conformal, name: split, levels: [0, 0.3], params: {perturbation: typo}}
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import torch
 from robustlab.certify.base import require_positive, require_probability
 from robustlab.certify.conformal import RSCP, SplitConformal
 from robustlab.core.errors import ConfigError
-from robustlab.core.registry import attacks, check_params
+from robustlab.core.registry import attacks, check_params, perturbations
 from robustlab.core.rng import ExampleRNG, seed_from
 from robustlab.core.types import ThreatModel
 from robustlab.data.base import Dataset
@@ -57,18 +67,34 @@ class ConformalProbe:
         beta: float = 0.001,
         temperature: float = 0.05,
         batch_size: int = 1000,
-        attack: str = "pgd",
+        attack: str | None = None,
         attack_params: dict[str, Any] | None = None,
+        perturbation: str | None = None,
+        perturbation_params: dict[str, Any] | None = None,
     ) -> None:
         self.alpha, self.score = alpha, score
         self.calibration_fraction, self.holdout_fraction = calibration_fraction, holdout_fraction
         self.sigma, self.eps, self.n, self.beta = sigma, eps, n, beta
         self.temperature, self.batch_size = temperature, batch_size
         self.attack, self.attack_params = attack, attack_params
+        self.perturbation, self.perturbation_params = perturbation, perturbation_params
+
+    def attack_name(self, text: bool) -> str:
+        """The attack: ``attack``, else ``pgd`` for tensors and ``textfooler`` for texts."""
+        return self.attack or ("textfooler" if text else "pgd")
 
 
-def validate(method: str, params: dict[str, Any], norm: str, levels: list[float]) -> ConformalProbe:
-    """The probe's settings, or :class:`ConfigError` naming the culprit (before anything runs)."""
+def validate(
+    method: str,
+    params: dict[str, Any],
+    norm: str,
+    levels: list[float],
+    text: bool | None = None,
+) -> ConformalProbe:
+    """The probe's settings, or :class:`ConfigError` naming the culprit (before anything runs).
+
+    ``text``: whether the data are texts (``None``: unknown yet; :func:`calibrate` checks again).
+    """
     what = f"conformal probe {method!r}"
     if method not in METHODS:
         close = difflib.get_close_matches(method, METHODS, n=1)
@@ -82,9 +108,26 @@ def validate(method: str, params: dict[str, Any], norm: str, levels: list[float]
     require_probability(what, alpha=p.alpha, **fractions)
     if sum(fractions.values()) >= 1:
         raise ConfigError(f"{what}: {' + '.join(fractions)} must leave test data (sum < 1)")
-    attacks.get(p.attack)
-    check_params(attacks.get(p.attack), dict(p.attack_params or {}), f"{what} attack {p.attack!r}")
+    if p.perturbation is not None:
+        if p.attack is not None or p.attack_params:
+            raise ConfigError(f"{what}: set either attack or perturbation, not both")
+        perturbations.get(p.perturbation)
+        check_params(
+            perturbations.get(p.perturbation), dict(p.perturbation_params or {}),
+            f"{what} perturbation {p.perturbation!r}",
+        )  # fmt: skip
+    elif text is not None or p.attack is not None:
+        name = p.attack_name(bool(text))
+        attacks.get(name)
+        check_params(attacks.get(name), dict(p.attack_params or {}), f"{what} attack {name!r}")
+    if text:
+        _check_text(method, what, levels)
     if method != "split":
+        if p.perturbation is not None:
+            raise ConfigError(
+                f"{what}: RSCP+ certifies L2 attacks of size eps, not perturbations; "
+                "use name: split with a perturbation"
+            )
         if norm != "2":
             raise ConfigError(
                 f"{what}: RSCP+ certifies L2 perturbations; set norm: '2' (got {norm})"
@@ -96,6 +139,17 @@ def validate(method: str, params: dict[str, Any], norm: str, levels: list[float]
     elif p.score not in ("lac", "aps"):
         raise ConfigError(f"{what}: score must be 'lac' or 'aps', got {p.score!r}")
     return p
+
+
+def _check_text(method: str, what: str, levels: list[float]) -> None:
+    if method != "split":
+        raise ConfigError(
+            f"{what}: RSCP+ smooths inputs with Gaussian noise, which does not apply to text "
+            "inputs; use name: split (with a text attack or perturbation for the levels)"
+        )
+    bad = [lv for lv in levels if not 0 <= lv <= 1]
+    if bad:
+        raise ConfigError(f"{what}: levels on texts are edit rates in [0, 1], got {bad}")
 
 
 def _predictor(method: str, p: ConformalProbe, levels: list[float]) -> SplitConformal:
@@ -121,7 +175,14 @@ def calibrate(
     key: int,
 ) -> SplitConformal:  # fmt: skip
     """A calibrated set predictor on the calibration part of ``full`` (randomness keyed by ``key``)."""
-    _tensors(full, method)
+    if _inputs(full, method):
+        _check_text(method, f"conformal probe {method!r}", levels)
+        name = p.attack_name(True)
+        if p.perturbation is None and getattr(attacks.get(name), "modality", None) != "text":
+            raise ConfigError(
+                f"conformal probe {method!r}: attack {name!r} does not attack texts; use a text "
+                "attack (e.g. textfooler) or a perturbation"
+            )
     assert full.ids is not None
     part = parts(full.ids, seed, method, p)
     cal = full.take(torch.nonzero(part == 0).flatten())
@@ -147,15 +208,14 @@ def evaluate(
     level: float, norm: str, rng: ExampleRNG,
 ) -> tuple[Dataset, torch.Tensor, dict[str, list[Any]]]:  # fmt: skip
     """The shard's test examples, their prediction sets ``[B, C]`` under attack ``level`` and extras."""
-    x, _ = _tensors(shard, method)
+    text = _inputs(shard, method)
     assert shard.ids is not None
     idx = torch.nonzero(parts(shard.ids, seed, method, p) == 2).flatten()
     test = shard.take(idx)
-    x, y = _tensors(test, method)
+    x, y = test.x, test.y
     sub = rng.take(idx)
     if level > 0 and len(test):
-        attack = attacks.create(p.attack, dict(p.attack_params or {}))
-        x = attack(model, x, y, ThreatModel(norm, level), rng=sub.fork("attack")).x_adv
+        x = _shift(p, model, x, y, level, norm, sub, text)
     sets = cp.predict_sets(model, x, sub.fork("sets")) if len(test) else torch.zeros(0, 0)
     bound = getattr(cp, "eps", 0.0)
     guaranteed = int(level <= bound + 1e-12)
@@ -169,7 +229,33 @@ def evaluate(
     return test, sets.bool(), extra
 
 
-def _tensors(data: Dataset, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(data.x, torch.Tensor) or not isinstance(data.y, torch.Tensor):
-        raise ConfigError(f"conformal probe {method!r} needs tensor inputs and integer labels")
-    return data.x, data.y
+def _shift(
+    p: ConformalProbe, model: Any, x: Any, y: torch.Tensor, level: float, norm: str,
+    rng: ExampleRNG, text: bool,
+) -> Any:  # fmt: skip
+    """The test inputs after the probe's perturbation (severity ``level``) or attack (budget
+    ``level``: an ``norm`` ball for tensors, an edit rate for texts)."""
+    if p.perturbation is not None:
+        pert = perturbations.create(p.perturbation, dict(p.perturbation_params or {}))
+        return pert(x, level, rng.fork("perturbation"))
+    name = p.attack_name(text)
+    attack = attacks.create(name, dict(p.attack_params or {}))
+    if text:
+        if getattr(attack, "modality", None) != "text":
+            raise ConfigError(
+                f"conformal probe: attack {name!r} does not attack texts; use a text attack "
+                "(e.g. textfooler) or a perturbation"
+            )
+        return attack(model, list(x), y, level, rng=rng.fork("attack")).x_adv
+    return attack(model, x, y, ThreatModel(norm, level), rng=rng.fork("attack")).x_adv
+
+
+def _inputs(data: Dataset, method: str) -> bool:
+    """Whether ``data`` are texts (else tensors); :class:`ConfigError` for anything else."""
+    text = isinstance(data.x, list) and all(isinstance(t, str) for t in data.x)
+    if not (text or isinstance(data.x, torch.Tensor)) or not isinstance(data.y, torch.Tensor):
+        raise ConfigError(
+            f"conformal probe {method!r} needs tensor or text (list of str) inputs and a tensor "
+            "of integer labels"
+        )
+    return text

@@ -13,6 +13,7 @@ residual connections (``x + f(x)``) and any graph of the supported operations wo
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import Certificate
 
 __all__ = ["SUPPORTED", "Box", "IntervalBounds", "input_box", "interval_bounds", "margin_bounds",
-           "normalize", "propagate", "spec_margins", "torch_parts", "trace"]  # fmt: skip
+           "chunk_rows", "normalize", "propagate", "spec_margins", "torch_parts", "trace"]  # fmt: skip
 
 
 def torch_parts(model: Any, who: str = "ibp") -> tuple[nn.Module, Any, Any]:
@@ -58,13 +59,53 @@ def normalize(box: Box, mean: Any, std: Any) -> Box:
     return Box(c, r)
 
 
+# Examples per propagation chunk: the largest box tensor of a chunk stays within this many bytes.
+# Each IBP layer makes several elementwise passes over its activations (c -+ r, lo + hi, hi - lo);
+# tensors that fit the CPU's L2 cache make them ~3x cheaper (digits CNN, batch 256: 8.7 ms in one
+# piece, 5.6 ms in chunks of 128 = 1 MiB tensors; 2 MiB L2).
+CHUNK_BYTES = 1 << 20
+_PEAK: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+
+
+def chunk_rows(module: nn.Module, x: torch.Tensor, budget: int | None = None) -> int:
+    """Examples per chunk such that the largest layer output of one chunk has ``<= budget`` bytes
+    (per-example sizes from one forward pass on ``x[:1]``, cached per module and input shape);
+    ``budget`` defaults to :data:`CHUNK_BYTES`."""
+    key = (tuple(x.shape[1:]), x.dtype, str(x.device))
+    sizes = _PEAK.setdefault(module, {})
+    if key not in sizes:
+        peak = [x[:1].numel() * x.element_size()]
+
+        def hook(_m: Any, _i: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                peak.append(out.numel() * out.element_size())
+
+        handles = [m.register_forward_hook(hook) for m in module.modules()]
+        try:
+            with torch.no_grad():
+                module(x[:1])
+        finally:
+            for h in handles:
+                h.remove()
+        sizes[key] = max(peak)
+    return max(1, (budget or CHUNK_BYTES) // max(1, sizes[key]))
+
+
 def interval_bounds(model: Any, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower and upper bounds ``[B, K]`` on the logits of ``model`` over the Linf ball ∩ domain."""
+    """Lower and upper bounds ``[B, K]`` on the logits of ``model`` over the Linf ball ∩ domain.
+
+    Propagated in chunks of :func:`chunk_rows` examples (results do not depend on the chunking:
+    every interval rule is per example)."""
     module, mean, std = torch_parts(model)
     x = x.to(model.device) if hasattr(model, "device") else x
     with torch.no_grad():
-        out = propagate(module, normalize(input_box(model, x, eps), mean, std))
-    return out.lo, out.hi
+        outs = [
+            propagate(module, normalize(input_box(model, xb, eps), mean, std))
+            for xb in x.split(chunk_rows(module, x))
+        ]
+    if len(outs) == 1:
+        return outs[0].lo, outs[0].hi
+    return torch.cat([o.lo for o in outs]), torch.cat([o.hi for o in outs])
 
 
 def margin_bounds(model: Any, x: torch.Tensor, eps: float, c: torch.Tensor) -> torch.Tensor:
@@ -72,12 +113,18 @@ def margin_bounds(model: Any, x: torch.Tensor, eps: float, c: torch.Tensor) -> t
 
     The difference is folded into the last ``Linear`` layer when there is one (tighter than
     subtracting logit bounds), as in Gowal et al.'s elision of the final specification layer.
+    Propagated in chunks like :func:`interval_bounds`.
     """
     module, mean, std = torch_parts(model)
     x = x.to(model.device) if hasattr(model, "device") else x
+    c = c.to(x.device)
+    rows = chunk_rows(module, x)
     with torch.no_grad():
-        box = normalize(input_box(model, x, eps), mean, std)
-        return spec_margins(module, box, c.to(x.device))
+        parts = [
+            spec_margins(module, normalize(input_box(model, xb, eps), mean, std), cb)
+            for xb, cb in zip(x.split(rows), c.split(rows), strict=True)
+        ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def spec_margins(module: nn.Module, box: Box, c: torch.Tensor) -> torch.Tensor:
