@@ -111,42 +111,55 @@ class Square:
             else:  # vertical stripes of +-eps
                 best = dom.clip(x + eps * ((rng.uniform(c, 1, w) < 0.5).to(x) * 2 - 1))
             z = model.logits(best)
-            marg = margin(z, y, tg)
             success = goal.success(z, y)
             queries = torch.ones(n, dtype=torch.long, device=x.device)
             act = torch.nonzero(~success).flatten()
+            # the examples still in the batch, compacted (written back when they leave)
+            xa, cur, ya, ra = x[act], best[act], y[act], rng.take(act)
+            marg = margin(z[act], ya, tg)
+            if not l2:  # every Linf value is x +- eps clipped to the domain: already in the ball
+                up, down = dom.clip(xa + eps), dom.clip(xa - eps)
             for it in range(self.n_queries):
                 if act.numel() == 0:
                     break
-                r = rng.take(act)
                 p = p_selection(self.p_init, it, self.n_queries)
-                xa, cur = x[act], best[act]
-                new = (self._l2 if l2 else self._linf)(xa, cur, p, eps, r, dom)
-                new = threat.project(new, xa, dom)
+                if l2:
+                    new = threat.project(self._l2(xa, cur, p, eps, ra, dom), xa, dom)
+                else:
+                    new = self._linf(cur, up, down, p, ra)
                 z = model.logits(new)
-                queries[act] += 1
-                m = margin(z, y[act], tg)
-                better = m < marg[act]
-                best[act] = torch.where(better.view(-1, 1, 1, 1), new, cur)
-                marg[act] = torch.where(better, m, marg[act])
-                hit = goal.success(z, y[act]) & better
-                success[act] |= hit
-                act = act[~hit]
+                m = margin(z, ya, tg)
+                better = m < marg
+                cur = torch.where(better.view(-1, 1, 1, 1), new, cur)
+                marg = torch.where(better, m, marg)
+                hit = goal.success(z, ya) & better
+                if bool(hit.any()):
+                    gone = act[hit]
+                    best[gone], success[gone], queries[gone] = cur[hit], True, it + 2
+                    keep = torch.nonzero(~hit).flatten()
+                    act, xa, cur, ya, marg = act[keep], xa[keep], cur[keep], ya[keep], marg[keep]
+                    ra = ra.take(keep)
+                    if not l2:
+                        up, down = up[keep], down[keep]
+            if act.numel():  # never fooled: the lowest-margin point, queried at every iteration
+                best[act], queries[act] = cur, 1 + self.n_queries
         return AttackResult(best, success.cpu(), queries.cpu())
 
     @staticmethod
-    def _linf(x, cur, p, eps, r, dom):  # type: ignore[no-untyped-def]
-        b, c, h, w = x.shape
+    def _linf(cur, up, down, p, r):  # type: ignore[no-untyped-def]
+        """Set a random window to ``up`` or ``down`` per channel (``x +- eps`` clipped); flip the
+        sign where that would leave the window as it is."""
+        b, c, h, w = cur.shape
         s = min(max(int(round(math.sqrt(p * h * w))), 1), h - 1 if h > 1 else 1, w)
         pos = r.integers(max(h - s + 1, 1), 2)
         _, mh = _window(pos[:, 0], s, h)
         _, mw = _window(pos[:, 1], s, w)
         win = (mh[:, :, None] & mw[:, None, :])[:, None]  # [B, 1, H, W]
-        sign = (r.uniform(c, 1, 1) < 0.5).to(x) * 2 - 1
-        prop = dom.clip(x + eps * sign)
+        plus = r.uniform(c, 1, 1) < 0.5
+        prop = torch.where(plus, up, down)
         same = ((prop - cur).abs() * win).flatten(1).amax(1) < 1e-7  # no change: flip the sign
-        prop = torch.where(same.view(-1, 1, 1, 1), dom.clip(x - eps * sign), prop)
-        return torch.where(win, prop, cur)
+        plus = plus ^ same.view(-1, 1, 1, 1)
+        return torch.where(win, torch.where(plus, up, down), cur)
 
     @staticmethod
     def _l2(x, cur, p, eps, r, dom):  # type: ignore[no-untyped-def]
