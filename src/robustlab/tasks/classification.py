@@ -55,6 +55,8 @@ class ClassificationTask:
 
         with torch.no_grad():
             chunks, errs = isolate(run, n)
+        if not errs and len(chunks) == 1:  # the common case: one chunk, no failures
+            return chunks[0][1], [None] * n, augmented
         fill = torch.full((n, model.num_classes), float("nan"))
         return merge_rows(chunks, n, fill), [errs.get(i) for i in range(n)], augmented
 
@@ -73,11 +75,14 @@ class ClassificationTask:
             errors[i] = errors[i] or "model returned NaN or inf for this example"
         pred = logits.argmax(dim=1).cpu()
         correct = (pred == y.cpu()).float()
-        bad = torch.tensor([e is not None for e in errors])
-        correct[bad] = float("nan")
-        preds: list[Any] = [
-            None if b else p for p, b in zip(pred.tolist(), bad.tolist(), strict=True)
-        ]
+        if any(e is not None for e in errors):
+            bad = torch.tensor([e is not None for e in errors])
+            correct[bad] = float("nan")
+            preds: list[Any] = [
+                None if b else p for p, b in zip(pred.tolist(), bad.tolist(), strict=True)
+            ]
+        else:
+            preds = pred.tolist()
         extra = {"augmented": [augmented.get(i) for i in range(len(x))]} if augmented else {}
         return Evaluation(preds, correct, errors, extra)
 
