@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import torch
 
 from robustlab.runner import ComponentSpec, ModelSpec, ProbeSpec, Suite
 
@@ -61,6 +62,16 @@ def make_small_suite(
         seed=seed,
         shard_size=shard_size,
     )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``): on a
+    loaded 2-core machine two OpenMP threads ran up to 100x slower; results do not change."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ sensible clean predictions, preprocessing equal to the TF Lite recipe, and small
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,13 +25,7 @@ from robustlab.core.rng import ExampleRNG  # noqa: E402
 from robustlab.core.types import ThreatModel  # noqa: E402
 from robustlab.testing import check_adapter  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ data: {name: digits, params: {split: test}}
 shard_size: 90
 probes:
   - {kind: perturbation, name: gaussian_noise, levels: [2]}
-  - {kind: attack, name: pgd, params: {steps: 100, early_stop: false}, levels: [0.1, 0.2]}
+  - {kind: attack, name: pgd, params: {steps: 300, early_stop: false}, levels: [0.1, 0.2]}
 """
 N_UNITS = 32
 TIMEOUT = 180

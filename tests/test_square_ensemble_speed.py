@@ -3,7 +3,6 @@ the examples not yet fooled: the bookkeeping must not change any example's resul
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,13 +12,7 @@ from robustlab.core.registry import attacks, datasets, models
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

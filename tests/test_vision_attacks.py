@@ -3,7 +3,6 @@ and torchattacks on the same model, inputs and epsilon; patch/worst-of-k contrac
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,13 +21,7 @@ N = 100
 LINF = ThreatModel("inf", 0.1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # 2-thread OpenMP under a loaded 2-core machine is up to 100x slower; results do not change
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
