@@ -162,13 +162,13 @@ def final_success(
     return check
 
 
-def loss_and_grad(
+def logits_and_grad(
     model: Any, x: torch.Tensor, y: torch.Tensor, goal: Goal
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits, per-example goal loss and its gradient w.r.t. the input, in one forward/backward."""
-    x = x.detach().requires_grad_(True)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and the gradient of the summed goal loss w.r.t. the input, in one forward/backward
+    (attacks that need no per-example loss values; APGD computes its own losses)."""
+    xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = model.logits(x)
-        loss = goal.loss(logits, y)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-    return logits.detach(), loss.detach(), grad.detach()
+        logits = model.logits(xg)
+        (grad,) = torch.autograd.grad(summed_loss(goal, logits, y), xg)
+    return logits.detach(), grad

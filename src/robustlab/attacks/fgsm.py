@@ -11,8 +11,8 @@ from robustlab.attacks.base import (
     Misclassified,
     check_inputs,
     final_success,
+    logits_and_grad,
     require_grad,
-    summed_loss,
 )
 from robustlab.attacks.steps import steepest_step
 from robustlab.core.registry import attacks
@@ -42,9 +42,7 @@ class FGSM:
         require_grad(model, "fgsm")
         check_inputs(model, x, y, "fgsm")
         goal = goal or Misclassified()
-        xg = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(summed_loss(goal, model.logits(xg), y), xg)
+        _, grad = logits_and_grad(model, x, y, goal)
         dom = model.domain
         if threat.norm == "inf":  # x + eps sign(g) is on the ball already: only the domain clips
             x_adv = x.detach().add(grad.sign_(), alpha=threat.eps).clamp_(dom.lo, dom.hi)

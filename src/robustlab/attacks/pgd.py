@@ -15,9 +15,9 @@ from robustlab.attacks.base import (
     Misclassified,
     check_inputs,
     final_success,
+    logits_and_grad,
     require_grad,
     split_hits,
-    summed_loss,
     until_fooled,
 )
 from robustlab.attacks.steps import steepest_step
@@ -121,13 +121,10 @@ class PGD:
         lazy = compact_lazily(x.device)
         live, n_live = torch.ones(n, dtype=torch.bool, device=x.device), n
         for k in range(self.steps):
-            xg = cur.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model.logits(xg)
-                (grad,) = torch.autograd.grad(summed_loss(goal, logits, ya), xg)
+            logits, grad = logits_and_grad(model, cur, ya, goal)
             split = None
             if self.early_stop:
-                hit = goal.success(logits.detach(), ya)
+                hit = goal.success(logits, ya)
                 split = split_hits(hit & live if lazy else hit)
             if split is not None:
                 hit, keep = split

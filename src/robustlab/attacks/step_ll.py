@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robustlab.attacks.base import Goal, Misclassified, check_inputs, require_grad
+from robustlab.attacks.base import Goal, Misclassified, check_inputs, final_success, require_grad
 from robustlab.attacks.steps import steepest_step
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
@@ -48,6 +48,5 @@ class StepLL:
             (grad,) = torch.autograd.grad(F.cross_entropy(logits, ll, reduction="sum"), xg)
         step = steepest_step(-grad, x, threat.norm, threat.eps, model.domain)
         x_adv = threat.project(x.detach() + step, x.detach(), model.domain)
-        with torch.no_grad():
-            success = goal.success(model.logits(x_adv), y.to(x.device)).cpu()
+        success = final_success(model, goal, x_adv, y.to(x.device))  # deferred, like FGSM's
         return AttackResult(x_adv, success, torch.full((x.shape[0],), 2, dtype=torch.long))
