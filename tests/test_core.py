@@ -112,6 +112,15 @@ def test_domain_check_names_the_problem():
         Domain(0, 1, (3, 8, 8)).check(torch.rand(2, 8, 8, 3))
     with pytest.raises(DomainError, match="NaN"):
         d.check(torch.full((2, 1, 8, 8), float("nan")))
+    one_bad = torch.rand(2, 1, 8, 8)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        one_bad[1, 0, 3, 4] = bad  # a single value anywhere is caught, even with open bounds
+        with pytest.raises(DomainError, match="NaN or inf"):
+            d.check(one_bad)
+        with pytest.raises(DomainError, match="NaN or inf"):
+            Domain(float("-inf"), float("inf")).check(one_bad)
+    d.check(torch.rand(0, 1, 8, 8))  # an empty batch fits any domain
+    d.check(torch.rand(3, 1, 8, 8))
 
 
 # rng ------------------------------------------------------------------------------------------

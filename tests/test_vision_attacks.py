@@ -311,9 +311,10 @@ def test_ensemble_beats_torchattacks_fashion_mnist() -> None:
 
 
 def test_pgd_deferred_success_and_gpu_style_compaction(cnn: Any, data: Any, monkeypatch) -> None:
-    """The final success check is deferred and equals a direct evaluation; the GPU compaction
-    schedule (fooled rows frozen, batch compacted by halves) gives exactly the CPU schedule's
-    result, and the classification task takes success from its own evaluation."""
+    """The final success check is deferred and equals a direct evaluation; every compaction
+    schedule of early stop (GPU: by halves; at every hit; never: fooled rows only frozen) gives
+    exactly the CPU schedule's result, and the classification task takes success from its own
+    evaluation."""
     import robustlab.attacks.pgd as pgd_mod
     from robustlab.data.base import Dataset
     from robustlab.tasks.classification import ClassificationTask
@@ -327,10 +328,17 @@ def test_pgd_deferred_success_and_gpu_style_compaction(cnn: Any, data: Any, monk
     with torch.no_grad():
         direct = cnn.logits(res.x_adv).argmax(1) != y
     assert torch.equal(res.success, direct) and not res.deferred
-    monkeypatch.setattr(pgd_mod, "compact_lazily", lambda device: True)
-    lazy = atk(cnn, x, y, th, rng=rng(len(x)))
-    assert torch.equal(lazy.x_adv, res.x_adv)
-    assert torch.equal(lazy.queries, res.queries) and torch.equal(lazy.success, res.success)
+    schedules = {
+        "gpu": lambda frozen, rows, left, device: 2 * frozen >= rows,
+        "every hit": lambda frozen, rows, left, device: True,
+        "never": lambda frozen, rows, left, device: False,
+    }
+    for name, rule in schedules.items():
+        monkeypatch.setattr(pgd_mod, "compact_now", rule)
+        other = atk(cnn, x, y, th, rng=rng(len(x)))
+        assert torch.equal(other.x_adv, res.x_adv), name
+        assert torch.equal(other.queries, res.queries), name
+        assert torch.equal(other.success, res.success), name
     monkeypatch.undo()
     ev, extra = ClassificationTask().attack(
         atk, cnn, Dataset(x, y, ids=torch.arange(len(x))), 0.15, "inf", rng(len(x))

@@ -14,10 +14,10 @@ from robustlab.attacks.base import (
     Goal,
     Misclassified,
     check_inputs,
+    compact_now,
     final_success,
     logits_and_grad,
     require_grad,
-    split_hits,
     until_fooled,
 )
 from robustlab.attacks.steps import steepest_step
@@ -25,11 +25,6 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import AttackResult, ThreatModel
-
-
-def compact_lazily(device: torch.device) -> bool:
-    """Whether early stop freezes fooled rows and compacts by halves (GPUs) instead of at once."""
-    return device.type != "cpu"
 
 
 @attacks.register("pgd")
@@ -99,55 +94,62 @@ class PGD:
         alpha: float,
     ) -> tuple[torch.Tensor, Callable[[], torch.Tensor], torch.Tensor]:
         dom = model.domain
-        n = x.shape[0]
+        n, dev = x.shape[0], x.device
         if self.random_start and threat.eps > 0:
-            u = rng.uniform(*x.shape[1:], device=x.device).to(x.dtype)
+            u = rng.uniform(*x.shape[1:], device=dev).to(x.dtype)
             cur = threat.sample(x, dom, u)
         else:
             cur = x.clone()
-        out = cur if self.early_stop else x  # rows are overwritten before they are returned
-        out = out.clone()
-        done = torch.zeros(n, dtype=torch.bool, device=x.device)
-        queries = torch.full((n,), self.steps + 1, dtype=torch.long, device=x.device)
-        # the still-active examples are kept compacted (xa, ya, cur): no indexing per step
-        idx, xa, ya = torch.arange(n, device=x.device), x, y
+        # the rows still in the batch (idx: their positions in x), kept compacted: xa, ya, cur, and
+        # per row `live` (not yet fooled) and `qa` (queries until fooled); rows dropped from the
+        # batch are written to `outs` first
+        idx, xa, ya = torch.arange(n, device=dev), x, y
+        live = torch.ones(n, dtype=torch.bool, device=dev)
+        qa = torch.full((n,), self.steps + 1, dtype=torch.long, device=dev)
+        outs: list[torch.Tensor] | None = None  # [x_adv, done, queries] once a row was dropped
+        n_rows, n_frozen = n, 0
+        unit = (-1, *([1] * (x.dim() - 1)))
         box = threat.norm == "inf"  # Linf: ball and domain are one box, clamp once per step
         if box:
             lo = (x - threat.eps).clamp_min(dom.lo)
             hi = (x + threat.eps).clamp_max(dom.hi)
-        # CPU: fooled examples leave the batch at once. GPU: every new batch shape costs cuDNN a
-        # fresh plan (~0.5 ms per conv call), so fooled rows are frozen and the batch is compacted
-        # only when at most half of it is still live (log2(n) shapes at most)
-        lazy = compact_lazily(x.device)
-        live, n_live = torch.ones(n, dtype=torch.bool, device=x.device), n
         for k in range(self.steps):
             logits, grad = logits_and_grad(model, cur, ya, goal)
-            split = None
             if self.early_stop:
                 hit = goal.success(logits, ya)
-                split = split_hits(hit & live if lazy else hit)
-            if split is not None:
-                hit, keep = split
-                gone = idx[hit]
-                done[gone], out[gone], queries[gone] = True, cur[hit], k + 1
-                if lazy:  # fooled rows stay in the batch, frozen out of `live`, until half left
-                    live[hit] = False
-                    n_live -= hit.numel()
-                    keep = torch.nonzero(live).flatten() if 2 * n_live <= live.numel() else None
-                    live = live if keep is None else live[keep]
-            if split is not None and keep is not None:
-                idx, xa, ya, cur, grad = idx[keep], xa[keep], ya[keep], cur[keep], grad[keep]
-                if box:
-                    lo, hi = lo[keep], hi[keep]
-                if idx.numel() == 0:
-                    break
-            if box:  # in place: the graph that held cur's storage is freed
-                cur = cur.add_(grad.sign_(), alpha=alpha).clamp_(lo, hi)
+                if n_frozen:
+                    hit.logical_and_(live)
+                n_hit = int(hit.sum())  # the one device sync per step
+                if n_hit:
+                    qa.masked_fill_(hit, k + 1)
+                    live.logical_xor_(hit)  # hit implies live: live & ~hit
+                    n_frozen += n_hit
+                    if n_frozen == n_rows:
+                        break
+                    if compact_now(n_frozen, n_rows, self.steps - k - 1, dev):
+                        if outs is None:
+                            outs = [x.clone(), torch.zeros_like(live), qa.clone()]
+                        gone = ~live  # frozen rows hold the point that fooled the model
+                        at = idx[gone]
+                        outs[0][at], outs[1][at], outs[2][at] = cur[gone], True, qa[gone]
+                        keep = torch.nonzero(live).flatten()
+                        idx, xa, ya, cur, grad, qa = (t[keep] for t in (idx, xa, ya, cur, grad, qa))
+                        if box:
+                            lo, hi = lo[keep], hi[keep]
+                        live = live[keep]
+                        n_rows, n_frozen = n_rows - n_frozen, 0
+            if box:  # in place: the graph that held cur's storage is freed; frozen rows stay put
+                step = grad.sign_()
+                if n_frozen:
+                    step.mul_(live.view(unit))
+                cur = cur.add_(step, alpha=alpha).clamp_(lo, hi)
             else:
                 step = steepest_step(grad, cur, threat.norm, alpha, dom)
-                cur = threat.project(cur + step, xa, dom)
-        if idx.numel() and lazy:
-            out[idx[live]] = cur[live]  # frozen rows keep the point that fooled the model
-        elif idx.numel():
-            out[idx] = cur
+                new = threat.project(cur + step, xa, dom)
+                cur = torch.where(live.view(unit), new, cur) if n_frozen else new
+        if outs is None:  # the batch was never compacted: its rows are the result
+            out, done, queries = cur, ~live, qa
+        else:
+            out, done, queries = outs
+            out[idx], done[idx], queries[idx] = cur, ~live, qa
         return out, final_success(model, goal, out, y, done), queries

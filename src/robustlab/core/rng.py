@@ -28,23 +28,21 @@ def seed_from(*parts: object) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """``x * c mod 2**32`` for ``x``, ``c`` in [0, 2**32).
-
-    The int64 product may wrap past 2**63; two's-complement wrapping keeps the low 32 bits exact
-    (checked against a pure-Python reference in the tests, on every device the tests run on).
-    """
-    return (x * c) & _M32
-
-
 def hash32(x: torch.Tensor) -> torch.Tensor:
     """The ``lowbias32`` integer hash (C. Wellons), elementwise on int64 tensors in [0, 2**32)."""
-    x = x & _M32
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    return _hash32_(x & _M32)
+
+
+def _hash32_(x: torch.Tensor) -> torch.Tensor:
+    """:func:`hash32` in place on an int64 tensor of values in [0, 2**32) that the caller owns
+    (no temporaries beyond the shifted copies: the hash runs on every random number drawn)."""
+    x.bitwise_xor_(x >> 16)
+    # x * c mod 2**32: the int64 product may wrap past 2**63; two's-complement wrapping keeps the
+    # low 32 bits exact (checked against a pure-Python reference in the tests)
+    x.mul_(0x7FEB352D).bitwise_and_(_M32)
+    x.bitwise_xor_(x >> 15)
+    x.mul_(0x846CA68B).bitwise_and_(_M32)
+    return x.bitwise_xor_(x >> 16)
 
 
 def _hash32_int(x: int) -> int:
@@ -59,8 +57,8 @@ def _hash32_int(x: int) -> int:
 
 def _element_bits(base: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """32-bit integers of elements ``j`` of a draw with per-example keys ``base`` (broadcast)."""
-    h = hash32(base ^ ((j * 0x9E3779B9) & _M32))
-    return hash32(h + base)
+    h = _hash32_(torch.bitwise_xor(base, (j * 0x9E3779B9).bitwise_and_(_M32)))
+    return _hash32_(h.add_(base).bitwise_and_(_M32))
 
 
 @dataclass
@@ -131,7 +129,7 @@ class ExampleRNG:
         n = 1
         for s in shape:
             n *= s
-        u = (self._bits(n, device) >> 8).to(dtype) * (1.0 / (1 << 24))
+        u = self._bits(n, device).bitwise_right_shift_(8).to(dtype).mul_(1.0 / (1 << 24))
         return u.view(len(self), *shape)
 
     def normal(
