@@ -346,3 +346,34 @@ def test_pgd_deferred_success_and_gpu_style_compaction(cnn: Any, data: Any, monk
     fooled = [1.0 - c for c in ev.correct.tolist()]
     assert extra["success"] == fooled
     assert fooled == direct.float().tolist()
+
+
+def test_apgd_early_stop_schedules_agree(cnn: Any, data: Any, monkeypatch) -> None:
+    """APGD and APGD-T with early stop give bit-identical results under every compaction schedule
+    (fooled rows dropped at every hit, by halves as on GPUs, or only frozen), and early stop
+    finds exactly the fooled set of a run without it."""
+    import robustlab.attacks.apgd_core as core
+
+    x, y = data
+    x, y = x[:100], y[:100]
+    th = ThreatModel("inf", 0.1)
+    for name, params in (("apgd", {"steps": 20}), ("apgd_t", {"steps": 10, "n_targets": 2})):
+        atk = attacks.create(name, params)
+        ref = atk(cnn, x, y, th, rng=rng(len(x)))
+        assert 0 < float(ref.success.float().mean()) < 1  # some rows leave, some stay
+        for rule in (
+            lambda frozen, rows, left, device: True,
+            lambda frozen, rows, left, device: 2 * frozen >= rows,
+            lambda frozen, rows, left, device: False,
+        ):
+            monkeypatch.setattr(core, "compact_now", rule)
+            other = atk(cnn, x, y, th, rng=rng(len(x)))
+            assert torch.equal(other.x_adv, ref.x_adv), name
+            assert torch.equal(other.success, ref.success), name
+            assert torch.equal(other.queries, ref.queries), name
+        monkeypatch.undo()
+    full = attacks.create("apgd", {"steps": 20, "early_stop": False})(
+        cnn, x, y, th, rng=rng(len(x))
+    )
+    ref = attacks.create("apgd", {"steps": 20})(cnn, x, y, th, rng=rng(len(x)))
+    assert torch.equal(full.success, ref.success)

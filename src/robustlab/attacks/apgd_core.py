@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from robustlab.attacks.base import Goal, Targeted, split_hits
+from robustlab.attacks.base import Goal, Targeted, compact_now, split_hits
 from robustlab.attacks.steps import steepest_step
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
@@ -100,6 +100,11 @@ def apgd_run(
     def project(v: torch.Tensor) -> torch.Tensor:
         return torch.clamp(v, lo, hi) if box else threat.project(v, xs, dom)
 
+    # early stop: a fooled row is written out at once and frozen (out of `live`); it leaves the
+    # batch when compact_now says that pays (at once on CPUs, by halves on GPUs: cuDNN plans anew
+    # for every batch shape)
+    live = torch.ones(n, dtype=torch.bool, device=dev)
+    n_frozen = 0
     for i in range(n_iter + 1):
         hit = goal.success(z, ys)
         if not early_stop:  # everyone stays: keep the latest fooling point, without a sync
@@ -107,6 +112,8 @@ def apgd_run(
             out = torch.where(hit.view(unit), cur, out)
             if i < n_iter:
                 hit = None
+        elif n_frozen:
+            hit.logical_and_(live)
         split = split_hits(hit) if hit is not None else None
         if split is not None:
             hit, keep = split
@@ -114,6 +121,15 @@ def apgd_run(
             out[gone], success[gone] = cur[hit], True
             if early_stop or i == n_iter:
                 queries[gone] = i + 1
+            if not early_stop:
+                break  # the last iteration
+            live[hit] = False
+            n_frozen += hit.numel()
+            if n_frozen == act.numel():
+                break
+            if compact_now(n_frozen, act.numel(), n_iter - i, dev):
+                keep = torch.nonzero(live).flatten()
+                live, n_frozen = live[keep], 0
                 act, ys, xs, lo, hi = act[keep], ys[keep], xs[keep], lo[keep], hi[keep]
                 ts = None if ts is None else ts[keep]
                 cur, prev, grad, loss = cur[keep], prev[keep], grad[keep], loss[keep]
@@ -124,8 +140,6 @@ def apgd_run(
                     last_best[keep],
                     reduced[keep],
                 )
-                if act.numel() == 0:
-                    break
         if i == n_iter:
             break
         if i in ckpt:  # halve the step where progress stalled; restart from the best point
