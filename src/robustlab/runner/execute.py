@@ -56,8 +56,8 @@ def _rows(
         "probe": [unit.probe_label] * n,
         "kind": [unit.kind] * n,
         "level": [float(level)] * n,
-        "example_id": data.ids.tolist(),
-        "label": json_column(data.y),
+        "example_id": _per_data(data, "_ids_list", lambda: data.ids.tolist()),
+        "label": _per_data(data, "_label_json", lambda: json_column(data.y)),
         "pred": json_column(ev.pred),
         "correct": [None if c != c else c for c in correct],
         "error": list(ev.error),
@@ -74,11 +74,14 @@ def json_column(values: Any) -> list[str]:
     if types <= {int}:
         return list(map(str, vals))
     if types <= {int, float, type(None)}:
-        return ["null" if v is None or v != v or v in (_INF, -_INF) else repr(v) for v in vals]
+        out = list(map(repr, vals))  # then the rare non-finite values: repr gives nan/inf/None
+        if _NOT_FINITE.intersection(out):
+            out = ["null" if s in _NOT_FINITE else s for s in out]
+        return out
     return [dumps(v) for v in vals]
 
 
-_INF = float("inf")
+_NOT_FINITE = frozenset(("nan", "inf", "-inf", "None"))
 
 
 def records_json(columns: dict[str, list[Any]], n: int) -> list[str]:
@@ -87,12 +90,19 @@ def records_json(columns: dict[str, list[Any]], n: int) -> list[str]:
     for k, v in columns.items():
         if len(v) != n:
             raise ValueError(f"record column {k!r} has {len(v)} values for {n} rows")
-    keys = [dumps(str(k)) + ":" for k in columns]
+    # one %-template per unit: the keys are fixed, each row fills in its values
+    template = "{" + ",".join(dumps(str(k)).replace("%", "%%") + ":%s" for k in columns) + "}"
     cols = [json_column(v) for v in columns.values()]
-    return [
-        "{" + ",".join(k + v for k, v in zip(keys, row, strict=True)) + "}"
-        for row in zip(*cols, strict=True)
-    ]
+    return [template % row for row in zip(*cols, strict=True)]
+
+
+def _per_data(data: Dataset, key: str, make: Callable[[], list[Any]]) -> list[Any]:
+    """A column that is the same for every unit of a data shard (ids, labels), computed once per
+    dataset object (the context caches shards, so units on one shard share it; do not mutate)."""
+    cached = data.__dict__.get(key)
+    if cached is None or len(cached) != len(data):
+        cached = data.__dict__[key] = make()
+    return cached
 
 
 def meta_json(data: Dataset) -> list[str]:

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import torch
 
+from robustlab.core.rng import ExampleRNG
+
 
 @dataclass
 class Evaluation:
@@ -53,6 +55,13 @@ def take(x: Any, idx: Sequence[int]) -> Any:
     if isinstance(x, torch.Tensor):
         return x[torch.as_tensor(list(idx), dtype=torch.long, device=x.device)]
     return [x[i] for i in idx]
+
+
+def take_rng(rng: ExampleRNG, idx: Sequence[int]) -> ExampleRNG:
+    """The streams of positions ``idx`` (a ``range`` covering every example is ``rng`` itself)."""
+    if isinstance(idx, range) and idx.start == 0 and idx.step == 1 and len(idx) == len(rng):
+        return rng
+    return rng.take(torch.as_tensor(list(idx), dtype=torch.long))
 
 
 def isolate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -11,7 +12,14 @@ from robustlab.core.registry import tasks
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
 from robustlab.data.base import Dataset
-from robustlab.tasks.base import Evaluation, isolate, merge_attack_results, merge_rows, take
+from robustlab.tasks.base import (
+    Evaluation,
+    isolate,
+    merge_attack_results,
+    merge_rows,
+    take,
+    take_rng,
+)
 
 
 def accepted(fn: Any, fields: dict[str, Any]) -> dict[str, Any]:
@@ -70,12 +78,17 @@ class ClassificationTask:
 
     def evaluate(self, model: Any, x: torch.Tensor | list[str], y: torch.Tensor) -> Evaluation:
         logits, errors, augmented = self._logits(model, x)
-        finite = torch.isfinite(logits).all(dim=1)
-        for i in torch.nonzero(~finite).flatten().tolist():
-            errors[i] = errors[i] or "model returned NaN or inf for this example"
+        failed = errors.count(None) != len(errors)
+        # one reduction: NaN and inf propagate into the sum (a huge finite sum only costs the
+        # exact per-row check)
+        if logits.numel() and not math.isfinite(float(logits.sum())):
+            finite = torch.isfinite(logits).all(dim=1)
+            for i in torch.nonzero(~finite).flatten().tolist():
+                errors[i] = errors[i] or "model returned NaN or inf for this example"
+                failed = True
         pred = logits.argmax(dim=1).cpu()
         correct = (pred == y.cpu()).float()
-        if any(e is not None for e in errors):
+        if failed:
             bad = torch.tensor([e is not None for e in errors])
             correct[bad] = float("nan")
             preds: list[Any] = [
@@ -110,8 +123,7 @@ class ClassificationTask:
         clean = self.evaluate(model, x, y)
 
         def run(pos: list[int]) -> Any:
-            idx = torch.as_tensor(list(pos), dtype=torch.long)
-            return attack(model, take(x, pos), take(y, pos), threat, rng=rng.take(idx))
+            return attack(model, take(x, pos), take(y, pos), threat, rng=take_rng(rng, pos))
 
         chunks, errs = isolate(run, n)
         nan = torch.full((n,), float("nan"))
@@ -154,8 +166,7 @@ class ClassificationTask:
         clean = self.evaluate(model, x, y)
 
         def run(pos: list[int]) -> Any:
-            idx = torch.as_tensor(list(pos), dtype=torch.long)
-            return attack(model, take(x, pos), take(y, pos), budget, rng=rng.take(idx))
+            return attack(model, take(x, pos), take(y, pos), budget, rng=take_rng(rng, pos))
 
         chunks, errs = isolate(run, n)
         x_adv, cols = merge_attack_results(chunks, x, n)

@@ -26,7 +26,14 @@ from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import models, tasks
 from robustlab.data.base import Dataset
 from robustlab.metrics.failsafe import LLMJudge, RuleJudge, contains, normalize, refused
-from robustlab.tasks.base import Evaluation, isolate, merge_attack_results, merge_list, take
+from robustlab.tasks.base import (
+    Evaluation,
+    isolate,
+    merge_attack_results,
+    merge_list,
+    take,
+    take_rng,
+)
 
 
 @tasks.register("rag")
@@ -117,8 +124,7 @@ class RAGTask:
         clean = self.evaluate(model, x, y)
 
         def run(pos: list[int]) -> Any:
-            idx = torch.as_tensor(list(pos), dtype=torch.long)
-            return attack(model, take(x, pos), take(y, pos), float(level), rng=rng.take(idx))
+            return attack(model, take(x, pos), take(y, pos), float(level), rng=take_rng(rng, pos))
 
         chunks, errs = isolate(run, n)
         x_adv, extra = merge_attack_results(chunks, x, n)

@@ -26,7 +26,14 @@ from robustlab.core.registry import tasks
 from robustlab.data.base import Dataset
 from robustlab.metrics.ranking import rank_metrics
 from robustlab.models.rankers import score_many
-from robustlab.tasks.base import Evaluation, isolate, merge_attack_results, merge_list, take
+from robustlab.tasks.base import (
+    Evaluation,
+    isolate,
+    merge_attack_results,
+    merge_list,
+    take,
+    take_rng,
+)
 
 METRIC_KEYS = ("rr", "ndcg", "recall", "ap", "rank")
 
@@ -135,9 +142,8 @@ class RankingTask:
             return ev, {"success": nan, "queries": nan, "clean_correct": nan}
 
         def run(pos: list[int]) -> Any:
-            idx = torch.as_tensor(list(pos), dtype=torch.long)
             return attack(model, take(x, pos), take(y, pos), int(level), k=self.k,
-                          rng=rng.take(idx))  # fmt: skip
+                          rng=take_rng(rng, pos))  # fmt: skip
 
         chunks, errs = isolate(run, n)
         x_adv, extra = merge_attack_results(chunks, x, n)
