@@ -11,6 +11,8 @@ accuracy expected). robustlab's final success check is deferred until ``success`
 runner reads it off its own evaluation), so like the peers' it is not in the timed call.
 
     .venv/bin/python benchmarks/attacks_vs_peers.py [--quick] [--threads 1]
+    .venv/bin/python benchmarks/attacks_vs_peers.py --only resnet --batches 256 \
+        --peers torchattacks,foolbox --no-early-stop   # one row set; ART's APGD there takes ~25 min
 
 Timings are the best of ``--reps`` interleaved runs, in process CPU time by default (the
 process uses one thread, so this is robust to other load on a shared machine; ``--wall`` for
@@ -212,13 +214,19 @@ def main() -> None:
     ap.add_argument("--resnet-batches", default="1,32,256")
     ap.add_argument("--batches", default="", help="batch sizes (default 1,32,256)")
     ap.add_argument("--device", default="cpu", help="e.g. cuda (then wall-clock time)")
+    ap.add_argument("--peers", default="torchattacks,foolbox,art", help="peers to run")
+    ap.add_argument("--only", choices=["smallcnn", "resnet"], help="one model only")
+    ap.add_argument("--no-early-stop", action="store_true", help="skip the early-stop row")
     a = ap.parse_args()
     global CLOCK, DEVICE
     DEVICE = torch.device(a.device)
     if a.wall or DEVICE.type != "cpu":
         CLOCK = time.perf_counter
     torch.set_num_threads(a.threads)
-    ta, fb, art = _optional("torchattacks"), _optional("foolbox"), _optional("art")
+    wanted = set(a.peers.split(","))
+    ta, fb, art = (
+        _optional(p) if p in wanted else None for p in ("torchattacks", "foolbox", "art")
+    )
     torch.manual_seed(0)
     batches = [1, 32] if a.quick else [1, 32, 256]
     if a.batches:
@@ -227,9 +235,12 @@ def main() -> None:
     clock = "wall" if CLOCK is time.perf_counter else "process CPU"
     where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"{a.threads} thread(s)"
     print(f"torch {torch.__version__}, {where}, {clock} time; ratios: time / limit")
-    if ta:
+    if ta and not a.no_early_stop:
         early_stop(ta, reps)
-    row("smallcnn", SmallCNN(1, 10, 28, 16), (1, 28, 28), batches, reps, ta, fb, art)
+    if a.only != "resnet":
+        row("smallcnn", SmallCNN(1, 10, 28, 16), (1, 28, 28), batches, reps, ta, fb, art)
+    if a.only == "smallcnn":
+        return
     net = resnet_small()
     print(f"resnet: {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters")
     rb = (
