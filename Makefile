@@ -17,7 +17,7 @@ test-slow: setup-dev
 	bash scripts/test.sh -m slow
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check src tests benchmarks && .venv/bin/ruff format --check src tests benchmarks
 
 bench: setup-dev
 	.venv/bin/python benchmarks/runner_overhead.py

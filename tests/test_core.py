@@ -158,6 +158,21 @@ def test_rng_take_keeps_draws_aligned():
     assert torch.equal(sub.uniform(3), second[[2, 7]])
 
 
+def test_rng_draw_bases_equal_draw_base_calls():
+    a, b = ExampleRNG.from_seed(5, torch.arange(7)), ExampleRNG.from_seed(5, torch.arange(7))
+    a.uniform(3), b.uniform(3)  # a counter not at 0
+    keys = a.draw_bases(5)
+    assert torch.equal(keys, torch.stack([b.draw_base() for _ in range(5)]))
+    assert a.position == b.position == 6
+    assert torch.equal(a.uniform(2), b.uniform(2))  # the counter advanced alike
+    a.draw_bases(4)
+    a.seek(8)  # drew ahead: back to where one more draw leaves the counter
+    b.uniform(1)
+    assert torch.equal(a.uniform(2), b.uniform(2))
+    with pytest.raises(ValueError, match="position"):
+        a.seek(-1)
+
+
 def test_rng_distribution():
     from scipy import stats
 

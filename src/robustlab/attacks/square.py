@@ -72,6 +72,90 @@ def _window(pos: torch.Tensor, s: int, n: int) -> tuple[torch.Tensor, torch.Tens
     return rel.clamp(0, s - 1), (rel >= 0) & (rel < s)
 
 
+@lru_cache(maxsize=64)
+def _windows(s: int, h: int, w: int, device: str) -> torch.Tensor:
+    """Every Linf proposal window of side ``s``: ``[n, n, 1, H, W]`` bool, indexed by the window's
+    top-left corner (both coordinates drawn below ``n = max(h - s + 1, 1)``, as in ``_linf``)."""
+    n = max(h - s + 1, 1)
+    pos = torch.arange(n, device=device)
+    _, mh = _window(pos, s, h)  # [n, H]
+    _, mw = _window(pos, s, w)  # [n, W]
+    return (mh[:, None, :, None] & mw[None, :, None, :])[:, :, None]
+
+
+@lru_cache(maxsize=64)
+def _window_index(s: int, c: int, h: int, w: int, device: str) -> torch.Tensor:
+    """Flat indices (into ``[C, H, W]``) of every Linf window of side ``s``: ``[n * n, C s s]``,
+    row ``i n + j`` for the top-left corner ``(i, j)``, ``n = max(h - s + 1, 1)``; needs
+    ``h <= w`` (every window inside the image)."""
+    n = max(h - s + 1, 1)
+    r = torch.arange(n)[:, None] + torch.arange(s)[None, :]  # [n, s] rows (or columns)
+    cell = r[:, None, :, None] * w + r[None, :, None, :]  # [n, n, s, s]
+    ch = torch.arange(c).view(1, 1, c, 1) * (h * w)
+    return (cell.reshape(n * n, 1, s * s) + ch.view(1, c, 1)).reshape(n * n, -1).to(device)
+
+
+class _LinfDraws:
+    """The Linf loop's random proposals, drawn for blocks of iterations at once (one hash over the
+    block instead of two small draws per iteration) and identical to drawing them one iteration
+    at a time: iteration ``it`` takes draw ``2 it`` of the streams for the window's corner
+    (``integers``, i.e. float64 uniforms) and draw ``2 it + 1`` for the signs. A block may draw
+    past the last iteration (examples all fooled); :meth:`finish` sets the counter back."""
+
+    BLOCK = 64
+
+    def __init__(
+        self, rng: ExampleRNG, shape: torch.Size, p_init: float, n_iter: int, device: torch.device
+    ) -> None:
+        self.rng, self.shape, self.p_init, self.n_iter = rng, shape, p_init, n_iter
+        self.device = device
+        self.start, self.used, self.counter = 0, 0, rng.position  # iterations; draws
+        self.side: list[int] = []
+        self.corner = self.plus = torch.empty(0)
+
+    def next(self, it: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Iteration ``it``'s window side, corners ``[B]`` (flat index into :func:`_windows`'s
+        first two dimensions) and signs ``[B, C, 1, 1]`` (True: +)."""
+        k = it - self.start
+        if k >= len(self.side):
+            self._fill(it)
+            k = 0
+        self.used = it + 1
+        return self.side[k], self.corner[k], self.plus[k]
+
+    def finish(self) -> None:
+        """Leave the streams' counter where two draws per iteration run would (the caller's RNG
+        may draw on)."""
+        self.rng.seek(self.counter + 2 * self.used)
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Examples ``index`` of the current batch stay (the others left)."""
+        self.rng = self.rng.take(index)
+        self.corner, self.plus = self.corner[:, index], self.plus[:, index]
+
+    def _fill(self, it: int) -> None:
+        c, h, w = self.shape
+        m = min(self.BLOCK, self.n_iter - it)
+        self.side = [_linf_side(p_selection(self.p_init, i, self.n_iter), h, w)
+                     for i in range(it, it + m)]  # fmt: skip
+        high = torch.tensor([max(h - s + 1, 1) for s in self.side], dtype=torch.float64)
+        bases = self.rng.draw_bases(2 * m).view(m, 2, -1)
+        dev = bases.device
+        u = ExampleRNG.uniform_at(bases[:, 0, :, None], torch.arange(2, device=dev), torch.float64)
+        # r.integers(high, 2): (u * high).long() clamped below high; then the flat corner index
+        high = high.to(dev).view(m, 1, 1)
+        pos = torch.minimum((u * high).long(), high.long() - 1)  # [m, B, 2]
+        self.corner = (pos[..., 0] * high.view(m, 1).long() + pos[..., 1]).to(self.device)
+        signs = ExampleRNG.uniform_at(bases[:, 1, :, None], torch.arange(c, device=dev))
+        self.plus = (signs < 0.5).view(m, -1, c, 1, 1).to(self.device)
+        self.start = it
+
+
+def _linf_side(p: float, h: int, w: int) -> int:
+    """Side of the Linf proposal window for the fraction ``p`` of an ``h`` x ``w`` image."""
+    return min(max(int(round(math.sqrt(p * h * w))), 1), h - 1 if h > 1 else 1, w)
+
+
 @attacks.register("square")
 class Square:
     """Square Attack with ``n_queries`` iterations and initial fraction ``p_init`` (0.8 as in
@@ -119,14 +203,15 @@ class Square:
             marg = margin(z[act], ya, tg)
             if not l2:  # every Linf value is x +- eps clipped to the domain: already in the ball
                 up, down = dom.clip(xa + eps), dom.clip(xa - eps)
+                draws = _LinfDraws(ra, x.shape[1:], self.p_init, self.n_queries, x.device)
             for it in range(self.n_queries):
                 if act.numel() == 0:
                     break
-                p = p_selection(self.p_init, it, self.n_queries)
                 if l2:
+                    p = p_selection(self.p_init, it, self.n_queries)
                     new = threat.project(self._l2(xa, cur, p, eps, ra, dom), xa, dom)
                 else:
-                    new = self._linf(cur, up, down, p, ra)
+                    new = self._linf(cur, up, down, *draws.next(it))
                 z = model.logits(new)
                 m = margin(z, ya, tg)
                 better = m < marg
@@ -141,25 +226,34 @@ class Square:
                     ra = ra.take(keep)
                     if not l2:
                         up, down = up[keep], down[keep]
+                        draws.keep(keep)
+            if not l2:
+                draws.finish()
             if act.numel():  # never fooled: the lowest-margin point, queried at every iteration
                 best[act], queries[act] = cur, 1 + self.n_queries
         return AttackResult(best, success.cpu(), queries.cpu())
 
     @staticmethod
-    def _linf(cur, up, down, p, r):  # type: ignore[no-untyped-def]
-        """Set a random window to ``up`` or ``down`` per channel (``x +- eps`` clipped); flip the
-        sign where that would leave the window as it is."""
+    def _linf(cur, up, down, side, corner, plus):  # type: ignore[no-untyped-def]
+        """Set the window of side ``side`` at ``corner`` to ``up`` or ``down`` (``x +- eps``
+        clipped) per channel as ``plus`` says; flip the sign where that would leave the window as
+        it is. Works on the window's values only (gathered, then scattered into a copy of ``cur``)
+        where every window lies inside the image, else on masks of the whole image."""
         b, c, h, w = cur.shape
-        s = min(max(int(round(math.sqrt(p * h * w))), 1), h - 1 if h > 1 else 1, w)
-        pos = r.integers(max(h - s + 1, 1), 2)
-        _, mh = _window(pos[:, 0], s, h)
-        _, mw = _window(pos[:, 1], s, w)
-        win = (mh[:, :, None] & mw[:, None, :])[:, None]  # [B, 1, H, W]
-        plus = r.uniform(c, 1, 1) < 0.5
-        prop = torch.where(plus, up, down)
-        same = ((prop - cur).abs() * win).flatten(1).amax(1) < 1e-7  # no change: flip the sign
-        plus = plus ^ same.view(-1, 1, 1, 1)
-        return torch.where(win, torch.where(plus, up, down), cur)
+        if h > w:  # a window may stick out to the right: masks
+            n = max(h - side + 1, 1)
+            win = _windows(side, h, w, str(cur.device)).view(n * n, 1, h, w)[corner]
+            prop = torch.where(plus, up, down)
+            same = (prop - cur).abs_().mul_(win).amax((1, 2, 3)) < 1e-7  # no change: flip
+            return torch.where(win, torch.where(plus ^ same.view(-1, 1, 1, 1), up, down), cur)
+        idx = _window_index(side, c, h, w, str(cur.device))[corner]  # [B, C * side**2]
+        flat = cur.reshape(b, -1)
+        now = flat.gather(1, idx)
+        hi, lo = up.reshape(b, -1).gather(1, idx), down.reshape(b, -1).gather(1, idx)
+        pl = plus.view(b, c, 1).expand(b, c, side * side).reshape(b, -1)
+        same = (torch.where(pl, hi, lo) - now).abs_().amax(1) < 1e-7  # no change: flip the sign
+        vals = torch.where(pl ^ same[:, None], hi, lo)
+        return flat.clone().scatter_(1, idx, vals).view(b, c, h, w)
 
     @staticmethod
     def _l2(x, cur, p, eps, r, dom):  # type: ignore[no-untyped-def]

@@ -16,11 +16,13 @@ dependencies import them inside functions, so discovery never fails on a missing
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import importlib
 import inspect
 import pkgutil
+import typing
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -137,9 +139,23 @@ _SIMPLE = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
 def _check_type(value: Any, annotation: Any, what: str) -> None:
-    """Best-effort check of YAML scalars against simple annotations (int, float, str, bool)."""
+    """Best-effort check of YAML scalars against simple annotations (int, float, str, bool,
+    ``Literal[...]`` choices)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        annotation = repr(list(typing.get_args(annotation)))  # checked as the string form below
     ann = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
     ann = ann.replace(" ", "")
+    if ann.startswith(("Literal[", "[")) and ann.endswith("]"):
+        try:
+            choices = ast.literal_eval("(" + ann[ann.index("[") + 1 : -1] + ",)")
+        except (ValueError, SyntaxError):
+            return  # not literal values: accept
+        if not any(c == value and type(c) is type(value) for c in choices):
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            options = ", ".join(repr(c) for c in choices)
+            raise ConfigError(f"{what} must be one of {options}, got {value!r}{hint}")
+        return
     options = ann.split("|")
     if "None" in options and value is None:
         return
