@@ -310,6 +310,14 @@ def test_ensemble_beats_torchattacks_fashion_mnist() -> None:
     assert ours <= float(worst.float().mean()) + 0.005, (ours, float(worst.float().mean()))
 
 
+# early-stop compaction schedules (attacks.base.compact_now): results must not depend on them
+SCHEDULES = {
+    "gpu": lambda frozen, rows, left, device: 2 * frozen >= rows,
+    "every hit": lambda frozen, rows, left, device: True,
+    "never": lambda frozen, rows, left, device: False,
+}
+
+
 def test_pgd_deferred_success_and_gpu_style_compaction(cnn: Any, data: Any, monkeypatch) -> None:
     """The final success check is deferred and equals a direct evaluation; every compaction
     schedule of early stop (GPU: by halves; at every hit; never: fooled rows only frozen) gives
@@ -328,12 +336,7 @@ def test_pgd_deferred_success_and_gpu_style_compaction(cnn: Any, data: Any, monk
     with torch.no_grad():
         direct = cnn.logits(res.x_adv).argmax(1) != y
     assert torch.equal(res.success, direct) and not res.deferred
-    schedules = {
-        "gpu": lambda frozen, rows, left, device: 2 * frozen >= rows,
-        "every hit": lambda frozen, rows, left, device: True,
-        "never": lambda frozen, rows, left, device: False,
-    }
-    for name, rule in schedules.items():
+    for name, rule in SCHEDULES.items():
         monkeypatch.setattr(pgd_mod, "compact_now", rule)
         other = atk(cnn, x, y, th, rng=rng(len(x)))
         assert torch.equal(other.x_adv, res.x_adv), name
@@ -361,16 +364,12 @@ def test_apgd_early_stop_schedules_agree(cnn: Any, data: Any, monkeypatch) -> No
         atk = attacks.create(name, params)
         ref = atk(cnn, x, y, th, rng=rng(len(x)))
         assert 0 < float(ref.success.float().mean()) < 1  # some rows leave, some stay
-        for rule in (
-            lambda frozen, rows, left, device: True,
-            lambda frozen, rows, left, device: 2 * frozen >= rows,
-            lambda frozen, rows, left, device: False,
-        ):
+        for sched, rule in SCHEDULES.items():
             monkeypatch.setattr(core, "compact_now", rule)
             other = atk(cnn, x, y, th, rng=rng(len(x)))
-            assert torch.equal(other.x_adv, ref.x_adv), name
-            assert torch.equal(other.success, ref.success), name
-            assert torch.equal(other.queries, ref.queries), name
+            assert torch.equal(other.x_adv, ref.x_adv), (name, sched)
+            assert torch.equal(other.success, ref.success), (name, sched)
+            assert torch.equal(other.queries, ref.queries), (name, sched)
         monkeypatch.undo()
     full = attacks.create("apgd", {"steps": 20, "early_stop": False})(
         cnn, x, y, th, rng=rng(len(x))
