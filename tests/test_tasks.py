@@ -199,3 +199,40 @@ def test_signed_perturbation_levels_run_from_a_suite(tmp_path):
             "name: bad\nmodel: {name: digits-logreg}\ndata: {name: digits}\n"
             "probes:\n  - {kind: attack, name: fgsm, levels: [-0.1]}\n"
         )
+
+
+def test_a_shards_attack_units_share_its_clean_evaluation(
+    tmp_path, small_suite, canonical_records, monkeypatch
+):
+    """An FGSM sweep over 3 levels evaluates the clean shard once (the clean unit's evaluation
+    is shared), and its records equal those of attack units that evaluate clean inputs again."""
+    from robustlab.runner.context import process_context
+    from robustlab.tasks.classification import ClassificationTask
+
+    clean_x = datasets.create("digits", {"split": "test"}).x
+    clean_calls = []
+    evaluate = ClassificationTask.evaluate
+
+    def counting(self, model, x, y):
+        if isinstance(x, torch.Tensor) and x.shape == clean_x.shape and torch.equal(x, clean_x):
+            clean_calls.append(1)
+        return evaluate(self, model, x, y)
+
+    monkeypatch.setattr(ClassificationTask, "evaluate", counting)
+    suite = small_suite(
+        name="shared-clean", shard_size=360, noise_levels=(), fgsm_eps=(0.05, 0.1, 0.2), pgd_eps=()
+    )
+    runs = {}
+    for shared in (True, False):
+        cache = process_context()._cache  # forget clean evaluations of earlier tests
+        for key in [k for k in cache if k.startswith('["clean"')]:
+            del cache[key]
+        clean_calls.clear()
+        monkeypatch.setattr(ClassificationTask, "takes_clean", shared)
+        st = Store(tmp_path / f"shared-{shared}.db")
+        rid = run_suite(suite, st, resume=False, progress=False)
+        runs[shared] = (canonical_records(st.records(rid, expand=False)), len(clean_calls))
+    assert runs[True][1] == 1  # the clean unit's evaluation, reused by the 3 FGSM units
+    assert runs[False][1] == 4
+    pd.testing.assert_frame_equal(runs[True][0], runs[False][0])
+    assert len(runs[True][0]) == 4 * 360

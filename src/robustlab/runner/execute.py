@@ -6,6 +6,7 @@ correctness are, so classifiers, generators and rankers share this code.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -118,10 +119,23 @@ def meta_json(data: Dataset) -> list[str]:
     return out
 
 
+def clean_evaluation(unit: WorkUnit, ctx: Context, task: Any, model: Any, data: Dataset) -> Any:
+    """The unit's shard evaluated without perturbation, once per process for each (task, model
+    replicate, data shard): the clean unit and the shard's attack units share it (they all need
+    it; an attack sweep over k levels would otherwise evaluate the same clean batch k + 1 times).
+    Models are not changed during a run (the context caches them the same way)."""
+    key = json.dumps(
+        ["clean", unit.task.model_dump(mode="json"), unit.model.model_dump(mode="json"),
+         unit.replicate, unit.data.model_dump(mode="json"), unit.shard, unit.shard_size],
+        sort_keys=True,
+    )  # fmt: skip
+    return ctx.cached(key, lambda: task.evaluate(model, data.x, data.y))
+
+
 def _clean(
     unit: WorkUnit, ctx: Context, task: Any, model: Any, data: Dataset, rng: ExampleRNG
 ) -> Rows:
-    return _rows(unit, data, task.evaluate(model, data.x, data.y), 0.0)
+    return _rows(unit, data, clean_evaluation(unit, ctx, task, model, data), 0.0)
 
 
 def _perturbation(
@@ -140,7 +154,11 @@ def _attack(
 ) -> Rows:
     assert unit.probe is not None and unit.level is not None
     attack = ctx.component(attacks, unit.probe)
-    ev, extra = task.attack(attack, model, data, unit.level, unit.probe.norm, rng)
+    args = (attack, model, data, unit.level, unit.probe.norm, rng)
+    if getattr(task, "takes_clean", False):
+        ev, extra = task.attack(*args, clean=clean_evaluation(unit, ctx, task, model, data))
+    else:
+        ev, extra = task.attack(*args)
     return _rows(unit, data, ev, unit.level, extra)
 
 

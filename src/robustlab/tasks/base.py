@@ -39,7 +39,9 @@ class Task(Protocol):
         """Run ``attack`` at budget ``level`` (epsilon, edit budget, ...) -> evaluation + extras.
 
         Extras should include ``success``, ``queries`` and ``clean_correct`` per example so the
-        attack metrics apply; tasks without attacks need not define this method.
+        attack metrics apply; tasks without attacks need not define this method. A task with
+        ``takes_clean = True`` also accepts ``clean=``: ``evaluate(model, data.x, data.y)``,
+        which the runner computes once per shard and shares between units.
         """
         ...
 

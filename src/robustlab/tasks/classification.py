@@ -108,19 +108,31 @@ class ClassificationTask:
         perturbation's ``__call__`` accepts as keywords (others are ignored)."""
         return perturbation(x, level, rng, **accepted(perturbation, fields))
 
+    takes_clean = True  # the runner passes the shard's clean evaluation, shared by its units
+
     def attack(
-        self, attack: Any, model: Any, data: Dataset, level: float, norm: str, rng: ExampleRNG
+        self,
+        attack: Any,
+        model: Any,
+        data: Dataset,
+        level: float,
+        norm: str,
+        rng: ExampleRNG,
+        clean: Evaluation | None = None,
     ) -> tuple[Evaluation, dict[str, list[Any]]]:
         """Attack within the ``norm`` ball of radius ``level``; examples the model fails on are isolated.
 
         Extras per example: ``success``, ``queries``, ``distance`` (Lp) and ``clean_correct``.
+        ``clean`` is ``evaluate(model, data.x, data.y)`` if the caller has it already (the runner
+        shares one per shard between the clean unit and every attack unit); else it is computed.
         """
         if isinstance(data.x, list):
-            return self._attack_text(attack, model, data, level, rng)
+            return self._attack_text(attack, model, data, level, rng, clean)
         threat = ThreatModel(norm, level)
         x, y, n = data.x, data.y, len(data)
         assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
-        clean = self.evaluate(model, x, y)
+        if clean is None:
+            clean = self.evaluate(model, x, y)
 
         def run(pos: list[int]) -> Any:
             return attack(model, take(x, pos), take(y, pos), threat, rng=take_rng(rng, pos))
@@ -147,7 +159,13 @@ class ClassificationTask:
         }
 
     def _attack_text(
-        self, attack: Any, model: Any, data: Dataset, budget: float, rng: ExampleRNG
+        self,
+        attack: Any,
+        model: Any,
+        data: Dataset,
+        budget: float,
+        rng: ExampleRNG,
+        clean: Evaluation | None = None,
     ) -> tuple[Evaluation, dict[str, list[Any]]]:
         """Text attacks (:mod:`robustlab.attacks.text`): ``budget`` is the largest edit rate.
 
@@ -163,7 +181,8 @@ class ClassificationTask:
             raise ConfigError(f"attack {name!r} does not attack texts; use a text attack")
         if not 0 <= budget <= 1:
             raise ConfigError(f"a text attack's level is an edit rate in [0, 1], got {budget}")
-        clean = self.evaluate(model, x, y)
+        if clean is None:
+            clean = self.evaluate(model, x, y)
 
         def run(pos: list[int]) -> Any:
             return attack(model, take(x, pos), take(y, pos), budget, rng=take_rng(rng, pos))
