@@ -16,12 +16,29 @@ class Context:
 
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
+        self._run: str | None = None
+        self._run_cache: dict[str, Any] = {}
 
     def cached(self, key: str, build: Any) -> Any:
         """``build()`` once per process for ``key`` (e.g. a calibrated predictor shared by units)."""
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
+
+    def start_run(self, run_id: str | None) -> None:
+        """Units of run ``run_id`` follow: drop what :meth:`run_cached` kept for another run."""
+        if run_id != self._run:
+            self._run, self._run_cache = run_id, {}
+
+    def run_cached(self, key: str, build: Any) -> Any:
+        """``build()`` once per run for ``key``: results of model calls (e.g. a shard's clean
+        evaluation) that units of one run share, but a later run must not reuse, since a model
+        object may have changed in place between runs (models themselves are cached per process)."""
+        if self._run is None:  # units executed outside a run share nothing
+            return build()
+        if key not in self._run_cache:
+            self._run_cache[key] = build()
+        return self._run_cache[key]
 
     def model(self, spec: ModelSpec, replicate: int) -> Any:
         def build() -> Any:

@@ -1,6 +1,6 @@
 """Engines execute work units: ``local`` (in process) and ``ray`` (a local or remote Ray cluster).
 
-An engine's ``map(units)`` yields ``(unit, rows, error, seconds)`` as units finish, in any order;
+An engine's ``map(units, run_id)`` yields ``(unit, rows, error, seconds)`` as units finish, in any order;
 the runner writes each finished unit to the store at once.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from robustlab.core.errors import ConfigError
+from robustlab.runner.context import process_context
 from robustlab.runner.execute import Rows, execute_unit
 from robustlab.runner.plan import WorkUnit
 from robustlab.store.cache import active_store, set_active_store
@@ -19,11 +20,14 @@ from robustlab.store.cache import active_store, set_active_store
 Result = tuple[WorkUnit, Rows, str | None, float]
 
 
-def _run_one(unit: WorkUnit, store_url: str | None = None) -> tuple[Rows, str | None, float]:
-    """Execute one unit; ``store_url`` makes that store active in a worker process (Ray workers
-    do not see an active store set after they started)."""
+def _run_one(
+    unit: WorkUnit, store_url: str | None = None, run_id: str | None = None
+) -> tuple[Rows, str | None, float]:
+    """Execute one unit of run ``run_id``; ``store_url`` makes that store active in a worker
+    process (Ray workers do not see an active store set after they started)."""
     if store_url:
         set_active_store(store_url)
+    process_context().start_run(run_id)
     t0 = time.perf_counter()
     try:
         rows = execute_unit(unit)
@@ -39,9 +43,9 @@ class LocalEngine:
 
     name = "local"
 
-    def map(self, units: Sequence[WorkUnit]) -> Iterator[Result]:
+    def map(self, units: Sequence[WorkUnit], run_id: str | None = None) -> Iterator[Result]:
         for u in units:
-            rows, err, secs = _run_one(u)
+            rows, err, secs = _run_one(u, None, run_id)
             yield u, rows, err, secs
 
 
@@ -57,7 +61,7 @@ class RayEngine:
         self.address = address
         self.num_cpus = num_cpus
 
-    def map(self, units: Sequence[WorkUnit]) -> Iterator[Result]:
+    def map(self, units: Sequence[WorkUnit], run_id: str | None = None) -> Iterator[Result]:
         try:
             import ray
         except ImportError:
@@ -71,7 +75,7 @@ class RayEngine:
             ray.init(**kwargs)
         remote = ray.remote(_run_one)
         url = active_store()  # workers must reach it: PostgreSQL, or SQLite on a shared disk
-        pending = {remote.remote(u, url): u for u in units}
+        pending = {remote.remote(u, url, run_id): u for u in units}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

@@ -120,16 +120,15 @@ def meta_json(data: Dataset) -> list[str]:
 
 
 def clean_evaluation(unit: WorkUnit, ctx: Context, task: Any, model: Any, data: Dataset) -> Any:
-    """The unit's shard evaluated without perturbation, once per process for each (task, model
-    replicate, data shard): the clean unit and the shard's attack units share it (they all need
-    it; an attack sweep over k levels would otherwise evaluate the same clean batch k + 1 times).
-    Models are not changed during a run (the context caches them the same way)."""
+    """The unit's shard evaluated without perturbation, once per run and process for each (task,
+    model replicate, data shard): the clean unit and the shard's attack units share it (an attack
+    sweep over k levels would otherwise evaluate the same clean batch k + 1 times)."""
     key = json.dumps(
         ["clean", unit.task.model_dump(mode="json"), unit.model.model_dump(mode="json"),
          unit.replicate, unit.data.model_dump(mode="json"), unit.shard, unit.shard_size],
         sort_keys=True,
     )  # fmt: skip
-    return ctx.cached(key, lambda: task.evaluate(model, data.x, data.y))
+    return ctx.run_cached(key, lambda: task.evaluate(model, data.x, data.y))
 
 
 def _clean(

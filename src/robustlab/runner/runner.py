@@ -95,7 +95,9 @@ def run_suite(
     failures = 0
     try:  # adapters with a response cache keep it in this run's database (store/cache.py)
         with use_store(store.url), UnitWriter(store, run_id) as writer:
-            for unit, rows, err, secs in _progress(engine.map(pending), pending, progress, run_id):
+            for unit, rows, err, secs in _progress(
+                engine.map(pending, run_id), pending, progress, run_id
+            ):
                 writer.put((unit.key, unit.describe(), rows, secs, err))
                 failures += err is not None
     except KeyboardInterrupt:
