@@ -1,7 +1,7 @@
 """Engines execute work units: ``local`` (in process) and ``ray`` (a local or remote Ray cluster).
 
-An engine's ``map(units, run_id)`` yields ``(unit, rows, error, seconds)`` as units finish, in any order;
-the runner writes each finished unit to the store at once.
+An engine's ``map(units, run_id)`` yields ``(unit, rows, error, seconds)`` as units finish, in any
+order; the runner writes each finished unit to the store at once.
 """
 
 from __future__ import annotations
