@@ -48,27 +48,30 @@ class Context:
                 params["seed"] = replicate
             return models.create(spec.name, params)
 
-        return self.cached(f"model|{_j(spec)}|{replicate}", build)
+        return self.cached(f"model|{spec_json(spec)}|{replicate}", build)
 
     def data(self, spec: ComponentSpec) -> Dataset:
-        return self.cached(f"data|{_j(spec)}", lambda: datasets.create(spec.name, spec.params))
+        return self.cached(
+            f"data|{spec_json(spec)}", lambda: datasets.create(spec.name, spec.params)
+        )
 
     def shard(self, spec: ComponentSpec, shard: int, size: int) -> Dataset:
         """Shard ``shard`` of the dataset (cached: many units share a shard)."""
         return self.cached(
-            f"shard|{_j(spec)}|{shard}|{size}", lambda: self.data(spec).shard(shard, size)
+            f"shard|{spec_json(spec)}|{shard}|{size}", lambda: self.data(spec).shard(shard, size)
         )
 
     def task(self, spec: ComponentSpec) -> Any:
-        return self.cached(f"task|{_j(spec)}", lambda: tasks.create(spec.name, spec.params))
+        return self.cached(f"task|{spec_json(spec)}", lambda: tasks.create(spec.name, spec.params))
 
     def component(self, registry: Any, spec: Any) -> Any:
         return self.cached(
-            f"{registry.kind}|{_j(spec)}", lambda: registry.create(spec.name, spec.params)
+            f"{registry.kind}|{spec_json(spec)}", lambda: registry.create(spec.name, spec.params)
         )
 
 
-def _j(spec: Any) -> str:
+def spec_json(spec: Any) -> str:
+    """A component spec as canonical JSON: the part of a cache key that names it."""
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
 
 

@@ -6,7 +6,6 @@ correctness are, so classifiers, generators and rankers share this code.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from robustlab.core.records import dumps
 from robustlab.core.registry import attacks, certifiers, perturbations
 from robustlab.core.rng import ExampleRNG, seed_from
 from robustlab.data.base import Dataset
-from robustlab.runner.context import Context, process_context
+from robustlab.runner.context import Context, process_context, spec_json
 from robustlab.runner.plan import WorkUnit
 from robustlab.tasks.base import Evaluation
 
@@ -123,11 +122,10 @@ def clean_evaluation(unit: WorkUnit, ctx: Context, task: Any, model: Any, data: 
     """The unit's shard evaluated without perturbation, once per run and process for each (task,
     model replicate, data shard): the clean unit and the shard's attack units share it (an attack
     sweep over k levels would otherwise evaluate the same clean batch k + 1 times)."""
-    key = json.dumps(
-        ["clean", unit.task.model_dump(mode="json"), unit.model.model_dump(mode="json"),
-         unit.replicate, unit.data.model_dump(mode="json"), unit.shard, unit.shard_size],
-        sort_keys=True,
-    )  # fmt: skip
+    key = (
+        f"clean|{spec_json(unit.task)}|{spec_json(unit.model)}|{unit.replicate}|"
+        f"{spec_json(unit.data)}|{unit.shard}|{unit.shard_size}"
+    )
     return ctx.run_cached(key, lambda: task.evaluate(model, data.x, data.y))
 
 
