@@ -121,6 +121,12 @@ def test_domain_check_names_the_problem():
             Domain(float("-inf"), float("inf")).check(one_bad)
     d.check(torch.rand(0, 1, 8, 8))  # an empty batch fits any domain
     d.check(torch.rand(3, 1, 8, 8))
+    any_c = Domain(0, 1, (None, 8, 8))  # None matches any size; the rest must still match
+    any_c.check(torch.rand(2, 3, 8, 8))
+    with pytest.raises(DomainError, match=r"per-example shape \(3, 8, 9\)"):
+        any_c.check(torch.rand(2, 3, 8, 9))
+    with pytest.raises(DomainError, match="per-example shape"):
+        d.check(torch.rand(2, 1, 8))
 
 
 # rng ------------------------------------------------------------------------------------------
