@@ -16,11 +16,11 @@ Process CPU time, one thread; each figure is the best of ``--rounds`` interleave
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
-import torch.nn.functional as F
+from attacks_vs_peers import best_time, limit  # the same limit and clock (process CPU time)
 
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import Domain, ThreatModel
@@ -28,10 +28,7 @@ from robustlab.models.nets import SmallCNN
 
 
 def per_call(fn: Callable[[], object], inner: int) -> float:
-    t = time.process_time()
-    for _ in range(inner):
-        fn()
-    return (time.process_time() - t) / inner
+    return best_time(fn, 1, inner=inner)
 
 
 def main() -> None:
@@ -49,9 +46,7 @@ def main() -> None:
     g, cur = torch.randn_like(x), x.clone()
     lo, hi = (x - th.eps).clamp_min(0), (x + th.eps).clamp_max(1)
 
-    def step() -> None:  # the limit: one forward + input-gradient pass
-        xg = x.detach().requires_grad_(True)
-        torch.autograd.grad(F.cross_entropy(net(xg), y), xg)
+    step = partial(limit, net, x, y, 1)  # one forward + input-gradient pass
 
     ops: dict[str, tuple[Callable[[], object], str]] = {
         "python no-op": (lambda: None, "calling a Python function"),
@@ -74,10 +69,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread, process CPU time")
     print(f"limit (forward + input-gradient pass, batch 1): {base * 1e6:7.1f} us")
     print(f"{'op':20s} {'alone':>9s} {'in loop':>9s} {'share of limit':>15s}")
-    for k, (_, what) in ops.items():
-        extra = max(inloop[k] - base, 0.0)
-        print(f"{k:20s} {alone[k] * 1e6:7.1f}us {extra * 1e6:7.1f}us {extra / base:14.1%}   {what}")
     extra = {k: max(inloop[k] - base, 0.0) for k in ops}
+    for k, (_, what) in ops.items():
+        print(
+            f"{k:20s} {alone[k] * 1e6:7.1f}us {extra[k] * 1e6:7.1f}us {extra[k] / base:14.1%}   {what}"
+        )
     fgsm = extra["domain check"] + extra["Linf step"]
     pgd = fgsm + 9 * extra["Linf step"] + extra["random start"]
     print(
