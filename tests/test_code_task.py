@@ -149,3 +149,40 @@ def test_instruct_style_runs_the_replied_function(data: Any) -> None:
         tasks.create("code-generation", {"style": "poem"}).evaluate(
             CallableGenerator(chat), data.x, data.y
         )
+
+
+def _three_samples(prompts: list[str], **kw: Any) -> list[str]:
+    """n = 3 samples per prompt (consecutive in the batch): sample 0 always right, sample 1 right
+    on nominal prompts only, sample 2 always wrong -- a real execution of each in the sandbox."""
+    nominal = {p["prompt"] for p in load_humaneval()}
+    right = _oracle(prompts)
+    return [
+        right[i] if i % 3 == 0 or (i % 3 == 1 and p in nominal) else "    return None\n"
+        for i, p in enumerate(prompts)
+    ]
+
+
+@models.register("test-code-three-samples")
+def _three_samples_model() -> CallableGenerator:
+    return CallableGenerator(_three_samples, version="three-v1")
+
+
+def test_sampled_runs_store_per_sample_outcomes_for_robust_pass(tmp_path: Path) -> None:
+    """n = 3 through runner and store: nominal 110, both variants 100 (every prompt changed) ->
+    pass@1 2/3, Robust Pass@1 1/3 (was all-or-nothing: 0), Robust Relative 1/3 (sample 1 flips)."""
+    suite = Suite(
+        name="code-three",
+        models=[ModelSpec(name="test-code-three-samples")],
+        task=ComponentSpec(name="code-generation", params={"timeout": 10.0, "n": 3}),
+        data=ComponentSpec(name="humaneval", params={"limit": 4}),
+        probes=[ProbeSpec(kind="perturbation", name="format_newline_insertion", levels=[1, 2])],
+    )
+    store = Store(str(tmp_path / "s.db"))
+    df = store.records(run_suite(suite, store, progress=False))
+    masks = df.groupby("kind")["x.pass_mask"].agg(set).to_dict()
+    assert masks == {"clean": {"110"}, "perturbation": {"100"}}
+    t = recode_table(df, k=1).set_index("name").loc["format_newline_insertion"]
+    assert t["pass@k"] == pytest.approx(2 / 3) and t["robust_pass@k"] == pytest.approx(1 / 3)
+    assert t["robust_drop@k"] == pytest.approx(0.5)
+    assert t["robust_relative@k"] == pytest.approx(1 / 3)
+    assert t["robust_relative_released@k"] == pytest.approx(1 / 3)

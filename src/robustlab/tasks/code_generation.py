@@ -5,7 +5,8 @@ Examples are problem dicts (``Dataset.x``: ``prompt``, ``entry_point``, ``task_i
 travels with the prompt and is mapped into the tests. ``evaluate`` draws ``n`` completions per
 prompt, runs ``prompt + completion + tests`` in :mod:`robustlab.code.sandbox`, and records
 ``correct`` = fraction of samples that pass (0/1 when greedy), with ``extra``: ``n``, ``passes``,
-``status`` / ``message`` of the first sample, the transformation's ``family`` and ``skipped`` note.
+``pass_mask`` (one ``0``/``1`` per sample in generation order: ReCode's robust metrics pair sample
+``i`` across the nominal prompt and its variants), ``status`` / ``message`` of the first sample, the transformation's ``family`` and ``skipped`` note.
 ``style="instruct"`` (for chat models) asks for the whole function in a code block and runs the
 prompt followed by that block instead of a raw continuation.
 
@@ -103,9 +104,11 @@ class CodeGenerationTask:
         with Sandbox(self.workers) as sb:
             res = sb.run(jobs, Limits(timeout=self.timeout))
         passes = [0] * len(x)
+        masks: list[str] = [""] * len(x)  # per-sample outcome in generation order ("1" = passed)
         first: list[Any] = [None] * len(x)
         for i, r in zip(where, res, strict=True):
             passes[i] += int(r.passed)
+            masks[i] += "1" if r.passed else "0"
             if first[i] is None:
                 first[i] = r
         err = [errs.get(i) for i in range(len(x))]
@@ -125,6 +128,7 @@ class CodeGenerationTask:
         extra = {
             "n": [self.n] * len(x),
             "passes": passes,
+            "pass_mask": [m or None for m in masks],
             "status": status,
             "message": message,
             "family": [p.get("family", "nominal") for p in x],
