@@ -13,7 +13,9 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 2  # 2: records stored per unit as blocks (store/blocks.py)
+# 2: records stored per unit as blocks (store/blocks.py)
+# 3: runs hold a lease -- owner host, pid and last heartbeat (store/lease.py)
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -32,7 +34,7 @@ runs = Table(
     Column("suite_hash", String(64), nullable=False, index=True),
     Column("suite", Text, nullable=False),  # JSON of the validated suite
     Column("seed", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # running | complete | failed
+    Column("status", String(16), nullable=False),  # running | complete | failed | interrupted
     Column("created_at", Float, nullable=False),
     Column("finished_at", Float),
     Column("elapsed", Float),  # seconds spent executing units, summed over resumes
@@ -40,7 +42,11 @@ runs = Table(
     Column("fingerprints", Text, nullable=False),  # JSON: model label/replicate -> hash
     Column("n_units", Integer, nullable=False),
     Column("message", Text),
+    Column("owner_host", String(255)),  # schema 3: the lease (store/lease.py)
+    Column("owner_pid", Integer),
+    Column("heartbeat_at", Float),
 )
+LEASE_COLUMNS = ("owner_host", "owner_pid", "heartbeat_at")
 
 units = Table(
     "units",

@@ -10,84 +10,114 @@ moment leaves either all of a unit or none of it, and a rerun resumes with the m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, InterfaceError, OperationalError
 
 from robustlab.core.errors import StoreError
 from robustlab.core.records import COLUMNS, frame
-from robustlab.store import blocks, schema
+from robustlab.store import blocks, lease, schema
+from robustlab.store import location as location_
 from robustlab.store.schema import SCHEMA_VERSION
 
-
-def _url(location: str | Path) -> str:
-    s = str(location)
-    if "://" in s:
-        return s
-    p = Path(s).expanduser()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{p}"
+_LOCK_KEY = 0x726F627573746C62  # PostgreSQL advisory lock of store creation/migration ("robustlb")
 
 
 class Store:
-    """Open (creating if needed) a results store at a path or SQLAlchemy URL."""
+    """Open (creating if needed) a results store at a path or SQLAlchemy URL.
+
+    ``url`` is safe to print (password masked); ``connect_url`` holds the credentials, for
+    worker processes only (never print, log or store it).
+    """
 
     def __init__(self, location: str | Path) -> None:
-        self.url = _url(location)
-        self.engine = sa.create_engine(self.url, future=True)
-        if self.url.startswith("sqlite"):
+        self.connect_url = location_.resolve(location)
+        self.url = location_.masked(self.connect_url)
+        try:
+            self.engine = sa.create_engine(self.connect_url, future=True, **_engine_args(self.url))
+        except (ArgumentError, ImportError) as e:
+            raise StoreError(_bad_url(self.url, e)) from None
+        if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         # closing the last connection checkpoints SQLite's WAL into the file (also at exit)
         self._finalizer = weakref.finalize(self, self.engine.dispose)
         try:
             self._open()
-        except (OperationalError, DatabaseError) as e:
+        except (OperationalError, DatabaseError, InterfaceError) as e:
             self.engine.dispose()
-            raise StoreError(f"cannot open store {location}: {e.orig or e}") from None
+            why = location_.one_line(e.orig or e, self.connect_url)
+            raise StoreError(f"cannot open store {self.url}: {why}") from None
         except StoreError:
             self.engine.dispose()
             raise
 
     def _open(self) -> None:
-        insp = sa.inspect(self.engine)
-        if not insp.has_table(schema.meta.name):
-            if insp.get_table_names():
+        """Check (and create or migrate) the schema. Creation and migration run under a lock
+        that excludes every other process opening the store (SQLite: ``BEGIN IMMEDIATE``;
+        PostgreSQL: a transaction-scoped advisory lock), so that tables and their version row
+        appear together, once, however many runs start at the same moment."""
+        with self.engine.connect() as c:
+            version = self._version(c)  # without the lock: refusals never write
+        if version != SCHEMA_VERSION:
+            with self._exclusive() as c:
+                version = self._version(c)  # again: another process may have done it meanwhile
+                if version is None:
+                    schema.metadata.create_all(c)
+                    c.execute(
+                        schema.meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+                elif version < SCHEMA_VERSION:
+                    self._migrate(c, version)
+        self._use_wal()
+
+    def _version(self, c: sa.Connection) -> int | None:
+        """The store's schema version (``None``: an empty database); refuses foreign databases
+        and newer schemas."""
+        names = sa.inspect(c).get_table_names()  # one read: tables appear all at once
+        if schema.meta.name not in names:
+            if names:
                 raise StoreError(
                     f"{self.url} is a database of something else (tables "
-                    f"{', '.join(sorted(insp.get_table_names())[:5])}), not a robustlab store; "
+                    f"{', '.join(sorted(names)[:5])}), not a robustlab store; "
                     "point --store at a new file or an empty database"
                 )
-            schema.metadata.create_all(self.engine)
-            with self.engine.begin() as c:
-                c.execute(
-                    schema.meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
-                )
-            self._use_wal()
-            return
-        with self.engine.connect() as c:
-            row = c.execute(
-                sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
-            ).first()
+            return None
+        row = c.execute(
+            sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+        ).first()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.url} has schema version {version}, newer than this robustlab's "
                 f"{SCHEMA_VERSION}: upgrade robustlab to read it (the store was left untouched)"
             )
-        if version < SCHEMA_VERSION:
-            self._migrate(version)
-        self._use_wal()
+        return version
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[sa.Connection]:
+        """A connection in a transaction no other creator or migrator of this store can enter;
+        committed at the end of the block, rolled back on an error."""
+        with self.engine.connect() as c:
+            dialect = self.engine.dialect.name
+            if dialect == "sqlite":  # the write lock now (pysqlite would not BEGIN before DDL)
+                c.exec_driver_sql("BEGIN IMMEDIATE")
+            elif dialect == "postgresql":
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            yield c
+            c.commit()
 
     def _use_wal(self) -> None:
         """Write-ahead logging for SQLite (persistent in the file): only once the schema is ours."""
-        if self.url.startswith("sqlite"):
+        if self.engine.dialect.name == "sqlite":
             raw = self.engine.raw_connection()  # outside any transaction, or SQLite ignores it
             try:
                 cur = raw.cursor()
@@ -97,40 +127,20 @@ class Store:
             finally:
                 raw.close()
 
-    def _migrate(self, version: int) -> None:
-        """Upgrade an older store in place, one version step per function, each one transaction."""
-        steps = {1: self._migrate_1_to_2}
+    def _migrate(self, c: sa.Connection, version: int) -> None:
+        """Upgrade an older store in place, one version step per function, all in the caller's
+        (locked) transaction: a failed migration leaves the store as it was."""
+        steps = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
         if version not in steps:
             raise StoreError(f"store {self.url} has unknown schema version {version}")
         while version < SCHEMA_VERSION:
-            steps[version]()
+            steps[version](c)
             version += 1
-
-    def _migrate_1_to_2(self) -> None:
-        """Schema 1 -> 2: the per-record rows of each unit become one record block."""
-        old = schema.records_v1
-        with self.engine.begin() as c:
-            schema.record_blocks.create(c)
-            keys = c.execute(sa.select(old.c.run_id, old.c.unit_key).distinct()).all()
-            for run_id, key in keys:
-                q = (
-                    sa.select(*[old.c[k] for k in COLUMNS])
-                    .where(old.c.run_id == run_id, old.c.unit_key == key)
-                    .order_by(old.c.id)
-                )
-                rows = c.execute(q).all()
-                n, block = blocks.encode({k: [r[i] for r in rows] for i, k in enumerate(COLUMNS)})
-                c.execute(
-                    schema.record_blocks.insert().values(
-                        run_id=run_id, unit_key=key, n_records=n, format=blocks.FORMAT, block=block
-                    )
-                )
-            old.drop(c)
-            c.execute(
-                schema.meta.update()
-                .where(schema.meta.c.key == "schema_version")
-                .values(value=str(SCHEMA_VERSION))
-            )
+        c.execute(
+            schema.meta.update()
+            .where(schema.meta.c.key == "schema_version")
+            .values(value=str(SCHEMA_VERSION))
+        )
 
     def close(self) -> None:
         """Close all connections (SQLite then folds its write-ahead log into the store file)."""
@@ -163,35 +173,54 @@ class Store:
         fingerprints: dict[str, str],
     ) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        now = time.time()
         with self.engine.begin() as c:
             c.execute(
                 schema.runs.insert().values(
                     id=run_id, suite_name=suite_name, suite_hash=suite_hash, suite=suite_json,
-                    seed=seed, status="running", created_at=time.time(), elapsed=0.0,
+                    seed=seed, status="running", created_at=now, elapsed=0.0,
                     environment=json.dumps(environment), fingerprints=json.dumps(fingerprints),
-                    n_units=n_units,
+                    n_units=n_units, **_lease(now),
                 )
             )  # fmt: skip
         return run_id
 
     def find_resumable(self, suite_hash: str) -> str | None:
-        """The newest unfinished run of the same suite, if any."""
+        """The newest unfinished run of the same suite, if any, that no other live process runs
+        (its lease lapsed or its owner is gone: see :mod:`robustlab.store.lease`)."""
+        r = schema.runs.c
         q = (
-            sa.select(schema.runs.c.id)
-            .where(schema.runs.c.suite_hash == suite_hash, schema.runs.c.status != "complete")
-            .order_by(schema.runs.c.created_at.desc())
+            sa.select(r.id, r.status, r.owner_host, r.owner_pid, r.heartbeat_at)
+            .where(r.suite_hash == suite_hash, r.status != "complete")
+            .order_by(r.created_at.desc())
         )
         with self.engine.connect() as c:
-            row = c.execute(q).first()
-        return row[0] if row else None
+            rows = c.execute(q).all()
+        me, now = lease.Owner.here(), time.time()
+        for run_id, status, host, pid, beat in rows:
+            mine = (host, pid) == (me.host, me.pid)
+            if status != "running" or mine or not lease.live(host, pid, beat, now):
+                return run_id
+        return None
 
     def resume_run(self, run_id: str, environment: dict[str, Any]) -> None:
-        """Mark an unfinished run as running again, recording the resuming environment."""
+        """Mark an unfinished run as running again (owned by this process), recording the
+        resuming environment."""
         with self.engine.begin() as c:
             c.execute(
                 schema.runs.update()
                 .where(schema.runs.c.id == run_id)
-                .values(status="running", message=None, environment=json.dumps(environment))
+                .values(status="running", message=None, environment=json.dumps(environment),
+                        **_lease(time.time()))
+            )  # fmt: skip
+
+    def heartbeat(self, run_id: str) -> None:
+        """Renew this process's lease on a running run (see :mod:`robustlab.store.lease`)."""
+        with self.engine.begin() as c:
+            c.execute(
+                schema.runs.update()
+                .where(schema.runs.c.id == run_id)
+                .values(heartbeat_at=time.time())
             )
 
     def finish_run(self, run_id: str, status: str, message: str | None = None) -> None:
@@ -203,12 +232,16 @@ class Store:
             )
 
     def runs(self) -> pd.DataFrame:
-        """All runs, newest first (without the suite JSON)."""
+        """All runs, newest first (without the suite JSON). ``status`` is the status to show:
+        a ``running`` run that nobody runs any more reads ``interrupted``. Columns hold Python
+        objects, ``None`` where a value is missing (never NaN: safe to format and print)."""
         cols = [c for c in schema.runs.c if c.name not in ("suite", "environment", "fingerprints")]
         with self.engine.connect() as c:
             rows = c.execute(sa.select(*cols).order_by(schema.runs.c.created_at.desc())).mappings()
-            df = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in cols])
-        return df
+            records = [_shown(dict(r)) for r in rows]
+        return pd.DataFrame(
+            {c.name: pd.Series([r[c.name] for r in records], dtype=object) for c in cols}
+        )
 
     def resolve(self, ref: str) -> str:
         """A run id from an id, a unique id prefix, or ``latest``."""
@@ -240,7 +273,7 @@ class Store:
             info["units"] = [dict(u) for u in units]
         for k in ("suite", "environment", "fingerprints"):
             info[k] = json.loads(info[k])
-        return info
+        return _shown(info)
 
     # units and records ------------------------------------------------------------------------
     def done_units(self, run_id: str) -> set[str]:
@@ -306,7 +339,7 @@ class Store:
             c.execute(
                 schema.runs.update()
                 .where(schema.runs.c.id == run_id)
-                .values(elapsed=schema.runs.c.elapsed + sum(u[3] for u in units))
+                .values(elapsed=schema.runs.c.elapsed + sum(u[3] for u in units), heartbeat_at=now)
             )
 
     def records(self, run_id: str, expand: bool = True) -> pd.DataFrame:
@@ -336,6 +369,66 @@ class Store:
             for t in (schema.record_blocks, schema.units):
                 c.execute(t.delete().where(t.c.run_id == run_id))
             c.execute(schema.runs.delete().where(schema.runs.c.id == run_id))
+
+
+def _lease(now: float) -> dict[str, Any]:
+    me = lease.Owner.here()
+    return {"owner_host": me.host, "owner_pid": me.pid, "heartbeat_at": now}
+
+
+def _shown(run: dict[str, Any]) -> dict[str, Any]:
+    """A run row with the status to show (``interrupted`` for a running run nobody runs)."""
+    run["status"] = lease.state(
+        run["status"], run.get("owner_host"), run.get("owner_pid"), run.get("heartbeat_at")
+    )
+    return run
+
+
+def _migrate_1_to_2(c: sa.Connection) -> None:
+    """Schema 1 -> 2: the per-record rows of each unit become one record block."""
+    old = schema.records_v1
+    schema.record_blocks.create(c)
+    keys = c.execute(sa.select(old.c.run_id, old.c.unit_key).distinct()).all()
+    for run_id, key in keys:
+        q = (
+            sa.select(*[old.c[k] for k in COLUMNS])
+            .where(old.c.run_id == run_id, old.c.unit_key == key)
+            .order_by(old.c.id)
+        )
+        rows = c.execute(q).all()
+        n, block = blocks.encode({k: [r[i] for r in rows] for i, k in enumerate(COLUMNS)})
+        c.execute(
+            schema.record_blocks.insert().values(
+                run_id=run_id, unit_key=key, n_records=n, format=blocks.FORMAT, block=block
+            )
+        )
+    old.drop(c)
+
+
+def _migrate_2_to_3(c: sa.Connection) -> None:
+    """Schema 2 -> 3: runs get their lease columns (empty: old running runs show interrupted)."""
+    have = {col["name"] for col in sa.inspect(c).get_columns(schema.runs.name)}
+    for name in schema.LEASE_COLUMNS:
+        if name not in have:
+            col = schema.runs.c[name]
+            kind = col.type.compile(dialect=c.dialect)
+            c.exec_driver_sql(f"ALTER TABLE {schema.runs.name} ADD COLUMN {name} {kind}")
+
+
+def _engine_args(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):  # wait (not fail) while another process holds the write lock
+        return {"connect_args": {"timeout": 60.0}}
+    return {}
+
+
+def _bad_url(url: str, e: Exception) -> str:
+    if isinstance(e, ImportError):
+        return f"cannot open store {url}: its database driver is not installed ({e})"
+    name = url.split("://", 1)[0]
+    return (
+        f"cannot open store {url}: unknown database kind {name!r} (use a file path, or a "
+        "SQLAlchemy URL such as sqlite:///runs.db or postgresql+psycopg://user@host/db)"
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

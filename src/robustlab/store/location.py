@@ -1,0 +1,108 @@
+"""Where a store lives: a path or SQLAlchemy URL made safe to open, to show and to report.
+
+- :func:`resolve` turns a location into the URL to connect with. For a file path it creates the
+  missing folders (``0700``) and the store file itself (``0600``; SQLite gives its ``-wal`` and
+  ``-shm`` files the mode of the database file), so results are readable by their owner only. An
+  existing file keeps its mode. A parent that is a file, a folder given as the store, or a folder
+  that cannot be written to is a :class:`~robustlab.core.errors.StoreError` naming the path, and
+  nothing is created.
+- :func:`masked` is the only form of a URL that robustlab prints, logs or writes: the password
+  (and any password-like query parameter) becomes ``***``.
+- :func:`one_line` makes a driver's error (often several lines, sometimes quoting the connection
+  string) one line without credentials.
+
+Example::
+
+    masked("postgresql+psycopg://bob:s3cret@db/runs")   # 'postgresql+psycopg://bob:***@db/runs'
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.exc import ArgumentError
+
+from robustlab.core.errors import StoreError
+
+_SECRET_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def masked(url: str) -> str:
+    """``url`` with its password and password-like query values replaced by ``***``."""
+    if not is_url(url):
+        return url
+    try:
+        u = sa.make_url(url)
+    except ArgumentError:  # unparsable: hide whatever sits between '//user:' and '@'
+        return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+    query = {k: ("***" if _SECRET_KEYS.search(k) else v) for k, v in u.query.items()}
+    return u.set(query=query).render_as_string(hide_password=True)
+
+
+def one_line(message: object, url: str | None = None) -> str:
+    """A (driver) error message as one line, with the URL's password removed if it appears."""
+    text = "; ".join(s.strip() for s in str(message).splitlines() if s.strip())
+    if url and is_url(url):
+        try:
+            password = sa.make_url(url).password
+        except ArgumentError:
+            password = None
+        if password:
+            text = text.replace(str(password), "***")
+    return text
+
+
+def resolve(location: str | Path) -> str:
+    """The SQLAlchemy URL of ``location``; a file path gets its folders and a private file."""
+    s = str(location)
+    if is_url(s):
+        return s
+    if not s.strip():
+        raise StoreError("store path is empty; give a file path or a SQLAlchemy URL")
+    p = Path(s).expanduser().absolute()
+    if p.is_dir():
+        raise StoreError(f"store {p} is a folder; give the path of a file (e.g. {p / 'store.db'})")
+    _private_folders(p.parent)
+    if not p.exists():
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:  # another process created it meanwhile: theirs is as good
+            pass
+        except OSError as e:
+            raise StoreError(f"cannot create store {p}: {_why(e, p.parent)}") from None
+    return f"sqlite:///{p}"
+
+
+def _private_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents with mode 0700 (existing ones are untouched)."""
+    missing = []
+    for d in (folder, *folder.parents):
+        if d.is_dir():
+            break
+        if d.exists() or d.is_symlink():
+            raise StoreError(f"cannot create store folder {folder}: {d} is a file, not a folder")
+        missing.append(d)
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise StoreError(f"cannot create store folder {folder}: {d} is a file") from None
+        except OSError as e:
+            raise StoreError(f"cannot create store folder {d}: {_why(e, d.parent)}") from None
+
+
+def _why(e: OSError, parent: Path) -> str:
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{parent} is not writable"
+    if e.errno == errno.ENOTDIR:
+        return f"a part of {parent} is a file, not a folder"
+    return e.strerror or str(e)
