@@ -9,12 +9,10 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -52,6 +50,22 @@ def _open_store(store: str | None) -> Any:
     return Store(_store_location(store))
 
 
+# exit statuses (documented in README "Exit status"): 2 = bad input, nothing run or stored
+EXIT_ERRORS = 3  # the run finished and is stored, but units failed or examples errored
+EXIT_INTERRUPTED = 130
+
+
+def _report_dir(store: str | None, out_dir: str | None) -> str:
+    """``--out``, else ``reports/`` next to a store file, else ``robustlab-runs/reports``: a
+    store URL never becomes a path (it may hold a password)."""
+    if out_dir:
+        return out_dir
+    loc = _store_location(store)
+    if "://" in loc:
+        return str(Path(DEFAULT_HOME) / "reports")
+    return str(Path(loc).expanduser().parent / "reports")
+
+
 def user_errors(fn: F) -> F:
     """Turn robustlab errors into one line on stderr and exit status 2."""
 
@@ -67,46 +81,24 @@ def user_errors(fn: F) -> F:
 
 
 def _apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
-    """Apply ``--set a.b.c=value`` overrides (value parsed as YAML) to suite data."""
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        node: Any = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return data
+    """Apply ``--set a.b[0].c=value`` overrides (see :mod:`robustlab.runner.loading`)."""
+    from robustlab.runner.loading import apply_overrides
+
+    return apply_overrides(data, sets)
 
 
 def _load_suite(path: str, sets: list[str], seed: int | None) -> Any:
-    from robustlab.runner import Suite
+    from robustlab.runner.loading import load_suite
 
-    p = Path(path)
-    if not p.is_file():
-        bundled = files("robustlab") / "suites" / f"{path}.yaml"
-        if not bundled.is_file():
-            raise ConfigError(f"suite {path!r} is neither a file nor a bundled suite")
-        p = Path(str(bundled))
-    suite = Suite.from_yaml(p)
-    if sets or seed is not None:
-        data = _apply_overrides(suite.model_dump(mode="json"), sets)
-        if seed is not None:
-            data["seed"] = seed
-        suite = Suite.parse(data, str(p))
-    return suite
+    return load_suite(path, sets, seed)
 
 
 def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None, new: bool,
              out_dir: str | None, progress: bool) -> str:  # fmt: skip
     from robustlab.runner import make_engine, run_suite
+    from robustlab.store.location import writable_folder
 
+    reports = writable_folder(_report_dir(store, out_dir), "report folder")  # before any work
     st = _open_store(store)
     try:
         run_id = run_suite(
@@ -114,17 +106,23 @@ def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None
         )
     except KeyboardInterrupt:
         err.print("interrupted: finished units are stored; rerun the same command to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     info = st.run_info(run_id)
-    _print_summary(st, run_id)
-    html = _write_report(
-        st, run_id, out_dir or str(Path(_store_location(store)).parent / "reports")
-    )
-    out.print(f"\nrun [bold]{run_id}[/] ({info['status']}) stored in {st.url}")
+    df = _print_summary(st, run_id)
+    html = _write_report(st, run_id, str(reports))
+    out.print(f"\nrun [bold]{run_id}[/] ({info['status']}) stored in {escape(st.url)}")
     if html:
         out.print(f"report: {html}")
-    if info.get("message"):
-        err.print(f"[yellow]warning:[/] {info['message']} (see `robustlab show {run_id}`)")
+    failed = sum(u["status"] == "failed" for u in info["units"])
+    errored = int(df["error"].notna().sum()) if "error" in df else 0
+    if failed or errored:
+        err.print(
+            f"[yellow]warning:[/] {failed} of {info['n_units']} units failed; {errored} of "
+            f"{len(df)} example records errored (see `robustlab show {run_id}`); "
+            f"exit status {EXIT_ERRORS}",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_ERRORS)
     return run_id
 
 
@@ -137,13 +135,14 @@ def _write_report(st: Any, run_id: str, out_dir: str) -> Path | None:
     return html
 
 
-def _print_summary(st: Any, run_id: str) -> None:
+def _print_summary(st: Any, run_id: str) -> Any:
+    """Print the accuracy table of a run; returns its records."""
     from robustlab.metrics import summarize
 
     df = st.records(run_id)
     if df.empty:
         out.print("no records")
-        return
+        return df
     s = summarize(df, ["accuracy"], by=("model", "kind", "probe", "level"), n_boot=500)
     many = s["model"].nunique() > 1
     table = Table(title=f"accuracy, 95% bootstrap CI (run {run_id})", title_justify="left")
@@ -166,6 +165,7 @@ def _print_summary(st: Any, run_id: str) -> None:
         cells = [r.probe, f"{r.level:g}", acc, std, str(r.n)]
         table.add_row(*([r.model] if many else []), *cells)
     out.print(table)
+    return df
 
 
 @app.command()
@@ -217,10 +217,18 @@ def run(
 
 @app.command()
 @user_errors
-def validate(suite: Annotated[str, typer.Argument(help="Suite YAML file")]) -> None:
-    """Check a suite (names, parameters, types) without running it."""
-    s = _load_suite(suite, [], None)
-    s.validate_components()
+def validate(
+    suite: Annotated[str, typer.Argument(help="Suite YAML file, or the name of a bundled suite")],
+    seed: Annotated[int | None, typer.Option(help="Override the suite's seed")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a suite field: a.b=value")
+    ] = None,
+) -> None:
+    """Check a suite (names, parameters, level domains, data columns, size) without running it."""
+    from robustlab.runner.validation import validate_suite
+
+    s = _load_suite(suite, set_ or [], seed)
+    validate_suite(s)
     out.print(f"suite {s.name!r} is valid: {len(s.models)} model(s), {len(s.probes)} probe(s)")
 
 
@@ -251,15 +259,20 @@ def list_(
 def runs(store: StoreOpt = None) -> None:
     """List the runs in the store, newest first."""
     st = _open_store(store)
-    df = st.runs()
-    table = Table(title=f"runs in {st.url}")
+    table = Table(title=f"runs in {escape(st.url)}")
     for col in ("id", "suite", "status", "units", "seconds", "message"):
         table.add_column(col)
-    for r in df.itertuples():
-        table.add_row(
-            r.id, r.suite_name, r.status, str(r.n_units), f"{r.elapsed or 0:.1f}", r.message or ""
-        )
+    for r in st.runs().to_dict("records"):  # Python values, None where missing (never NaN)
+        cells = (r["id"], r["suite_name"], r["status"], r["n_units"], r["elapsed"], r["message"])
+        table.add_row(*(escape(_cell(v)) for v in cells))
     out.print(table)
+
+
+def _cell(value: Any) -> str:
+    """A table cell: missing values empty, floats with one decimal."""
+    if value is None:
+        return ""
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 @app.command()
@@ -275,6 +288,14 @@ def show(
     out.print(
         f"[bold]run {rid}[/]  suite {info['suite_name']}  status {info['status']}  seed {info['seed']}"
     )
+    if info["status"] in ("running", "interrupted") and info.get("heartbeat_at"):
+        import time
+
+        ago = time.time() - info["heartbeat_at"]
+        out.print(
+            f"owner: pid {info['owner_pid']} on {info['owner_host']}, last heartbeat {ago:.0f} s ago"
+            + ("; rerun the same suite to resume" if info["status"] == "interrupted" else "")
+        )
     out.print(f"environment: {info['environment']}")
     out.print(f"models: {info['fingerprints']}")
     failed = [u for u in info["units"] if u["status"] == "failed"]
@@ -325,9 +346,7 @@ def report(
 
     st = _open_store(store)
     rid = st.resolve(run_id)
-    html, js = write_report(
-        st, rid, out_dir or str(Path(_store_location(store)).parent / "reports")
-    )
+    html, js = write_report(st, rid, _report_dir(store, out_dir))
     out.print(f"report: {html}\njson:   {js}")
 
 

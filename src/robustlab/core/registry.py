@@ -16,18 +16,23 @@ dependencies import them inside functions, so discovery never fails on a missing
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import difflib
+import functools
 import importlib
 import inspect
+import math
 import pkgutil
+import types
 import typing
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
 from robustlab.core.errors import ConfigError, UnknownComponentError
+from robustlab.core.types import Levels
 
 T = TypeVar("T")
 
@@ -35,14 +40,21 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Name -> component (a class or factory) for one kind of component."""
 
-    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, kind: str, builtin_modules: tuple[str, ...] = (), levels: Levels | None = None
+    ) -> None:
         self.kind = kind
         self._builtin_modules = builtin_modules
         self._items: dict[str, T] = {}
         self._loaded = False
+        self.default_levels = levels  # the level domain of components that declare none
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name``; a name may be registered once."""
+    def register(self, name: str, *, levels: Levels | None = None) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``; a name may be registered once.
+
+        ``levels`` declares the domain of the component's probe levels (severities, eps, radii);
+        a class may instead define ``level_domain`` (a :class:`Levels`, or a method of its
+        constructor's parameters returning one, for domains that depend on them)."""
 
         def deco(obj: T) -> T:
             if name in self._items and self._items[name] is not obj:
@@ -50,9 +62,21 @@ class Registry(Generic[T]):
             self._items[name] = obj
             with contextlib.suppress(AttributeError, TypeError):
                 obj.registered_name = name  # type: ignore[attr-defined]
+            if levels is not None:
+                obj.level_domain = levels  # type: ignore[attr-defined]
             return obj
 
         return deco
+
+    def levels(self, name: str, params: dict[str, Any] | None = None) -> Levels | None:
+        """The domain of the levels of component ``name`` built with ``params``."""
+        obj = self.get(name)
+        dom = getattr(obj, "level_domain", None)
+        if dom is None:
+            return self.default_levels
+        if isinstance(dom, Levels):
+            return dom
+        return dom(**check_params(obj, dict(params or {}), f"{self.kind[:-1]} {name!r}"))
 
     def _load(self) -> None:
         if self._loaded:
@@ -81,7 +105,7 @@ class Registry(Generic[T]):
         """Instantiate ``name`` with ``params`` after checking them against its signature."""
         factory = self.get(name)
         params = dict(params or {})
-        check_params(factory, params, f"{self.kind} {name!r}")
+        params = check_params(factory, params, f"{self.kind[:-1]} {name!r}")
         return factory(**params)  # type: ignore[operator]
 
     def names(self) -> list[str]:
@@ -108,67 +132,195 @@ def _import_tree(name: str) -> None:
         importlib.import_module(info.name)
 
 
-def check_params(factory: Any, params: dict[str, Any], what: str) -> None:
-    """Raise :class:`ConfigError` if ``params`` do not fit ``factory``'s keyword signature."""
+def check_params(factory: Any, params: dict[str, Any], what: str) -> dict[str, Any]:
+    """Check ``params`` against ``factory``'s keyword signature and return them, ready to pass.
+
+    Each parameter is validated against its annotation with pydantic in strict mode (``int`` takes
+    no ``3.0`` or ``"3"``; ``Annotated[float, Field(gt=0)]`` ranges are enforced), and no float
+    anywhere in a value (nested lists and dicts included) may be NaN or infinite unless the
+    annotation opts in (:data:`robustlab.core.types.AllowNonFinite`). A string YAML 1.1 would
+    have read as a boolean (``yes``/``no``/``on``/``off``) is converted for ``bool`` parameters;
+    the suite loader reads only ``true``/``false`` as booleans, so ``cache: off`` stays a string.
+    Raises :class:`ConfigError` naming the parameter.
+    """
     try:
-        sig = inspect.signature(factory)
+        sig = _signature(factory)
     except (TypeError, ValueError):
-        return
+        return params
     accepted = {
         n: p
         for n, p in sig.parameters.items()
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
+        return params
     for key in params:
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
                 f"{what} has no parameter {key!r}{hint} (parameters: {', '.join(accepted)})"
             )
+    out = dict(params)
     for n, p in accepted.items():
         if p.default is p.empty and n not in params:
             raise ConfigError(f"{what} needs parameter {n!r}")
         if n in params:
-            _check_type(params[n], p.annotation, f"{what} parameter {n!r}")
+            out[n] = check_value(params[n], p.annotation, f"{what} parameter {n!r}")
+    return out
 
 
-_SIMPLE = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_YAML11_BOOLS = {
+    "yes": True, "y": True, "on": True, "true": True,
+    "no": False, "n": False, "off": False, "false": False,
+}  # fmt: skip
+_CONFIG = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
 
 
-def _check_type(value: Any, annotation: Any, what: str) -> None:
-    """Best-effort check of YAML scalars against simple annotations (int, float, str, bool,
-    ``Literal[...]`` choices)."""
+def check_value(value: Any, annotation: Any, what: str) -> Any:
+    """``value`` checked against ``annotation`` (see :func:`check_params`); returns the value to
+    use (unchanged, except YAML 1.1 boolean words given to a ``bool``)."""
+    allow_non_finite = _allows_non_finite(annotation)
+    if not allow_non_finite:
+        bad = _non_finite(value)
+        if bad is not None:
+            raise ConfigError(f"{what}{bad} must be a finite number, got {_short(value)}")
+    adapter = _adapter(annotation)
+    if adapter is None:
+        return value
+    try:
+        adapter.validate_python(value)
+        return value
+    except ValidationError as e:
+        if isinstance(value, str) and value.lower() in _YAML11_BOOLS:
+            with contextlib.suppress(ValidationError):
+                adapter.validate_python(_YAML11_BOOLS[value.lower()])
+                return _YAML11_BOOLS[value.lower()]
+        raise ConfigError(_message(e, value, annotation, what)) from None
+
+
+def _message(e: ValidationError, value: Any, annotation: Any, what: str) -> str:
+    errs = e.errors()
+    # a union reports one error per member: the most specific is the one with a constraint
+    err = next((x for x in errs if x["type"] not in _TYPE_ERRORS), errs[0])
+    loc = "".join(f"[{p!r}]" for p in err["loc"] if not isinstance(p, str) or p not in _MEMBERS)
+    ann = _type_name(annotation)
+    choices = _literal_choices(annotation)
+    if choices and not isinstance(value, dict | list):
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        options = ", ".join(repr(c) for c in choices)
+        return f"{what} must be one of {options}, got {value!r}{hint}"
+    msg = err["msg"]
+    if err["type"] in _TYPE_ERRORS or len(errs) > 1:
+        msg = f"must be {ann}"
+    else:
+        msg = msg[0].lower() + msg[1:] if msg else msg
+        msg = msg.removeprefix("input should be ").removeprefix("value error, ")
+        msg = f"must be {msg}"
+    hint = ""
+    if isinstance(value, bool) and "str" in ann:
+        hint = " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote the string)"
+    got = f"{type(value).__name__} {_short(value)}"
+    return f"{what}{loc} {msg}, got {got}{hint}"
+
+
+_TYPE_ERRORS = {
+    "int_type", "float_type", "string_type", "bool_type", "list_type", "dict_type", "none_required",
+    "int_from_float", "literal_error", "is_instance_of", "tuple_type", "model_type", "union_tag_invalid",
+}  # fmt: skip
+_MEMBERS = {
+    "int", "float", "str", "bool", "list", "dict", "none", "tuple", "list[str]", "list[int]",
+    "dict[str,any]", "function-after", "function-before", "constrained-float", "constrained-int",
+}  # fmt: skip
+
+
+def _literal_choices(annotation: Any) -> tuple[Any, ...]:
+    """The choices of a ``Literal`` (possibly Optional or Annotated) annotation, else ()."""
+    if _is_annotated(annotation):
+        return _literal_choices(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) is typing.Literal:
-        annotation = repr(list(typing.get_args(annotation)))  # checked as the string form below
-    ann = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    ann = ann.replace(" ", "")
-    if ann.startswith(("Literal[", "[")) and ann.endswith("]"):
+        return typing.get_args(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _literal_choices(args[0])
+    return ()
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    text = str(annotation).replace("typing.", "").replace("NoneType", "None")
+    if text.startswith("Annotated["):
+        inner = typing.get_args(annotation)[0]
+        return _type_name(inner)
+    return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _non_finite(value: Any, depth: int = 0) -> str | None:
+    """Where a non-finite float sits in ``value`` ("" for the value itself), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ""
+    if depth > 50:
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        inner = _non_finite(v, depth + 1)
+        if inner is not None:
+            return f"[{k!r}]{inner}"
+    return None
+
+
+def _allows_non_finite(annotation: Any) -> bool:
+    for meta in typing.get_args(annotation)[1:] if _is_annotated(annotation) else ():
+        if getattr(meta, "allow_inf_nan", None) is True:
+            return True
+        for m in getattr(meta, "metadata", ()):
+            if getattr(m, "allow_inf_nan", None) is True:
+                return True
+    return any(_allows_non_finite(a) for a in typing.get_args(annotation) if a is not None)
+
+
+def _is_annotated(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is typing.Annotated
+
+
+@functools.lru_cache(maxsize=2048)
+def _adapter_cached(annotation: Any) -> TypeAdapter[Any] | None:
+    try:
+        return TypeAdapter(annotation, config=_CONFIG)
+    except Exception:  # an annotation pydantic cannot check (a protocol, a forward reference)
+        return None
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any] | None:
+    if annotation is inspect.Parameter.empty or annotation is Any or isinstance(annotation, str):
+        return None
+    try:
+        return _adapter_cached(annotation)
+    except TypeError:  # unhashable annotation
         try:
-            choices = ast.literal_eval("(" + ann[ann.index("[") + 1 : -1] + ",)")
-        except (ValueError, SyntaxError):
-            return  # not literal values: accept
-        if not any(c == value and type(c) is type(value) for c in choices):
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            options = ", ".join(repr(c) for c in choices)
-            raise ConfigError(f"{what} must be one of {options}, got {value!r}{hint}")
-        return
-    options = ann.split("|")
-    if "None" in options and value is None:
-        return
-    kinds: tuple[type, ...] = ()
-    for opt in options:
-        if opt not in _SIMPLE:
-            return  # not a simple annotation: accept
-        kinds += _SIMPLE[opt]
-    if not kinds:
-        return
-    bad_bool = isinstance(value, bool) and bool not in kinds
-    if bad_bool or not isinstance(value, kinds):
-        raise ConfigError(f"{what} must be {ann}, got {type(value).__name__} {value!r}")
+            return TypeAdapter(annotation, config=_CONFIG)
+        except Exception:
+            return None
+
+
+def _signature(factory: Any) -> inspect.Signature:
+    """``factory``'s signature with string annotations resolved where possible."""
+    try:
+        return inspect.signature(factory, eval_str=True)
+    except (NameError, SyntaxError, AttributeError, TypeError):
+        return inspect.signature(factory)
 
 
 def describe(obj: Any) -> str:
@@ -179,9 +331,11 @@ def describe(obj: Any) -> str:
 
 models: Registry[Any] = Registry("models", ("robustlab.models",))
 datasets: Registry[Any] = Registry("datasets", ("robustlab.data",))
-perturbations: Registry[Any] = Registry("perturbations", ("robustlab.perturbations",))
-attacks: Registry[Any] = Registry("attacks", ("robustlab.attacks",))
-certifiers: Registry[Any] = Registry("certifiers", ("robustlab.certify",))
+perturbations: Registry[Any] = Registry(
+    "perturbations", ("robustlab.perturbations",), Levels(what="severity")
+)
+attacks: Registry[Any] = Registry("attacks", ("robustlab.attacks",), Levels(0, what="eps"))
+certifiers: Registry[Any] = Registry("certifiers", ("robustlab.certify",), Levels(0, what="radius"))
 metrics: Registry[Any] = Registry("metrics", ("robustlab.metrics",))
 tasks: Registry[Any] = Registry("tasks", ("robustlab.tasks",))
 report_sections: Registry[Any] = Registry("report_sections", ("robustlab.report.sections",))

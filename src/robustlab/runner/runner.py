@@ -13,8 +13,9 @@ from typing import Any
 
 from robustlab.runner.context import process_context
 from robustlab.runner.engines import LocalEngine, RayEngine
-from robustlab.runner.plan import WorkUnit, data_key, plan
+from robustlab.runner.plan import WorkUnit, plan
 from robustlab.runner.suite import Suite
+from robustlab.runner.validation import check_model, validate_suite
 from robustlab.runner.writer import UnitWriter
 from robustlab.store import Store
 from robustlab.store.cache import use_store
@@ -66,17 +67,15 @@ def run_suite(
     are skipped. Bad configuration and incompatible model/data raise before anything is stored.
     """
     engine = engine or LocalEngine()
-    suite.validate_components()
     ctx = process_context()
+    shards = validate_suite(suite, ctx)  # the same checks as `robustlab validate`
     task = ctx.task(suite.task)
-    shards: dict[str, int] = {}
     fingerprints: dict[str, str] = {}
     datas = [suite.data] + [p.data for p in suite.probes if p.data is not None]
-    for spec in datas:
-        shards[data_key(spec)] = ctx.data(spec).num_shards(suite.shard_size)
     for m in suite.models:
         for rep in m.replicates:
             model = ctx.model(m, rep)
+            check_model(suite, m.display, model)
             for spec in datas:
                 task.check(model, ctx.data(spec))
             fingerprints[f"{m.display}#{rep}"] = model.fingerprint()
@@ -94,14 +93,15 @@ def run_suite(
     pending = [u for u in units if u.key not in done]
     failures = 0
     try:  # adapters with a response cache keep it in this run's database (store/cache.py)
-        with use_store(store.url), UnitWriter(store, run_id) as writer:
+        # connect_url: workers must connect (it may hold a password: never printed or stored)
+        with use_store(store.connect_url), UnitWriter(store, run_id) as writer:
             for unit, rows, err, secs in _progress(
                 engine.map(pending, run_id), pending, progress, run_id
             ):
                 writer.put((unit.key, unit.describe(), rows, secs, err))
                 failures += err is not None
     except KeyboardInterrupt:
-        store.finish_run(run_id, "running", "interrupted; rerun the same suite to resume")
+        store.finish_run(run_id, "interrupted", "interrupted; rerun the same suite to resume")
         raise
     status = "failed" if failures else "complete"
     message = f"{failures} of {len(units)} units failed" if failures else None

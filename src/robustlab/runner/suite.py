@@ -18,18 +18,22 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from robustlab.core.errors import ConfigError
-from robustlab.core.registry import REGISTRIES, check_params
-from robustlab.core.types import parse_norm
+from robustlab.core.types import INT64_MAX, Norm, Seed
+
+MAX_LEVELS = 1000  # levels per probe
+MAX_REPLICATES = 100  # replicates per model
+
+Level = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # 0.1 or 1, never "0.1" or .nan
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ComponentSpec(_Strict):
@@ -43,7 +47,14 @@ class ModelSpec(ComponentSpec):
     """A model factory; each replicate seed is passed as ``seed`` (training seeds for i.i.d. spread)."""
 
     label: str | None = None
-    replicates: list[int] = Field(default_factory=lambda: [0])
+    replicates: list[Annotated[Seed, Strict()]] = Field(
+        default_factory=lambda: [0], min_length=1, max_length=MAX_REPLICATES
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ModelSpec:
+        _no_duplicates(self.replicates, f"model {self.display!r} replicates")
+        return self
 
     @property
     def display(self) -> str:
@@ -61,16 +72,11 @@ class ProbeSpec(_Strict):
     kind: ProbeKind
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    levels: list[float] = Field(default_factory=list)
-    norm: str = "inf"
+    levels: list[Level] = Field(default_factory=list, max_length=MAX_LEVELS)
+    norm: Norm = "inf"
     label: str | None = None
     data: ComponentSpec | None = None
     models: list[str] | None = None  # model labels this probe applies to (default: all)
-
-    @field_validator("norm")
-    @classmethod
-    def _norm(cls, v: str) -> str:
-        return parse_norm(v)
 
     @model_validator(mode="after")
     def _levels(self) -> ProbeSpec:
@@ -79,6 +85,9 @@ class ProbeSpec(_Strict):
                 raise ValueError(f"evalset probe {self.name!r} needs 'data'")
         elif not self.levels:
             raise ValueError(f"{self.kind} probe {self.name!r} needs at least one level")
+        if self.kind == "evalset" and self.levels:
+            raise ValueError(f"evalset probe {self.name!r} takes no levels (it runs once)")
+        _no_duplicates(self.levels, f"{self.kind} probe {self.name!r} levels")
         # perturbation levels may be signed (rotation angle, shrinking scale, darker brightness)
         if self.kind != "perturbation" and any(v < 0 for v in self.levels):
             raise ValueError(f"{self.kind} probe {self.name!r} levels must be >= 0")
@@ -119,8 +128,8 @@ class Suite(_Strict):
     probes: list[ProbeSpec] = Field(default_factory=list)
     slices: list[SliceSpec] = Field(default_factory=list)
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
-    seed: int = 0
-    shard_size: int = Field(default=512, ge=1)
+    seed: Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)] = 0  # the store's ints are int64
+    shard_size: Annotated[int, Strict(), Field(ge=1, le=1_000_000)] = 512
 
     @model_validator(mode="before")
     @classmethod
@@ -150,24 +159,21 @@ class Suite(_Strict):
     # loading ----------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, source: str | Path) -> Suite:
-        """Load from a YAML file path or YAML text (safe loader only)."""
+        """Load from a YAML file path or YAML text (bounded safe loader: see
+        :mod:`robustlab.runner.loading`)."""
+        from robustlab.runner.loading import load_yaml, read_text
+
         where = str(source)
-        text = source
         if isinstance(source, Path) or (
             "\n" not in str(source) and str(source).endswith((".yaml", ".yml"))
         ):
             p = Path(source)
             if not p.is_file():
                 raise ConfigError(f"suite file {where!r} does not exist")
-            text = p.read_text()
+            text = read_text(p)
         else:
-            where = "<yaml>"
-        try:
-            data = yaml.safe_load(str(text))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise ConfigError(f"{where}: malformed YAML{pos}: {getattr(e, 'problem', e)}") from None
+            where, text = "<yaml>", str(source)
+        data = load_yaml(text, where)
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: a suite must be a YAML mapping, got {type(data).__name__}")
         return cls.parse(data, where)
@@ -179,7 +185,8 @@ class Suite(_Strict):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "suite"
-            raise ConfigError(f"{where}: {loc}: {err['msg']}") from None
+            msg = " ".join(str(err["msg"]).split()).removeprefix("Value error, ")
+            raise ConfigError(f"{where}: {loc}: {msg}") from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(exclude_defaults=True), sort_keys=False)
@@ -191,39 +198,16 @@ class Suite(_Strict):
 
     # validation -------------------------------------------------------------------------------
     def validate_components(self) -> None:
-        """Check every component name and parameter set against the registries."""
-        _check("tasks", self.task)
-        for m in self.models:
-            params = dict(m.params)
-            factory = REGISTRIES["models"].get(m.name)
-            if "seed" in _signature_names(factory):
-                params.setdefault("seed", m.replicates[0])
-            check_params(factory, params, f"model {m.name!r}")
-        _check("datasets", self.data)
-        kinds = {"perturbation": "perturbations", "attack": "attacks", "certifier": "certifiers"}
-        for p in self.probes:
-            if p.kind == "evalset":
-                assert p.data is not None
-                _check("datasets", p.data)
-            elif p.kind == "conformal":
-                from robustlab.certify.conformal_probe import validate
+        """Check every component name, parameter and level domain against the registries (no
+        data or model loaded; see :mod:`robustlab.runner.validation` for the full check)."""
+        from robustlab.runner.validation import validate_components
 
-                validate(p.name, dict(p.params), p.norm, list(p.levels))
-            else:
-                _check(kinds[p.kind], p)
-        for name in self.metrics:
-            REGISTRIES["metrics"].get(name)
+        validate_components(self)
 
 
-def _signature_names(factory: Any) -> set[str]:
-    import inspect
-
-    try:
-        return set(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def _check(kind: str, spec: ComponentSpec | ProbeSpec) -> None:
-    factory = REGISTRIES[kind].get(spec.name)
-    check_params(factory, dict(spec.params), f"{kind[:-1]} {spec.name!r}")
+def _no_duplicates(values: list[Any], what: str) -> None:
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{what} list {v!r} twice (each would run, and be stored, twice)")
+        seen.add(v)
