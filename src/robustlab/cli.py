@@ -261,7 +261,7 @@ def runs(store: StoreOpt = None) -> None:
     st = _open_store(store)
     table = Table(title=f"runs in {escape(st.url)}")
     for col in ("id", "suite", "status", "units", "seconds", "message"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "id")
     for r in st.runs().to_dict("records"):  # Python values, None where missing (never NaN)
         cells = (r["id"], r["suite_name"], r["status"], r["n_units"], r["elapsed"], r["message"])
         table.add_row(*(escape(_cell(v)) for v in cells))

@@ -219,11 +219,12 @@ def write_report(store: Store, run_id: str, out_dir: str | Path) -> tuple[Path, 
     Returns the two paths (HTML, JSON). The JSON is strict (``allow_nan=False``).
     """
     from robustlab.report.html import render
+    from robustlab.store.location import writable_folder, write_private
 
     content = build_report(store, run_id)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(out_dir, "report folder")  # created 0700 if missing
     html_path, json_path = out / f"{run_id}.html", out / f"{run_id}.json"
-    json_path.write_text(json.dumps(content, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    html_path.write_text(render(content), encoding="utf-8")
+    # the report holds examples and failures: readable by its owner only, like the store
+    write_private(json_path, json.dumps(content, indent=1, allow_nan=False) + "\n")
+    write_private(html_path, render(content))
     return html_path, json_path

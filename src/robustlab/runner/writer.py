@@ -4,15 +4,21 @@ Units finishing within ``window`` seconds of each other are written in one trans
 commit): the writer wakes once per window rather than once per unit, so it takes the interpreter
 from the model far less often. Each unit is still all-or-nothing, so a killed run loses at most the
 units of the last window, which a rerun recomputes.
+
+The writer also keeps the run's lease (:mod:`robustlab.store.lease`): every write renews its
+heartbeat, and while no unit finishes it renews it every ``heartbeat`` seconds, so a run killed
+at any moment shows as interrupted once the lease lapses (at once on the same host).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from typing import Any
 
 from robustlab.store import Store
+from robustlab.store.lease import HEARTBEAT
 
 Item = tuple[str, str, Any, float, str | None]  # key, description, rows, seconds, error
 
@@ -21,12 +27,18 @@ class UnitWriter:
     """Context manager owning a writer thread; ``put`` a finished unit, exit flushes everything."""
 
     def __init__(
-        self, store: Store, run_id: str, max_batch: int = 64, window: float = 0.25
+        self,
+        store: Store,
+        run_id: str,
+        max_batch: int = 64,
+        window: float = 0.25,
+        heartbeat: float = HEARTBEAT,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.max_batch = max_batch
         self.window = window
+        self.heartbeat = heartbeat
         self._q: queue.Queue[Item | None] = queue.Queue()
         self._error: BaseException | None = None
         self._closing = threading.Event()
@@ -44,7 +56,11 @@ class UnitWriter:
     def _loop(self) -> None:
         stop = False
         while not stop:
-            item = self._q.get()  # the one wake-up per window
+            try:
+                item = self._q.get(timeout=self.heartbeat)  # the one wake-up per window
+            except queue.Empty:  # no unit finished for a while: renew the lease
+                self._beat()
+                continue
             if item is None:
                 break
             batch: list[Item] = [item]
@@ -65,6 +81,12 @@ class UnitWriter:
                     self.store.write_units(self.run_id, batch)
                 except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                     self._error = e
+
+    def _beat(self) -> None:
+        # a missed beat only ages the lease; a store that cannot be written fails the next write
+        if self._error is None:
+            with contextlib.suppress(Exception):
+                self.store.heartbeat(self.run_id)
 
     def __exit__(self, *exc: object) -> None:
         self._closing.set()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -81,23 +82,23 @@ def resolve(location: str | Path) -> str:
     return f"sqlite:///{p}"
 
 
-def _private_folders(folder: Path) -> None:
+def _private_folders(folder: Path, what: str = "store folder") -> None:
     """Create ``folder`` and its missing parents with mode 0700 (existing ones are untouched)."""
     missing = []
     for d in (folder, *folder.parents):
         if d.is_dir():
             break
         if d.exists() or d.is_symlink():
-            raise StoreError(f"cannot create store folder {folder}: {d} is a file, not a folder")
+            raise StoreError(f"cannot create {what} {folder}: {d} is a file, not a folder")
         missing.append(d)
     for d in reversed(missing):
         try:
             d.mkdir(mode=0o700)
         except FileExistsError:
             if not d.is_dir():
-                raise StoreError(f"cannot create store folder {folder}: {d} is a file") from None
+                raise StoreError(f"cannot create {what} {folder}: {d} is a file") from None
         except OSError as e:
-            raise StoreError(f"cannot create store folder {d}: {_why(e, d.parent)}") from None
+            raise StoreError(f"cannot create {what} {d}: {_why(e, d.parent)}") from None
 
 
 def _why(e: OSError, parent: Path) -> str:
@@ -106,3 +107,23 @@ def _why(e: OSError, parent: Path) -> str:
     if e.errno == errno.ENOTDIR:
         return f"a part of {parent} is a file, not a folder"
     return e.strerror or str(e)
+
+
+def writable_folder(folder: str | Path, what: str = "folder") -> Path:
+    """``folder``, created (``0700``) if missing, after checking that files can be written in it;
+    else a :class:`~robustlab.core.errors.StoreError` naming it (checked before a run starts)."""
+    p = Path(folder).expanduser().absolute()
+    _private_folders(p, what)
+    try:
+        tempfile.TemporaryFile(dir=p).close()
+    except OSError as e:
+        raise StoreError(f"{what} {p} is not writable ({e.strerror or e})") from None
+    return p
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (``0600``, also when replacing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
