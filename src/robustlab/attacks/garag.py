@@ -38,6 +38,7 @@ from robustlab.attacks.text import TextAttackResult
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 
 
 def non_dominated_ranks(f: torch.Tensor) -> torch.Tensor:
@@ -94,6 +95,7 @@ class GARAG:
 
     modality = "rag"
     threat = "edit"
+    level_domain = EDIT_RATE  # the share of words edited
 
     def __init__(self, population: int = 8, generations: int = 4, mutation: float = 0.4,
                  retrieval: str = "lower", max_queries: int | None = None) -> None:  # fmt: skip

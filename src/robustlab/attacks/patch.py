@@ -27,7 +27,7 @@ from robustlab.attacks.square import _window
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, ThreatModel
+from robustlab.core.types import AttackResult, Levels, ThreatModel
 
 
 def patch_side(eps: float, h: int, w: int) -> int:
@@ -68,6 +68,7 @@ def apply_patch(x: torch.Tensor, patch: torch.Tensor, pos: torch.Tensor) -> torc
 
 class _PatchBase:
     threat = "patch"  # not an Lp ball: checked in tests/test_vision_attacks.py
+    level_domain = Levels(0, 1, what="patch area fraction")
 
     def _setup(self, model: Any, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, name: str):
         require_grad(model, name)

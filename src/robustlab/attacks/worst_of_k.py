@@ -25,7 +25,7 @@ from robustlab.attacks.square import margin
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks, perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, ThreatModel
+from robustlab.core.types import AttackResult, Levels, ThreatModel
 
 
 @attacks.register("worst_of_k")
@@ -49,6 +49,12 @@ class WorstOfK:
         self.high = high
         self.grid = grid
         self.params = params
+
+    @staticmethod
+    def level_domain(perturbation: str = "brightness", params: dict[str, Any] | None = None,
+                     **_: Any) -> Levels | None:  # fmt: skip
+        """A level is the largest severity tried: the perturbation's own level domain."""
+        return perturbations.levels(perturbation, params)
 
     def severities(self, n: int, threat: ThreatModel, rng: ExampleRNG) -> torch.Tensor:
         """Candidate severities ``[n, k]`` (the same grid for every example, or random draws)."""

@@ -256,13 +256,15 @@ class Levels:
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a finite number"
+        lo, hi = _num(self.lo), _num(self.hi)
         if self.lo == -math.inf and self.hi == math.inf:
             return kind
         if self.hi == math.inf:
-            return f"{kind} {'>' if self.lo_open else '>='} {self.lo:g}"
+            return f"{kind} {'>' if self.lo_open else '>='} {lo}"
         if self.lo == -math.inf:
-            return f"{kind} {'<' if self.hi_open else '<='} {self.hi:g}"
-        return f"{kind} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"  # fmt: skip
+            return f"{kind} {'<' if self.hi_open else '<='} {hi}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"{kind} in {left}{lo}, {hi}{right}"
 
     def contains(self, v: Any) -> bool:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
@@ -281,3 +283,15 @@ class Levels:
                     f"{what}: level {i} ({v!r}) is outside its domain: the {self.what} must be "
                     f"{self.describe()}"
                 )
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if math.isfinite(v) and v == int(v) else f"{v:g}"
+
+
+EDIT_RATE = Levels(0, 1, what="edit rate")
+"""Levels of text perturbations and text/RAG attacks: the share of words edited."""
+VARIANT = Levels(0, SEED_MAX, integer=True, what="variant number")
+"""Levels that number variants (0 = unchanged; each number seeds one variant)."""
+WORD_EDITS = Levels(0, 10_000, integer=True, what="word-edit budget")
+"""Levels of ranking attacks: how many words may be edited."""

@@ -26,6 +26,7 @@ from robustlab.attacks.ranking import RankAttackResult, words
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import WORD_EDITS
 
 
 def pick_target(scores: torch.Tensor, rel: list[float], target_rank: int) -> tuple[int, int]:
@@ -45,6 +46,7 @@ def _rank(scores: torch.Tensor, i: int) -> int:
 class _DocAttack:
     target = "document"
     modality = "ranking"
+    level_domain = WORD_EDITS
 
     def __init__(self, target_rank: int = 50) -> None:
         self.target_rank = target_rank

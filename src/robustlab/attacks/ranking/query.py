@@ -24,6 +24,7 @@ import torch
 from robustlab.attacks.ranking import RankAttackResult, words
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import WORD_EDITS
 from robustlab.models.rankers import score_many
 from robustlab.perturbations.text.words import typo_word
 
@@ -46,6 +47,7 @@ class QueryAttack:
 
     target = "query"
     modality = "ranking"
+    level_domain = WORD_EDITS
 
     def __init__(self, typos: int = 2, synonyms: int = 4) -> None:
         self.typos = typos

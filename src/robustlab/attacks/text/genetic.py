@@ -42,6 +42,7 @@ from robustlab.attacks.text.textfooler import within
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 
 
 @attacks.register("genetic")
@@ -50,6 +51,7 @@ class Genetic:
 
     modality = "text"
     threat = "edit"
+    level_domain = EDIT_RATE  # the share of words edited
 
     def __init__(
         self,

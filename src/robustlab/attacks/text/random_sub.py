@@ -34,6 +34,7 @@ from robustlab.attacks.text.textfooler import within
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 
 
 @attacks.register("random-substitution")
@@ -42,6 +43,7 @@ class RandomSubstitution:
 
     modality = "text"
     threat = "edit"
+    level_domain = EDIT_RATE  # the share of words edited
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ from robustlab.attacks.text.common import (
 )
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 
 
 def within(owner: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,7 @@ class TextFooler:
 
     modality = "text"
     threat = "edit"
+    level_domain = EDIT_RATE  # the share of words edited
 
     def __init__(
         self,

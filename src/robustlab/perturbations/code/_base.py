@@ -10,6 +10,7 @@ from typing import Any
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.rng import ExampleRNG, seed_from
+from robustlab.core.types import VARIANT
 
 
 class Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -26,6 +27,7 @@ class CodeTransform:
 
     modality = "code"
     family = "code"
+    level_domain = VARIANT
     severities: tuple[float, ...] = (1, 2, 3, 4, 5)
 
     def transform(self, p: dict[str, Any], r: random.Random) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import Levels
 from robustlab.perturbations.base import check_images, param_at
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as cv2's RGB2GRAY and JPEG
@@ -245,6 +246,7 @@ class Corruption:
 
     modality = "image"
     severities: tuple[float, ...] = (1, 2, 3, 4, 5)
+    level_domain = Levels(0, 5, what="severity")  # 0 = identity; fractions interpolate the table
     table: tuple[tuple[float, ...], ...] = ()
     identity: tuple[float, ...] = ()
     # copy strided inputs (e.g. a permuted HWC batch) to NCHW first: set where measured faster

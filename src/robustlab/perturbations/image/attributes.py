@@ -24,6 +24,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import Levels
 from robustlab.perturbations.base import check_images
 from robustlab.perturbations.image._ops import draw, gaussian_filter, luma
 from robustlab.perturbations.image.geometric import _severity, affine_warp
@@ -111,6 +112,7 @@ class ObjectScale(_Move):
     """Scale the object about its centroid by ``1 + severity`` (-0.3: 70% of its size)."""
 
     severities = (-0.1, -0.2, -0.3, -0.4, -0.5)
+    level_domain = Levels(-1, lo_open=True, what="severity (scale factor - 1)")
 
     def warp(self, s: torch.Tensor, b: int, h: int, w: int) -> tuple[torch.Tensor, ...]:
         if bool((s <= -1).any()):
@@ -151,6 +153,7 @@ class BackgroundSwap(_Edit):
     or ``noise`` (white noise)."""
 
     severities = (0.2, 0.4, 0.6, 0.8, 1.0)
+    level_domain = Levels(0, 1, what="blend weight")
 
     def __init__(self, threshold: float = 0.1, kind: str = "texture", smooth: float = 2.0) -> None:
         super().__init__(threshold)

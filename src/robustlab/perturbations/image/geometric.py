@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import Levels
 from robustlab.perturbations.base import check_images
 
 PADDING = ("zeros", "border", "reflection")
@@ -117,6 +118,7 @@ class Scale(_Transform):
     """Scale about the centre by the factor ``1 + severity`` (-0.3: shrink to 70%; 0.5: 150%)."""
 
     severities = (-0.1, -0.2, -0.3, -0.4, -0.5)
+    level_domain = Levels(-1, lo_open=True, what="severity (scale factor - 1)")
 
     def apply(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         if bool((s <= -1).any()):
@@ -132,6 +134,7 @@ class BrightnessShift(_Transform):
     """Add ``severity`` (in [-1, 1]) to every pixel, clipped to [0, 1]."""
 
     severities = (0.1, 0.2, 0.3, 0.4, 0.5)
+    level_domain = Levels(-1, 1, what="brightness shift")
 
     def apply(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return x + s.to(x.dtype).view(-1, 1, 1, 1)

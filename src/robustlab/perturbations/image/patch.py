@@ -16,13 +16,17 @@ Example::
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import Levels
 from robustlab.perturbations.base import check_images
+
+EDIT_RATE_PATCHES = Levels(0, 1, what="fraction of patches")
 
 
 @perturbations.register("patch_corruption")
@@ -42,6 +46,11 @@ class PatchCorruption:
         self.corruption_severity = corruption_severity
         self.patch_size = patch_size
         self.count = count
+
+    @staticmethod
+    def level_domain(count: bool = False, **_: Any) -> Levels:
+        """A fraction of the patches in [0, 1], or (``count``) a whole number of patches."""
+        return Levels(0, integer=True, what="patch count") if count else EDIT_RATE_PATCHES
 
     @property
     def severities(self) -> tuple[float, ...]:

@@ -31,6 +31,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 from robustlab.perturbations.text import SEVERITIES, check_texts
 
 _BOUNDARY = re.compile(r"(?<=[.!?])\s+")
@@ -80,6 +81,7 @@ class Dilution:
     """Insert distractor sentences worth ``severity`` x the text's words (see module doc)."""
 
     modality = "text"
+    level_domain = EDIT_RATE
     severities = SEVERITIES
 
     def __init__(self, source: str = "wordnet", sentences: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ import re
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 from robustlab.perturbations.text import SEVERITIES, check_texts
 
 
@@ -59,6 +60,7 @@ class Names:
     """Replace person names (bundled lists, same gender / surnames) consistently within a text."""
 
     modality = "text"
+    level_domain = EDIT_RATE
     severities = SEVERITIES
 
     def __call__(self, x: list[str], severity: float, rng: ExampleRNG) -> list[str]:
@@ -111,6 +113,7 @@ class Numbers:
     """Change a share ``severity`` of the numbers by a random factor in ``[1-spread, 1+spread]``."""
 
     modality = "text"
+    level_domain = EDIT_RATE
     severities = SEVERITIES
 
     def __init__(self, spread: float = 0.5, years: bool = False) -> None:

@@ -27,6 +27,7 @@ import torch
 
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 from robustlab.perturbations.text import check_texts, draws, match_case
 
 LAY_TERMS = {
@@ -43,6 +44,7 @@ _BLANK = "___"
 
 class _Failsafe:
     modality = "text"
+    level_domain = EDIT_RATE
     severities: tuple[float, ...] = (0.1, 0.3, 0.5)
     field = "question"
     answerable = True

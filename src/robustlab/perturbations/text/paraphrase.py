@@ -22,6 +22,7 @@ from typing import Any
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models, perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import SEED_MAX, Levels
 
 PROMPT = (
     "Rewrite the following text with different words but exactly the same meaning. "
@@ -34,6 +35,7 @@ class Paraphrase:
     """LLM paraphrase of each text (severity 1 greedy; s >= 2 sampled variants), cached."""
 
     modality = "text"
+    level_domain = Levels(0, SEED_MAX, integer=True, what="paraphrase variant")  # 1 greedy
     severities = (1, 2, 3)
 
     def __init__(self, model: str = "smollm2-135m", max_tokens: int = 48) -> None:

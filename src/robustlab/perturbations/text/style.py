@@ -24,6 +24,7 @@ import re
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 from robustlab.perturbations.text import SEVERITIES, check_texts, match_case
 from robustlab.perturbations.text.words import _WordEdit, split_word
 
@@ -106,6 +107,7 @@ class Contractions:
     """Expand or contract a share ``severity`` of the contractible phrases (see module doc)."""
 
     modality = "text"
+    level_domain = EDIT_RATE
     severities = SEVERITIES
 
     def __init__(self, direction: str = "both") -> None:

@@ -20,6 +20,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import EDIT_RATE
 from robustlab.perturbations.text import SEVERITIES, WordDraws, check_texts, draws, match_case
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -70,6 +71,7 @@ class _WordEdit:
     the whole text by :meth:`edit`. Only the picked words' draws leave the tensor."""
 
     modality = "text"
+    level_domain = EDIT_RATE
     severities = SEVERITIES
     per_word = 1
 
@@ -153,6 +155,7 @@ class LocalShuffle:
     the other words keep their keys ``j``, so they only move to let the picked words pass)."""
 
     modality = "text"
+    level_domain = EDIT_RATE
     severities = SEVERITIES
 
     def __init__(self, window: int = 3) -> None:
