@@ -39,7 +39,8 @@ def test_rerank_orders_head_by_second_stage(small):
     e = small.x[0]
     order = torch.argsort(rr.scores(e["query"], e["docs"]), descending=True, stable=True)
     head = torch.argsort(bm25.scores(e["query"], e["docs"]), descending=True, stable=True)[:5]
-    s2 = lex.scores(e["query"], [e["docs"][i] for i in head])
+    # the head is re-scored with the statistics of the whole list, not of the 5 head documents
+    s2 = lex.fit_collection(e["docs"]).scores(e["query"], [e["docs"][i] for i in head])
     assert order[:5].tolist() == head[torch.argsort(s2, descending=True, stable=True)].tolist()
     assert set(order[5:].tolist()) == set(range(len(e["docs"]))) - set(head.tolist())
 
@@ -73,7 +74,9 @@ def test_http_ranker_against_loopback_server(small):
         r = models.create("http-ranker", {"url": f"http://127.0.0.1:{server.server_port}/rank"})
         x = [small.x[0], {**small.x[1], "query": "boom"}, {**small.x[2], "query": "short"}]
         ev = tasks.create("ranking").evaluate(r, x, small.y[:3])
-        direct = tasks.create("ranking").evaluate(_Handler.ranker, small.x[:1], small.y[:1])
+        # the service sees only the candidate list, so it ranks with that list's statistics
+        own = [{**small.x[0], "corpus": None}]
+        direct = tasks.create("ranking").evaluate(models.create("bm25"), own, small.y[:1])
         assert ev.error[0] is None and ev.correct[0] == direct.correct[0]
         assert "HTTP 500" in ev.error[1] and "19 scores for 20 documents" in ev.error[2]
         assert np.isnan(ev.correct[1].item()) and np.isnan(ev.correct[2].item())

@@ -42,7 +42,15 @@ def prepare(model: Any, x: list[dict[str, Any]]) -> None:
     """Let a ranker pre-compute what it needs for these documents (dense embeddings) at once.
 
     ``prepare(docs, persist=True)`` is optional for rankers; ``persist`` marks a corpus worth caching
-    on disk (attacks pass ``persist=False`` for their one-off variants)."""
+    on disk (attacks pass ``persist=False`` for their one-off variants). Rankers with collection
+    statistics (``fit_collection``: BM25, LTR, re-rankers) get the examples' ``corpus`` (the whole
+    collection, not the candidate list they score), or ``None`` (each list is its own collection)."""
+    if hasattr(model, "fit_collection"):
+        corpora = {id(e["corpus"]): e["corpus"] for e in x if e.get("corpus") is not None}
+        if len(corpora) > 1:  # examples over several collections: their union
+            model.fit_collection(list(dict.fromkeys(d for c in corpora.values() for d in c)))
+        else:
+            model.fit_collection(next(iter(corpora.values()), None))
     if hasattr(model, "prepare"):
         docs = {id(e["docs"]): e["docs"] for e in x}
         model.prepare([d for ds in docs.values() for d in ds])

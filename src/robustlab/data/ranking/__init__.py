@@ -1,7 +1,9 @@
 """Ranking collections: examples ``{"query", "docs", "doc_ids", "qid", "n_rel"}`` with relevance lists.
 
 ``docs`` of examples over one corpus is the *same* list object (candidate lists share the document
-strings), so rankers index a corpus once (their caches key on the list's identity).
+strings), so rankers index a corpus once (their caches key on the list's identity). ``corpus`` is the
+whole collection (one shared list): rankers take collection statistics (BM25's N, df, avgdl) from
+it, not from a query's candidate list.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def build_examples(
             cand_ids = [d for d in candidates.get(qid, []) if d in pos]
             docs = [texts[pos[d]] for d in cand_ids]
         x.append({"query": text, "docs": docs, "doc_ids": cand_ids, "qid": qid, "n_rel": len(rel),
-                  "ideal": sorted(rel.values(), reverse=True)})  # fmt: skip
+                  "ideal": sorted(rel.values(), reverse=True), "corpus": texts})  # fmt: skip
         y.append([float(rel.get(d, 0.0)) for d in cand_ids])
     norel = sum(1 for e in x if e["n_rel"] == 0)
     if norel:

@@ -3,7 +3,9 @@
 Features of a (query, document) pair, computed for a whole candidate list with sparse products:
 BM25, BM25 / max BM25 of the list, TF-IDF cosine, log document length, query length, number and
 share of distinct query terms in the document, log(1 + summed query-term frequency). Statistics
-come from the candidate list, as for :mod:`~robustlab.models.rankers.bm25`. The registered ``ltr``
+(N, df, avgdl) come from the collection given to :meth:`LTRRanker.fit_collection` (the ranking task
+passes the examples' ``corpus``), as for :mod:`~robustlab.models.rankers.bm25`; training fits them
+to the training data's corpus. The registered ``ltr``
 model is trained on the *train* queries of ``bbc-known-item`` (in-domain) with the replicate as
 LightGBM's seed (row/feature subsampling), so replicates measure the variance across training
 seeds (S1 task 1). Trained boosters are cached under ``cache_dir()/ltr``.
@@ -40,12 +42,17 @@ class FeatureExtractor:
     def __init__(self) -> None:
         self.bm25 = BM25Ranker()
 
+    def fit_collection(self, corpus: Sequence[str] | None) -> FeatureExtractor:
+        """Collection statistics (N, df, avgdl) for the BM25 and TF-IDF features."""
+        self.bm25.fit_collection(corpus)
+        return self
+
     def __call__(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
         idx, w = self.bm25.weights(docs)
         q = idx.queries(queries)
-        n = max(len(docs), 1)
+        n, df = self.bm25.doc_freq(idx)
         bm25 = np.asarray((q @ w).todense())
-        idf = np.log((n + 1) / (idx.df + 1)) + 1
+        idf = np.log((max(n, 1) + 1) / (df + 1)) + 1
         dv = idx.tf.multiply(idf[None, :]).tocsr()
         dnorm = np.sqrt(np.asarray(dv.multiply(dv).sum(1)).ravel()) + 1e-12
         qv = q.multiply(idf[None, :]).tocsr()
@@ -81,6 +88,10 @@ class LTRRanker:
         self.features = FeatureExtractor()
         self.capabilities = Capabilities(grad=False, batch=True, probs_only=True)
 
+    def fit_collection(self, corpus: Sequence[str] | None) -> LTRRanker:
+        self.features.fit_collection(corpus)
+        return self
+
     def score_many(self, queries: Sequence[str], docs: Sequence[str]) -> torch.Tensor:
         if not len(docs) or not len(queries):
             return torch.zeros(len(queries), len(docs), dtype=torch.float64)
@@ -101,6 +112,7 @@ def _training_set(n_queries: int | None, depth: int) -> tuple[np.ndarray, np.nda
     fx = FeatureExtractor()
     xs, ys, groups = [], [], []
     for e, rel in zip(data.x, data.y, strict=True):
+        fx.fit_collection(e.get("corpus"))
         docs, labels = e["docs"][:depth], rel[:depth]
         if not docs or max(labels) <= 0:
             continue  # queries whose relevant document the first stage missed teach nothing
@@ -115,8 +127,9 @@ def train_ltr(seed: int = 0, n_queries: int | None = None, depth: int = 50,
     """Train (or load from the cache) LambdaMART on the BBC train queries; returns the booster."""
     import lightgbm as lgb
 
+    # v2: features use collection statistics (v1 used each candidate list's own)
     key = {"seed": seed, "n": n_queries, "depth": depth, "trees": n_estimators,
-           "leaves": num_leaves, "features": FEATURES, "v": 1}  # fmt: skip
+           "leaves": num_leaves, "features": FEATURES, "v": 2}  # fmt: skip
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "ltr" / f"lambdamart-{h}.txt"
     if path.is_file():

@@ -3,7 +3,9 @@
 Scores are rank-based so any two rankers combine: the top ``depth`` documents of the first stage get
 ``2 depth - r2`` (``r2`` their rank under the second ranker, 1-based), the rest ``-r1`` (their
 first-stage rank), so the final order is the second ranker's order on the head, then the first
-stage's. Example: BM25 retrieves, MiniLM re-ranks the top 20::
+stage's. The second stage scores the head with the collection's statistics (the corpus given to
+:meth:`ReRanker.fit_collection`, else the whole list being ranked), never the head's own: BM25
+re-ranking BM25's top 20 reproduces BM25's order. Example: BM25 retrieves, MiniLM re-ranks the top 20::
 
     r = models.create("rerank", {"first": "bm25", "second": "minilm", "depth": 20})
 """
@@ -29,7 +31,17 @@ class ReRanker:
         if depth < 1:
             raise ConfigError(f"rerank depth must be >= 1, got {depth}")
         self.first, self.second, self.depth = first, second, depth
+        self.corpus: Sequence[str] | None = None
         self.capabilities = Capabilities(grad=False, batch=True, probs_only=True)
+
+    def fit_collection(self, corpus: Sequence[str] | None) -> ReRanker:
+        """Collection statistics (BM25's N, df, avgdl) for both stages; ``None``: the list being
+        ranked is the collection."""
+        self.corpus = corpus
+        for m in (self.first, self.second):
+            if hasattr(m, "fit_collection"):
+                m.fit_collection(corpus)
+        return self
 
     def prepare(self, docs: Sequence[str], persist: bool = True) -> None:
         for m in (self.first, self.second):
@@ -46,6 +58,8 @@ class ReRanker:
         rank1 = torch.empty_like(order1)
         rank1.scatter_(1, order1, torch.arange(1, n + 1).expand_as(order1).contiguous())
         out = -rank1.double()
+        if hasattr(self.second, "fit_collection"):  # the head is re-scored with the statistics of
+            self.second.fit_collection(self.corpus if self.corpus is not None else docs)  # the list
         for i, q in enumerate(queries):  # the head differs per query: one second-stage call each
             head = order1[i, :d].tolist()
             s2 = score_many(self.second, [q], [docs[j] for j in head])[0]
