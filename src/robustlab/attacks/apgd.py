@@ -26,7 +26,7 @@ from robustlab.attacks.base import Goal, Misclassified, check_inputs, require_gr
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, ThreatModel
+from robustlab.core.types import AttackResult, PositiveInt, ThreatModel
 
 __all__ = ["APGD", "APGDT", "apgd_run", "checkpoints", "dlr_loss"]
 
@@ -51,7 +51,11 @@ class APGD(_APGDBase):
     for the examples not yet fooled (each restart draws a new random start)."""
 
     def __init__(
-        self, loss: str = "ce", steps: int = 100, restarts: int = 1, early_stop: bool = True
+        self,
+        loss: str = "ce",
+        steps: PositiveInt = 100,
+        restarts: PositiveInt = 1,
+        early_stop: bool = True,
     ) -> None:
         self.loss = loss
         self.steps = steps
@@ -88,7 +92,11 @@ class APGDT(_APGDBase):
     name = "apgd_t"
 
     def __init__(
-        self, loss: str = "dlr", steps: int = 100, n_targets: int = 9, early_stop: bool = True
+        self,
+        loss: str = "dlr",
+        steps: PositiveInt = 100,
+        n_targets: PositiveInt = 9,
+        early_stop: bool = True,
     ) -> None:
         self.loss = loss
         self.steps = steps

@@ -33,7 +33,7 @@ from robustlab.attacks.fab_core import fab_run
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, ThreatModel, lp_norm
+from robustlab.core.types import AttackResult, Positive, PositiveInt, Rate, ThreatModel, lp_norm
 
 
 @attacks.register("fab")
@@ -47,12 +47,12 @@ class FAB:
 
     def __init__(
         self,
-        steps: int = 100,
-        restarts: int = 1,
-        n_targets: int | None = None,
-        alpha_max: float = 0.1,
-        eta: float = 1.05,
-        beta: float = 0.9,
+        steps: PositiveInt = 100,
+        restarts: PositiveInt = 1,
+        n_targets: PositiveInt | None = None,
+        alpha_max: Positive = 0.1,
+        eta: Positive = 1.05,
+        beta: Rate = 0.9,
         minimize: bool = True,
     ) -> None:
         self.steps = steps

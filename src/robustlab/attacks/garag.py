@@ -38,7 +38,7 @@ from robustlab.attacks.text import TextAttackResult
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import EDIT_RATE
+from robustlab.core.types import EDIT_RATE, PositiveInt, Rate
 
 
 def non_dominated_ranks(f: torch.Tensor) -> torch.Tensor:
@@ -97,8 +97,8 @@ class GARAG:
     threat = "edit"
     level_domain = EDIT_RATE  # the share of words edited
 
-    def __init__(self, population: int = 8, generations: int = 4, mutation: float = 0.4,
-                 retrieval: str = "lower", max_queries: int | None = None) -> None:  # fmt: skip
+    def __init__(self, population: PositiveInt = 8, generations: PositiveInt = 4, mutation: Rate = 0.4,
+                 retrieval: str = "lower", max_queries: PositiveInt | None = None) -> None:  # fmt: skip
         self.population, self.generations = population, generations
         self.mutation, self.retrieval, self.max_queries = mutation, retrieval, max_queries
 

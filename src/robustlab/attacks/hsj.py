@@ -26,7 +26,7 @@ from robustlab.attacks.base import Goal, Misclassified, check_inputs
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, ThreatModel, lp_norm
+from robustlab.core.types import AttackResult, Positive, PositiveInt, ThreatModel, lp_norm
 
 
 @attacks.register("hsj")
@@ -36,11 +36,11 @@ class HopSkipJump:
 
     def __init__(
         self,
-        steps: int = 40,
-        init_evals: int = 100,
-        max_evals: int = 1000,
-        init_trials: int = 50,
-        gamma: float = 1.0,
+        steps: PositiveInt = 40,
+        init_evals: PositiveInt = 100,
+        max_evals: PositiveInt = 1000,
+        init_trials: PositiveInt = 50,
+        gamma: Positive = 1.0,
         batch_size: int = 4096,
     ) -> None:
         self.steps = steps

@@ -27,7 +27,7 @@ from robustlab.attacks.square import _window
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, Levels, ThreatModel
+from robustlab.core.types import AttackResult, Levels, Positive, PositiveInt, ThreatModel
 
 
 def patch_side(eps: float, h: int, w: int) -> int:
@@ -92,7 +92,9 @@ class AdversarialPatch(_PatchBase):
     """Per-example patch: ``steps`` signed-gradient steps of ``step_size`` (relative to the domain
     range) from a random patch; an example stops when fooled."""
 
-    def __init__(self, steps: int = 100, step_size: float = 0.05, location: str = "random") -> None:
+    def __init__(
+        self, steps: PositiveInt = 100, step_size: Positive = 0.05, location: str = "random"
+    ) -> None:
         self.steps = steps
         self.step_size = step_size
         self.location = location
@@ -144,7 +146,9 @@ class UniversalPatch(_PatchBase):
     ``"random"`` (expectation over transformations). Without ``fit`` the patch is trained on the
     attacked batch itself, so results depend on the batch (by design of a universal attack)."""
 
-    def __init__(self, steps: int = 100, step_size: float = 0.02, location: str = "random") -> None:
+    def __init__(
+        self, steps: PositiveInt = 100, step_size: Positive = 0.02, location: str = "random"
+    ) -> None:
         self.steps = steps
         self.step_size = step_size
         self.location = location

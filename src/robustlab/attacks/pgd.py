@@ -24,7 +24,7 @@ from robustlab.attacks.steps import steepest_step
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, ThreatModel
+from robustlab.core.types import AttackResult, Positive, PositiveInt, ThreatModel
 
 
 @attacks.register("pgd")
@@ -43,9 +43,9 @@ class PGD:
 
     def __init__(
         self,
-        steps: int = 10,
-        step_size: float | None = None,
-        restarts: int = 1,
+        steps: PositiveInt = 10,
+        step_size: Positive | None = None,
+        restarts: PositiveInt = 1,
         random_start: bool = True,
         early_stop: bool = True,
     ) -> None:

@@ -27,7 +27,7 @@ from robustlab.attacks.base import Goal, Misclassified, Targeted, check_inputs
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, ThreatModel
+from robustlab.core.types import AttackResult, PositiveInt, Rate, ThreatModel
 
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
              (6000, 128), (8000, 256))  # fmt: skip
@@ -161,7 +161,7 @@ class Square:
     """Square Attack with ``n_queries`` iterations and initial fraction ``p_init`` (0.8 as in
     AutoAttack)."""
 
-    def __init__(self, n_queries: int = 5000, p_init: float = 0.8) -> None:
+    def __init__(self, n_queries: PositiveInt = 5000, p_init: Rate = 0.8) -> None:
         self.n_queries = n_queries
         self.p_init = p_init
 

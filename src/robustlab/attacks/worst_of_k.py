@@ -25,7 +25,7 @@ from robustlab.attacks.square import margin
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks, perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import AttackResult, Levels, ThreatModel
+from robustlab.core.types import AttackResult, Levels, PositiveInt, ThreatModel
 
 
 @attacks.register("worst_of_k")
@@ -37,7 +37,7 @@ class WorstOfK:
     def __init__(
         self,
         perturbation: str = "brightness",
-        k: int = 10,
+        k: PositiveInt = 10,
         low: float = 0.0,
         high: float | None = None,
         grid: bool = True,

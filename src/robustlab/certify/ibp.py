@@ -24,7 +24,7 @@ from robustlab.certify.ibp_graph import SUPPORTED, Box, propagate, trace
 from robustlab.core.errors import CapabilityError
 from robustlab.core.registry import certifiers
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import Certificate
+from robustlab.core.types import Certificate, NonNegative
 
 __all__ = ["SUPPORTED", "Box", "IntervalBounds", "input_box", "interval_bounds", "margin_bounds",
            "chunk_rows", "normalize", "propagate", "spec_margins", "torch_parts", "trace"]  # fmt: skip
@@ -157,7 +157,7 @@ class IntervalBounds:
 
     norm = "inf"
 
-    def __init__(self, eps: float = 0.1, batch_size: int = 512) -> None:
+    def __init__(self, eps: NonNegative = 0.1, batch_size: int = 512) -> None:
         self.eps = eps
         self.batch_size = batch_size
 

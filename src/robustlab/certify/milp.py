@@ -29,7 +29,7 @@ from robustlab.certify.ibp import input_box
 from robustlab.certify.milp_chain import ReluChain, relu_chain
 from robustlab.core.registry import certifiers
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import Certificate
+from robustlab.core.types import Certificate, NonNegative, Positive
 
 ROBUST, COUNTEREXAMPLE, UNDECIDED = 0, 1, 2
 
@@ -188,7 +188,7 @@ class MILPVerifier:
 
     norm = "inf"
 
-    def __init__(self, eps: float = 0.1, time_limit: float = 30.0) -> None:
+    def __init__(self, eps: NonNegative = 0.1, time_limit: Positive = 30.0) -> None:
         self.eps = eps
         self.time_limit = time_limit
 

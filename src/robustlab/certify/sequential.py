@@ -36,7 +36,7 @@ from robustlab.certify.base import check_certify_inputs, require_int, require_po
 from robustlab.certify.smoothing import GaussianSmoothing, lower_confidence_bound
 from robustlab.core.registry import certifiers
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import Certificate
+from robustlab.core.types import Certificate, Fraction, Positive, PositiveInt
 
 
 def look_schedule(first: int, n: int) -> list[int]:
@@ -67,12 +67,12 @@ class SequentialSmoothing(GaussianSmoothing):
 
     def __init__(
         self,
-        sigma: float = 0.25,
-        n0: int = 100,
-        n: int = 100_000,
-        alpha: float = 0.001,
+        sigma: Positive = 0.25,
+        n0: PositiveInt = 100,
+        n: PositiveInt = 100_000,
+        alpha: Fraction = 0.001,
         radius: float = 0.5,
-        first: int = 64,
+        first: PositiveInt = 64,
         batch_size: int | str = "auto",
     ) -> None:
         super().__init__(sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=batch_size)

@@ -23,7 +23,7 @@ from robustlab.certify.smoothing_batch import BatchFeeder, choose
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import certifiers
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import Certificate
+from robustlab.core.types import Certificate, Fraction, Positive, PositiveInt
 
 # Noise is drawn per example in chunks of this many samples, so the noise an example sees does not
 # depend on ``batch_size``, on the batch it is in, or on its position in the batch.
@@ -97,10 +97,10 @@ class GaussianSmoothing:
 
     def __init__(
         self,
-        sigma: float = 0.25,
-        n0: int = 100,
-        n: int = 1000,
-        alpha: float = 0.001,
+        sigma: Positive = 0.25,
+        n0: PositiveInt = 100,
+        n: PositiveInt = 1000,
+        alpha: Fraction = 0.001,
         batch_size: int | str = "auto",
     ) -> None:
         self.sigma = sigma

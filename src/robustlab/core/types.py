@@ -295,3 +295,5 @@ VARIANT = Levels(0, SEED_MAX, integer=True, what="variant number")
 """Levels that number variants (0 = unchanged; each number seeds one variant)."""
 WORD_EDITS = Levels(0, 10_000, integer=True, what="word-edit budget")
 """Levels of ranking attacks: how many words may be edited."""
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+"""A proper fraction in (0, 1): a split share, a significance level."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustlab.core.registry import datasets
+from robustlab.core.types import PositiveInt
 from robustlab.data.base import Dataset
 
 
@@ -19,7 +20,7 @@ def _dataset(probs: list[dict[str, Any]], name: str) -> Dataset:
 
 
 @datasets.register("humaneval")
-def humaneval(partial: bool = False, limit: int | None = None) -> Dataset:
+def humaneval(partial: bool = False, limit: PositiveInt | None = None) -> Dataset:
     """HumanEval's 164 problems; ``partial`` = ReCode's partial-code prompts (Chen et al., 2021)."""
     from robustlab.code.problems import load_humaneval
 
@@ -27,7 +28,7 @@ def humaneval(partial: bool = False, limit: int | None = None) -> Dataset:
 
 
 @datasets.register("code-jsonl")
-def code_jsonl(path: str, partial: bool = False, limit: int | None = None) -> Dataset:
+def code_jsonl(path: str, partial: bool = False, limit: PositiveInt | None = None) -> Dataset:
     """Your HumanEval- or MBPP-format JSONL file (one problem per line, ``.gz`` allowed)."""
     from robustlab.code.problems import load_jsonl
 

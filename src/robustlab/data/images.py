@@ -22,7 +22,7 @@ import torch
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
-from robustlab.core.types import Domain
+from robustlab.core.types import Domain, PositiveInt, Rate
 from robustlab.data.base import Dataset
 
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -55,10 +55,10 @@ def _check_limit(limit: int | None, name: str) -> None:
 @datasets.register("fashion-mnist")
 def fashion_mnist(
     split: str = "test",
-    limit: int | None = None,
+    limit: PositiveInt | None = None,
     root: str = FASHION_ROOT,
     masks: bool = False,
-    mask_threshold: float = 0.1,
+    mask_threshold: Rate = 0.1,
 ) -> Dataset:
     """Fashion-MNIST (Xiao et al. 2017): 60,000 train / 10,000 test 28x28 grey images in [0, 1].
 
@@ -100,8 +100,8 @@ def fashion_mnist(
 def image_folder(
     root: str,
     size: int | list[int] = 64,
-    channels: int = 3,
-    limit: int | None = None,
+    channels: PositiveInt = 3,
+    limit: PositiveInt | None = None,
     masks: str | None = None,
 ) -> Dataset:
     """Your own images: ``root/<class name>/*.png|jpg|jpeg``, resized to ``size`` (an int or
@@ -195,7 +195,7 @@ def with_threshold_masks(d: Dataset, threshold: float = 0.1) -> Dataset:
 
 
 @datasets.register("object-masks")
-def object_masks(data: dict[str, Any], threshold: float = 0.1) -> Dataset:
+def object_masks(data: dict[str, Any], threshold: Rate = 0.1) -> Dataset:
     """Any registered image dataset (``data`` = ``{"name": ..., **params}``) with threshold-derived
     object masks in ``fields["mask"]``; e.g. ``{"name": "digits", "split": "test"}``."""
     if not isinstance(data, dict) or "name" not in data:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
-from robustlab.core.types import Domain
+from robustlab.core.types import Domain, PositiveInt
 from robustlab.data.base import Dataset
 
 # photo -> (ImageNet id, class name, ids also right)
@@ -67,7 +67,7 @@ def center_crop_resize(img: np.ndarray, size: int) -> torch.Tensor:
 
 
 @datasets.register("skimage-photos")
-def skimage_photos(size: int = 224, photos: list[str] | None = None) -> Dataset:
+def skimage_photos(size: PositiveInt = 224, photos: list[str] | None = None) -> Dataset:
     """The photos above as ``[N, 3, size, size]`` RGB in [0, 1] (central square crop, resized),
     labels = ImageNet-1k class ids. ``photos`` selects a subset by name (default: all six).
     Metadata: ``photo``, ``class_name``, ``accept`` (comma-separated ids also counted right)."""

@@ -34,6 +34,7 @@ from typing import Any
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
 from robustlab.core.rng import seed_from
+from robustlab.core.types import PositiveInt
 from robustlab.data.base import Dataset
 
 NUMBER = re.compile(r"(?<![\w$£€])[$£€]?\d[\d,]*(?:\.\d+)?(?:%|bn|m\b)?(?![\w])")
@@ -86,7 +87,9 @@ def qa_corpus(n_docs: int = 300, window: int = 3) -> tuple[list[str], list[str]]
 
 
 @datasets.register("bbc-qa")
-def bbc_qa(n: int | None = 60, n_docs: int = 300, window: int = 3) -> Dataset:
+def bbc_qa(
+    n: PositiveInt | None = 60, n_docs: PositiveInt = 300, window: PositiveInt = 3
+) -> Dataset:
     """BBC News cloze QA (numeric answers) with gold passages; corpus = ``qa_corpus(n_docs)``."""
     if n_docs < 1 or window < 1:
         raise ConfigError(f"bbc-qa needs n_docs >= 1 and window >= 1, got {n_docs}, {window}")

@@ -9,12 +9,12 @@ import torch
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
-from robustlab.core.types import Domain
+from robustlab.core.types import Domain, Fraction, Seed
 from robustlab.data.base import Dataset
 
 
 @datasets.register("digits")
-def digits(split: str = "test", test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def digits(split: str = "test", test_fraction: Fraction = 0.2, seed: Seed = 0) -> Dataset:
     """scikit-learn's 1,797 8x8 handwritten digits as [N, 1, 8, 8] images in [0, 1].
 
     The split is stratified and fixed by ``seed``. Metadata: ``label`` (the digit) and ``ink``

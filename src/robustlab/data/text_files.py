@@ -24,6 +24,7 @@ from typing import Any
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
+from robustlab.core.types import PositiveInt
 from robustlab.data.base import Dataset
 from robustlab.data.text import subset, text_dataset
 
@@ -168,8 +169,8 @@ def text_file(
     split: str | None = None,
     id_column: str | None = None,
     meta_columns: list[str] | None = None,
-    limit: int | None = None,
-    max_words: int | None = None,
+    limit: PositiveInt | None = None,
+    max_words: PositiveInt | None = None,
 ) -> Dataset:
     """Texts and labels from a CSV/TSV/JSONL/Parquet/Arrow file or a Hugging Face datasets folder."""
     where = f"text-file {path}"

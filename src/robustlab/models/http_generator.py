@@ -44,7 +44,14 @@ from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.paths import cache_dir
 from robustlab.core.registry import models
 from robustlab.core.rng import seed_from
-from robustlab.core.types import Capabilities
+from robustlab.core.types import (
+    Capabilities,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    PositiveInt,
+    Seed,
+)
 from robustlab.models.http_client import JSONClient
 from robustlab.models.http_pool import RequestPool
 from robustlab.models.http_usage import UsageMeter
@@ -64,16 +71,16 @@ class HTTPGenerator:
         chat: bool = True,
         system: str | None = None,
         api_key_env: str | None = None,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
+        max_tokens: PositiveInt = 256,
+        temperature: NonNegative = 0.0,
         stop: list[str] | None = None,
-        seed: int = 0,
+        seed: Seed = 0,
         extra: dict[str, Any] | None = None,
-        concurrency: int = 4,
-        timeout: float = 60.0,
-        retries: int = 3,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        concurrency: PositiveInt = 4,
+        timeout: Positive = 60.0,
+        retries: NonNegativeInt = 3,
+        backoff: NonNegative = 0.5,
+        max_backoff: NonNegative = 30.0,
         cache: str = "store",
         price_prompt_per_1k: float | None = None,
         price_completion_per_1k: float | None = None,

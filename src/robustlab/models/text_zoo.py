@@ -31,6 +31,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets, models
 from robustlab.core.rng import seed_from
+from robustlab.core.types import Positive, PositiveInt, Seed
 from robustlab.data.base import Dataset
 from robustlab.models.sklearn_adapter import SklearnClassifier
 from robustlab.models.text_embedding import check_texts
@@ -118,11 +119,11 @@ class TextPipelineClassifier(SklearnClassifier):
 def tfidf_logreg(
     dataset: str = "bbc-news",
     data_params: dict[str, Any] | None = None,
-    seed: int = 0,
+    seed: Seed = 0,
     version: int | None = None,
     train_fraction: float = 1.0,
-    C: float = 10.0,
-    ngram_max: int = 1,
+    C: Positive = 10.0,
+    ngram_max: PositiveInt = 1,
 ) -> Any:
     """TF-IDF + logistic regression (scikit-learn pipeline on raw text); trains in about a second."""
     frac = _fraction(train_fraction, version, "tfidf-logreg")
@@ -138,12 +139,12 @@ def tfidf_logreg(
 def minilm_logreg(
     dataset: str = "bbc-news",
     data_params: dict[str, Any] | None = None,
-    seed: int = 0,
+    seed: Seed = 0,
     version: int | None = None,
     train_fraction: float = 1.0,
-    max_length: int = 128,
-    epochs: int = 300,
-    lr: float = 0.05,
+    max_length: PositiveInt = 128,
+    epochs: PositiveInt = 300,
+    lr: Positive = 0.05,
 ) -> Any:
     """all-MiniLM-L6-v2 embeddings + a linear head (torch); embeddings and head cached on disk."""
     from robustlab.models.text_embedding import TextEmbeddingClassifier, fit_linear_head

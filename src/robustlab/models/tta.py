@@ -18,6 +18,7 @@ from typing import Any
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models
+from robustlab.core.types import Seed
 from robustlab.defenses.llm_tta import TTAClassifier
 
 
@@ -37,7 +38,7 @@ def llm_tta(
     aggregate: str = "mean",
     entropy_threshold: float | None = None,
     include_original: bool = True,
-    seed: int = 0,
+    seed: Seed = 0,
 ) -> TTAClassifier:
     """Test-time augmentation (S29) of the registered text classifier ``base`` over rewrites."""
     kwargs: dict[str, Any] = {}

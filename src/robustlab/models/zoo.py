@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from robustlab.core.registry import datasets, models
-from robustlab.core.types import Domain
+from robustlab.core.types import Domain, Positive, PositiveInt, Seed
 from robustlab.models.loading import load_model_file
 from robustlab.models.nets import MLP, SmallCNN
 from robustlab.models.torch_adapter import TorchClassifier
@@ -13,7 +13,9 @@ from robustlab.models.training import cached_module, train_classifier
 
 
 @models.register("digits-cnn")
-def digits_cnn(seed: int = 0, epochs: int = 20, width: int = 16) -> TorchClassifier:
+def digits_cnn(
+    seed: Seed = 0, epochs: PositiveInt = 20, width: PositiveInt = 16
+) -> TorchClassifier:
     """A BatchNorm CNN trained on scikit-learn digits (train split) in a few seconds; cached."""
     make = partial(SmallCNN, 1, 10, 8, width)
     train = partial(
@@ -25,7 +27,9 @@ def digits_cnn(seed: int = 0, epochs: int = 20, width: int = 16) -> TorchClassif
 
 
 @models.register("digits-mlp")
-def digits_mlp(seed: int = 0, epochs: int = 30, hidden: int = 64) -> TorchClassifier:
+def digits_mlp(
+    seed: Seed = 0, epochs: PositiveInt = 30, hidden: PositiveInt = 64
+) -> TorchClassifier:
     """A 2-hidden-layer ReLU MLP trained on scikit-learn digits (train split); cached."""
     make = partial(MLP, 64, hidden, 10)
     train = partial(
@@ -37,7 +41,7 @@ def digits_mlp(seed: int = 0, epochs: int = 30, hidden: int = 64) -> TorchClassi
 
 
 @models.register("digits-logreg")
-def digits_logreg(seed: int = 0, C: float = 1.0) -> object:
+def digits_logreg(seed: Seed = 0, C: Positive = 1.0) -> object:
     """scikit-learn logistic regression on digits (black-box: probabilities only)."""
     from sklearn.linear_model import LogisticRegression
 

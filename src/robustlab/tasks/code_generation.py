@@ -27,6 +27,7 @@ from robustlab.code.problems import check_program
 from robustlab.code.sandbox import Limits, Sandbox
 from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import tasks
+from robustlab.core.types import NonNegative, Positive, PositiveInt
 from robustlab.data.base import Dataset
 from robustlab.tasks.base import Evaluation, isolate, merge_list
 
@@ -57,10 +58,10 @@ class CodeGenerationTask:
 
     def __init__(
         self,
-        n: int = 1,
-        temperature: float = 0.0,
-        max_tokens: int = 300,
-        timeout: float = 5.0,
+        n: PositiveInt = 1,
+        temperature: NonNegative = 0.0,
+        max_tokens: PositiveInt = 300,
+        timeout: Positive = 5.0,
         workers: int | None = None,
         style: str = "complete",
     ) -> None:

@@ -26,7 +26,7 @@ from robustlab.attacks.ranking import RankAttackResult, words
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import WORD_EDITS
+from robustlab.core.types import WORD_EDITS, PositiveInt
 
 
 def pick_target(scores: torch.Tensor, rel: list[float], target_rank: int) -> tuple[int, int]:
@@ -85,7 +85,7 @@ class _DocAttack:
 class DocAttack(_DocAttack):
     """Black-box greedy word insertion promoting a non-relevant document (budget = words inserted)."""
 
-    def __init__(self, target_rank: int = 50, max_words: int = 12) -> None:
+    def __init__(self, target_rank: PositiveInt = 50, max_words: PositiveInt = 12) -> None:
         super().__init__(target_rank)
         self.max_words = max_words
 
@@ -122,7 +122,9 @@ class HotFlipDoc(_DocAttack):
 
     needs_grad = True
 
-    def __init__(self, target_rank: int = 50, steps_per_word: int = 3, top: int = 4) -> None:
+    def __init__(
+        self, target_rank: PositiveInt = 50, steps_per_word: PositiveInt = 3, top: PositiveInt = 4
+    ) -> None:
         super().__init__(target_rank)
         self.steps_per_word = steps_per_word
         self.top = top

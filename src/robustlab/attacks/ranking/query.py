@@ -24,7 +24,7 @@ import torch
 from robustlab.attacks.ranking import RankAttackResult, words
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import WORD_EDITS
+from robustlab.core.types import WORD_EDITS, PositiveInt
 from robustlab.models.rankers import score_many
 from robustlab.perturbations.text.words import typo_word
 
@@ -49,7 +49,7 @@ class QueryAttack:
     modality = "ranking"
     level_domain = WORD_EDITS
 
-    def __init__(self, typos: int = 2, synonyms: int = 4) -> None:
+    def __init__(self, typos: PositiveInt = 2, synonyms: PositiveInt = 4) -> None:
         self.typos = typos
         self.synonyms = synonyms
 

@@ -38,6 +38,7 @@ from robustlab.attacks.text.textfooler import TextFooler, within
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import PositiveInt, Rate
 
 
 @attacks.register("beam")
@@ -46,12 +47,12 @@ class BeamSearch(TextFooler):
 
     def __init__(
         self,
-        beam_width: int = 4,
-        min_similarity: float = 0.8,
+        beam_width: PositiveInt = 4,
+        min_similarity: Rate = 0.8,
         pos: str = "dominant",
         candidates: str = "wordnet",
-        max_candidates: int = 30,
-        max_queries: int | None = None,
+        max_candidates: PositiveInt = 30,
+        max_queries: PositiveInt | None = None,
         batch_size: int = 1024,
         inflect: bool = True,
     ) -> None:

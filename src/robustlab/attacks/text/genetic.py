@@ -42,7 +42,7 @@ from robustlab.attacks.text.textfooler import within
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import EDIT_RATE
+from robustlab.core.types import EDIT_RATE, NonNegative, PositiveInt, Rate
 
 
 @attacks.register("genetic")
@@ -55,14 +55,14 @@ class Genetic:
 
     def __init__(
         self,
-        pop_size: int = 20,
-        generations: int = 10,
-        temperature: float = 0.3,
-        min_similarity: float = 0.8,
+        pop_size: PositiveInt = 20,
+        generations: PositiveInt = 10,
+        temperature: NonNegative = 0.3,
+        min_similarity: Rate = 0.8,
         pos: str = "dominant",
         candidates: str = "wordnet",
-        max_candidates: int = 8,
-        max_queries: int | None = None,
+        max_candidates: PositiveInt = 8,
+        max_queries: PositiveInt | None = None,
         batch_size: int = 1024,
     ) -> None:
         self.pop_size = pop_size

@@ -34,7 +34,7 @@ from robustlab.attacks.text.textfooler import within
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import EDIT_RATE
+from robustlab.core.types import EDIT_RATE, PositiveInt, Rate
 
 
 @attacks.register("random-substitution")
@@ -47,12 +47,12 @@ class RandomSubstitution:
 
     def __init__(
         self,
-        tries: int = 1,
-        min_similarity: float = 0.8,
+        tries: PositiveInt = 1,
+        min_similarity: Rate = 0.8,
         pos: str = "dominant",
         candidates: str = "wordnet",
-        max_candidates: int = 30,
-        max_queries: int | None = None,
+        max_candidates: PositiveInt = 30,
+        max_queries: PositiveInt | None = None,
         batch_size: int = 1024,
     ) -> None:
         self.tries = tries

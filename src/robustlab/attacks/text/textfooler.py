@@ -41,7 +41,7 @@ from robustlab.attacks.text.common import (
 )
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import EDIT_RATE
+from robustlab.core.types import EDIT_RATE, PositiveInt, Rate
 
 
 def within(owner: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
@@ -63,11 +63,11 @@ class TextFooler:
 
     def __init__(
         self,
-        min_similarity: float = 0.8,
+        min_similarity: Rate = 0.8,
         pos: str = "dominant",
         candidates: str = "wordnet",
-        max_candidates: int = 30,
-        max_queries: int | None = None,
+        max_candidates: PositiveInt = 30,
+        max_queries: PositiveInt | None = None,
         batch_size: int = 1024,
         inflect: bool = True,
     ) -> None:

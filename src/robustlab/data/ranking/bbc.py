@@ -30,6 +30,7 @@ import numpy as np
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
 from robustlab.core.rng import seed_from
+from robustlab.core.types import Fraction, PositiveInt, Seed
 from robustlab.data.base import Dataset
 from robustlab.data.ranking import build_examples
 
@@ -101,11 +102,11 @@ def bbc_known_item(
     split: str = "test",
     domain: str = "in",
     query: str = "headline",
-    candidates: int = 100,
-    n_queries: int | None = None,
+    candidates: PositiveInt = 100,
+    n_queries: PositiveInt | None = None,
     max_docs: int | None = None,
-    test_fraction: float = 0.5,
-    seed: int = 0,
+    test_fraction: Fraction = 0.5,
+    seed: Seed = 0,
 ) -> Dataset:
     """BBC News known-item search: headline (or lead) -> its article, BM25 top-k candidates."""
     if split not in ("train", "test", "all"):

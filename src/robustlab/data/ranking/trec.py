@@ -17,6 +17,7 @@ from pathlib import Path
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
+from robustlab.core.types import PositiveInt
 from robustlab.data.base import Dataset
 from robustlab.data.ranking import build_examples
 
@@ -100,7 +101,9 @@ def read_corpus(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 @datasets.register("trec")
-def trec(topics: str, qrels: str, corpus: str, run: str | None = None, depth: int = 100) -> Dataset:
+def trec(
+    topics: str, qrels: str, corpus: str, run: str | None = None, depth: PositiveInt = 100
+) -> Dataset:
     """A TREC/BEIR-style collection: topics + qrels + corpus (+ a first-stage run to re-rank)."""
     doc_ids, texts = read_corpus(corpus)
     queries = read_topics(topics)

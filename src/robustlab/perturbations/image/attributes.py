@@ -24,7 +24,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import Levels
+from robustlab.core.types import Levels, NonNegative, Rate
 from robustlab.perturbations.base import check_images
 from robustlab.perturbations.image._ops import draw, gaussian_filter, luma
 from robustlab.perturbations.image.geometric import _severity, affine_warp
@@ -47,7 +47,7 @@ def _background(x: torch.Tensor) -> torch.Tensor:
 class _Edit:
     modality = "image"
 
-    def __init__(self, threshold: float = 0.1) -> None:
+    def __init__(self, threshold: Rate = 0.1) -> None:
         self.threshold = threshold
 
     def _mask(self, x: torch.Tensor, mask: torch.Tensor | None, name: str) -> torch.Tensor:
@@ -126,7 +126,7 @@ class ObjectShift(_Move):
 
     severities = (0.05, 0.1, 0.15, 0.2, 0.3)
 
-    def __init__(self, threshold: float = 0.1, direction: float = 0.0) -> None:
+    def __init__(self, threshold: Rate = 0.1, direction: float = 0.0) -> None:
         super().__init__(threshold)
         self.direction = direction
 
@@ -155,7 +155,9 @@ class BackgroundSwap(_Edit):
     severities = (0.2, 0.4, 0.6, 0.8, 1.0)
     level_domain = Levels(0, 1, what="blend weight")
 
-    def __init__(self, threshold: float = 0.1, kind: str = "texture", smooth: float = 2.0) -> None:
+    def __init__(
+        self, threshold: Rate = 0.1, kind: str = "texture", smooth: NonNegative = 2.0
+    ) -> None:
         super().__init__(threshold)
         self.kind = kind
         self.smooth = smooth

@@ -23,7 +23,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import Levels
+from robustlab.core.types import Levels, PositiveInt
 from robustlab.perturbations.base import check_images
 
 EDIT_RATE_PATCHES = Levels(0, 1, what="fraction of patches")
@@ -39,7 +39,7 @@ class PatchCorruption:
         self,
         corruption: str = "gaussian_noise",
         corruption_severity: float = 5,
-        patch_size: int = 4,
+        patch_size: PositiveInt = 4,
         count: bool = False,
     ) -> None:
         self.corruption = corruption

@@ -29,6 +29,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.paths import cache_dir
 from robustlab.core.registry import perturbations
+from robustlab.core.types import PositiveInt, Rate
 from robustlab.perturbations.text import match_case
 from robustlab.perturbations.text.words import _WordEdit, split_word
 
@@ -136,7 +137,7 @@ def neighbour_table() -> dict[str, list[tuple[str, float]]]:
 class EmbeddingSwap(_WordEdit):
     """Replace a share ``severity`` of the words by a MiniLM input-embedding neighbour."""
 
-    def __init__(self, min_similarity: float = 0.5, k: int = K) -> None:
+    def __init__(self, min_similarity: Rate = 0.5, k: PositiveInt = K) -> None:
         if not 1 <= k <= K:
             raise ConfigError(f"embedding_swap k must lie in [1, {K}], got {k}")
         self.min_similarity = min_similarity

@@ -22,7 +22,7 @@ import re
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import EDIT_RATE
+from robustlab.core.types import EDIT_RATE, NonNegative
 from robustlab.perturbations.text import SEVERITIES, check_texts
 
 
@@ -116,7 +116,7 @@ class Numbers:
     level_domain = EDIT_RATE
     severities = SEVERITIES
 
-    def __init__(self, spread: float = 0.5, years: bool = False) -> None:
+    def __init__(self, spread: NonNegative = 0.5, years: bool = False) -> None:
         if not 0 < spread < 1:
             raise ConfigError(f"numbers spread must lie in (0, 1), got {spread}")
         self.spread = spread

@@ -22,7 +22,7 @@ from typing import Any
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models, perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import SEED_MAX, Levels
+from robustlab.core.types import SEED_MAX, Levels, PositiveInt
 
 PROMPT = (
     "Rewrite the following text with different words but exactly the same meaning. "
@@ -38,7 +38,7 @@ class Paraphrase:
     level_domain = Levels(0, SEED_MAX, integer=True, what="paraphrase variant")  # 1 greedy
     severities = (1, 2, 3)
 
-    def __init__(self, model: str = "smollm2-135m", max_tokens: int = 48) -> None:
+    def __init__(self, model: str = "smollm2-135m", max_tokens: PositiveInt = 48) -> None:
         self.model = model
         self.max_tokens = max_tokens
         self._gen: Any = None

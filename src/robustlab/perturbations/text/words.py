@@ -20,7 +20,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import EDIT_RATE
+from robustlab.core.types import EDIT_RATE, PositiveInt
 from robustlab.perturbations.text import SEVERITIES, WordDraws, check_texts, draws, match_case
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -158,7 +158,7 @@ class LocalShuffle:
     level_domain = EDIT_RATE
     severities = SEVERITIES
 
-    def __init__(self, window: int = 3) -> None:
+    def __init__(self, window: PositiveInt = 3) -> None:
         if window < 1:
             raise ConfigError(f"local_shuffle window must be >= 1, got {window}")
         self.window = window
