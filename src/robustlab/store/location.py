@@ -71,7 +71,7 @@ def resolve(location: str | Path) -> str:
     p = Path(s).expanduser().absolute()
     if p.is_dir():
         raise StoreError(f"store {p} is a folder; give the path of a file (e.g. {p / 'store.db'})")
-    _private_folders(p.parent)
+    _private_folders(p.parent, f"store {p}")
     if not p.exists():
         try:
             os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -82,23 +82,24 @@ def resolve(location: str | Path) -> str:
     return f"sqlite:///{p}"
 
 
-def _private_folders(folder: Path, what: str = "store folder") -> None:
-    """Create ``folder`` and its missing parents with mode 0700 (existing ones are untouched)."""
+def _private_folders(folder: Path, what: str) -> None:
+    """Create ``folder`` and its missing parents with mode 0700 (existing ones are untouched);
+    errors name ``what`` needs them (e.g. ``store /x/s.db``)."""
     missing = []
     for d in (folder, *folder.parents):
         if d.is_dir():
             break
         if d.exists() or d.is_symlink():
-            raise StoreError(f"cannot create {what} {folder}: {d} is a file, not a folder")
+            raise StoreError(f"cannot create {what}: {d} is a file, not a folder")
         missing.append(d)
     for d in reversed(missing):
         try:
             d.mkdir(mode=0o700)
         except FileExistsError:
             if not d.is_dir():
-                raise StoreError(f"cannot create {what} {folder}: {d} is a file") from None
+                raise StoreError(f"cannot create {what}: {d} is a file, not a folder") from None
         except OSError as e:
-            raise StoreError(f"cannot create {what} {d}: {_why(e, d.parent)}") from None
+            raise StoreError(f"cannot create {what}: {_why(e, d.parent)}") from None
 
 
 def _why(e: OSError, parent: Path) -> str:
@@ -113,7 +114,7 @@ def writable_folder(folder: str | Path, what: str = "folder") -> Path:
     """``folder``, created (``0700``) if missing, after checking that files can be written in it;
     else a :class:`~robustlab.core.errors.StoreError` naming it (checked before a run starts)."""
     p = Path(folder).expanduser().absolute()
-    _private_folders(p, what)
+    _private_folders(p, f"{what} {p}")
     try:
         tempfile.TemporaryFile(dir=p).close()
     except OSError as e:

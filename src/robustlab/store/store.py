@@ -425,8 +425,11 @@ def _bad_url(url: str, e: Exception) -> str:
     if isinstance(e, ImportError):
         return f"cannot open store {url}: its database driver is not installed ({e})"
     name = url.split("://", 1)[0]
+    kind = (
+        f"database driver {name.split('+', 1)[1]!r}" if "+" in name else f"database kind {name!r}"
+    )
     return (
-        f"cannot open store {url}: unknown database kind {name!r} (use a file path, or a "
+        f"cannot open store {url}: unknown {kind} (use a file path, or a "
         "SQLAlchemy URL such as sqlite:///runs.db or postgresql+psycopg://user@host/db)"
     )
 
