@@ -165,6 +165,9 @@ def stopped(suite_file: Path, workdir: Path) -> dict[str, Any]:
         _reap(proc)
     out["kill_returncode"] = proc.returncode
     out["kill_state"] = _state(db)
+    st = Store(db)  # what `robustlab runs` / `show` display for the killed run
+    out["kill_shown"] = st.runs()["status"].tolist()
+    st.close()
 
     out["final"] = _rerun(suite_file, db)
     return out
@@ -173,7 +176,7 @@ def stopped(suite_file: Path, workdir: Path) -> dict[str, Any]:
 def test_interrupted_run_is_marked_resumable(stopped: dict[str, Any]) -> None:
     state = stopped["int_state"]
     ((_, status, message, n_units),) = state["runs"]
-    assert status == "running" and n_units == N_UNITS
+    assert status == "interrupted" and n_units == N_UNITS
     assert "interrupted" in message and "resume" in message
     assert 0 < len(state["done"]) < N_UNITS
     _assert_consistent(state)
@@ -193,7 +196,8 @@ def test_rerun_resumes_and_a_killed_run_keeps_whole_units(stopped: dict[str, Any
     assert stopped["kill_returncode"] == -signal.SIGKILL
     # the rerun continued the interrupted run (no new run) and skipped its finished units
     assert [r[0] for r in after["runs"]] == [before["runs"][0][0]]
-    assert after["runs"][0][1] == "running"
+    assert after["runs"][0][1] == "running"  # as stored: SIGKILL left no chance to update it
+    assert stopped["kill_shown"] == ["interrupted"]  # but its owner is gone: shown interrupted
     assert len(before["done"]) < len(after["done"]) < N_UNITS
     assert all(after["done"][k] == t for k, t in before["done"].items())
     _assert_consistent(after)

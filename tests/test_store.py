@@ -7,8 +7,11 @@ import gc
 import hashlib
 import json
 import math
+import os
 import random
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from robustlab.core.errors import StoreError
 from robustlab.runner import run_suite
-from robustlab.store import Store
+from robustlab.store import Store, lease
 from robustlab.store import schema as store_schema
 from robustlab.store.schema import SCHEMA_VERSION
 
@@ -418,3 +421,87 @@ def test_record_blocks_round_trip_types() -> None:
         blocks.encode({**rows, "pred": ["1"]})
     with pytest.raises(StoreError, match="lack the column"):
         blocks.encode({k: v for k, v in rows.items() if k != "meta"})
+
+
+# run leases: a run nobody runs any more shows as interrupted --------------------------------------
+def _set_lease(st: Store, rid: str, **values: object) -> None:
+    with st.engine.begin() as c:
+        c.execute(store_schema.runs.update().where(store_schema.runs.c.id == rid).values(**values))
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_a_running_run_whose_owner_is_gone_shows_interrupted_and_resumes(store: Store) -> None:
+    rid = _new_run(store)
+    assert store.runs()["status"].tolist() == ["running"]  # owned by this (live) process
+    _set_lease(store, rid, owner_pid=_dead_pid())  # this host, process gone: at once
+    assert store.runs()["status"].tolist() == ["interrupted"]
+    assert store.run_info(rid)["status"] == "interrupted"
+    assert store.find_resumable("h" * 64) == rid
+    store.resume_run(rid, {"engine": "local"})  # resuming takes the lease over
+    info = store.run_info(rid)
+    assert info["status"] == "running" and info["owner_pid"] == os.getpid()
+
+
+def test_a_lapsed_lease_is_interrupted_a_live_one_is_not_resumed(store: Store) -> None:
+    now = time.time()
+    rid = _new_run(store)
+    _set_lease(store, rid, owner_host="elsewhere", owner_pid=1, heartbeat_at=now - lease.LEASE - 5)
+    assert store.run_info(rid)["status"] == "interrupted"
+    assert store.find_resumable("h" * 64) == rid
+    # another host's run with a fresh heartbeat, or a live process here: running, never resumed
+    _set_lease(store, rid, heartbeat_at=now)
+    assert store.run_info(rid)["status"] == "running"
+    assert store.find_resumable("h" * 64) is None
+    with subprocess.Popen(["sleep", "30"]) as other:
+        _set_lease(store, rid, owner_host=lease.Owner.here().host, owner_pid=other.pid)
+        assert store.run_info(rid)["status"] == "running"
+        assert store.find_resumable("h" * 64) is None
+        other.kill()
+    other.wait()
+    assert store.run_info(rid)["status"] == "interrupted"
+    assert store.find_resumable("h" * 64) == rid
+    store.finish_run(rid, "failed", "1 of 3 units failed")  # stored states are shown as they are
+    _set_lease(store, rid, owner_pid=_dead_pid())
+    assert store.run_info(rid)["status"] == "failed"
+
+
+def test_the_writer_renews_the_lease_while_units_run(store: Store) -> None:
+    from robustlab.runner.writer import UnitWriter
+
+    rid = _new_run(store)
+    _set_lease(store, rid, heartbeat_at=0.0)
+    with UnitWriter(store, rid, heartbeat=0.05):
+        deadline = time.time() + 30
+        while store.run_info(rid)["heartbeat_at"] == 0.0 and time.time() < deadline:
+            time.sleep(0.05)  # idle: the writer beats on its own
+    beat = store.run_info(rid)["heartbeat_at"]
+    assert time.time() - 30 < beat <= time.time()
+    _set_lease(store, rid, heartbeat_at=0.0)
+    store.write_unit(rid, "u1", "unit 1", [_row(0)], 0.1)  # every write renews it too
+    assert store.run_info(rid)["heartbeat_at"] > 0
+
+
+def test_version_2_store_is_migrated_to_leases(store_url: str) -> None:
+    st = Store(store_url)
+    rid = _new_run(st)
+    st.write_unit(rid, "u1", "unit 1", [_row(0), _row(1)], 0.1)
+    with st.engine.begin() as c:  # back to schema 2: no lease columns
+        for col in store_schema.LEASE_COLUMNS:
+            c.exec_driver_sql(f"ALTER TABLE runs DROP COLUMN {col}")
+        c.execute(store_schema.meta.update().values(value="2"))
+    st.close()
+    st = Store(store_url)
+    assert st.schema_version == SCHEMA_VERSION == 3
+    cols = {c["name"] for c in sa.inspect(st.engine).get_columns("runs")}
+    assert set(store_schema.LEASE_COLUMNS) <= cols
+    assert st.run_info(rid)["status"] == "interrupted"  # a run stored without a lease
+    assert st.records(rid)["example_id"].tolist() == [0, 1]
+    assert st.find_resumable("h" * 64) == rid
+    st.resume_run(rid, {})
+    assert st.run_info(rid)["status"] == "running"
+    st.close()
