@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,384 @@ def test_every_bundled_suite_validates():
     assert len(suites) >= 4
     for p in suites:
         Suite.from_yaml(str(p)).validate_components()  # names, parameters and types
+
+
+# validation: everything a run would reject is rejected before it starts (issue 16) -------------
+def cli(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """``robustlab ARGS`` in-process (typer's runner), from ``cwd``: (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from robustlab.cli import app
+
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        r = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    finally:
+        os.chdir(old)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise AssertionError(f"{args}: uncaught {r.exception!r}") from r.exception
+    return r.exit_code, r.stdout, r.stderr
+
+
+def assert_rejected(args: list[str], message: str, cwd: Path, run_too: bool = True) -> None:
+    """``validate`` and ``run`` both exit 2 with one stderr line containing ``message``, and
+    ``run`` leaves no store behind."""
+    commands = [["validate", *args]]
+    if run_too:
+        commands.append(["run", *args, "--store", "st.db", "--no-progress"])
+    for cmd in commands:
+        code, _, stderr = cli(*cmd, cwd=cwd)
+        lines = [ln for ln in stderr.splitlines() if ln.strip()]
+        assert code == 2, (cmd, code, stderr)
+        assert len(lines) == 1 and message in lines[0], (cmd, stderr)
+        assert "Traceback" not in stderr
+    assert not (cwd / "st.db").exists()
+
+
+def _suite_file(tmp_path: Path, text: str, name: str = "s.yaml") -> str:
+    (tmp_path / name).write_text(text)
+    return name
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # non-finite floats anywhere: levels, parameters, nested parameters
+        (("levels: [0.1]", "levels: [.nan]"), "probes.1.levels.0: Input should be a finite number"),
+        (("levels: [1, 2]", "levels: [1, .inf]"), "probes.0.levels.1: Input should be a finite"),
+        (
+            ("{kind: attack, name: fgsm", "{kind: attack, name: pgd, params: {step_size: .nan}"),
+            "attack 'pgd' parameter 'step_size' must be a finite number, got nan",
+        ),
+        (
+            (
+                "{kind: attack, name: fgsm",
+                "{kind: attack, name: worst_of_k, params: {params: {smooth: .inf}}",
+            ),
+            "parameter 'params'['smooth'] must be a finite number",
+        ),
+        # level domains, declared by each component (family)
+        (
+            ("levels: [1, 2]", "levels: [1, 7]"),
+            "level 1 (7) is outside its domain: the severity must be a finite number in [0, 5]",
+        ),
+        (("levels: [1, 2]", "levels: [-1]"), "the severity must be a finite number in [0, 5]"),
+        (("levels: [0.1]", "levels: [-0.1]"), "the eps must be a finite number >= 0"),
+        (
+            ("name: gaussian_noise, levels: [1, 2]", "name: scale, levels: [-1]"),
+            "severity (scale factor - 1) must be a finite number > -1",
+        ),
+        (
+            (
+                "name: gaussian_noise, levels: [1, 2]",
+                "name: patch_corruption, params: {count: true}, levels: [1.5]",
+            ),
+            "the patch count must be an integer >= 0",
+        ),
+        (
+            (
+                "{kind: attack, name: fgsm",
+                "{kind: attack, name: worst_of_k, params: {perturbation: fog}",
+            ),
+            None,  # valid: eps 0.1 is a fog severity
+        ),
+        (
+            (
+                "{kind: attack, name: fgsm, levels: [0.1]",
+                "{kind: attack, name: worst_of_k, params: {perturbation: fog}, levels: [9]",
+            ),
+            "the severity must be a finite number in [0, 5]",
+        ),
+        (
+            (
+                "{kind: attack, name: fgsm, levels: [0.1]",
+                "{kind: certifier, name: smoothing, levels: [-0.5]",
+            ),
+            "the radius must be a finite number >= 0",
+        ),
+        # parameter domains, from the signatures
+        (
+            ("{kind: attack, name: fgsm", "{kind: attack, name: pgd, params: {steps: 0}"),
+            "'steps' must be greater than or equal to 1",
+        ),
+        (
+            ("{kind: attack, name: fgsm", "{kind: attack, name: pgd, params: {step_size: -0.1}"),
+            "'step_size' must be greater than 0",
+        ),
+        (
+            ("name: digits-mlp}", "name: digits-mlp, params: {epochs: 2.5}}"),
+            "'epochs' must be int, got float 2.5",
+        ),
+        (
+            ("name: digits}", "name: digits, params: {test_fraction: 1.0}}"),
+            "'test_fraction' must be less than 1",
+        ),
+        (
+            ("name: digits}", "name: digits, params: {seed: 4294967296}}"),
+            "'seed' must be less than or equal to 4294967295",
+        ),
+        # duplicates would run (and store) the same unit twice
+        (("levels: [1, 2]", "levels: [2, 2]"), "levels list 2.0 twice"),
+        (("name: digits-mlp}", "name: digits-mlp, replicates: [1, 1]}"), "replicates list 1 twice"),
+        # seeds fit the store's 64-bit integers; replicates are model seeds (32-bit)
+        (
+            ("name: t\n", "name: t\nseed: 9223372036854775808\n"),
+            "seed: Input should be less than or equal to 9223372036854775807",
+        ),
+        (("name: t\n", "name: t\nseed: -1\n"), "seed: Input should be greater than or equal to 0"),
+        (
+            ("name: digits-mlp}", "name: digits-mlp, replicates: [4294967296]}"),
+            "replicates.0: Input should be less than or equal to 4294967295",
+        ),
+        # an evaluation set runs once: levels would be ignored
+        (
+            (
+                "{kind: attack, name: fgsm, levels: [0.1]}",
+                "{kind: evalset, name: e, data: {name: digits}, levels: [1]}",
+            ),
+            "evalset probe 'e' takes no levels",
+        ),
+    ],
+)
+def test_domains_are_checked_before_anything_runs(change, message):
+    text = GOOD.replace(*change)
+    assert text != GOOD
+    if message is None:
+        Suite.from_yaml(text).validate_components()
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Suite.from_yaml(text).validate_components()
+
+
+def test_run_suite_runs_the_same_validation(tmp_path):
+    """A suite built in Python (no YAML, no CLI) with an out-of-domain level or NaN parameter is
+    refused by run_suite before the store holds a run."""
+    base = Suite.from_yaml(GOOD).model_dump()
+    bad_level = base | {"probes": [{"kind": "perturbation", "name": "fog", "levels": [7]}]}
+    bad_param = base | {
+        "probes": [
+            {
+                "kind": "attack",
+                "name": "pgd",
+                "params": {"step_size": float("nan")},
+                "levels": [0.1],
+            }
+        ]
+    }
+    for data, message in ((bad_level, "outside its domain"), (bad_param, "finite number")):
+        store = Store(tmp_path / "s.db")
+        with pytest.raises(ConfigError, match=message):
+            run_suite(Suite.parse(data), store, progress=False)
+        assert store.runs().empty
+
+
+def test_caps_on_levels_and_units(tmp_path):
+    many = ", ".join(str(i / 1000) for i in range(1001))
+    assert_rejected(
+        [_suite_file(tmp_path, GOOD.replace("levels: [0.1]", f"levels: [{many}]"))],
+        "probes.1.levels: List should have at most 1000 items",
+        tmp_path,
+    )
+    # 360 digits at one example per shard: (1 + 300 levels) x 360 shards > 100,000 units
+    levels = ", ".join(str(i / 1000) for i in range(300))
+    text = GOOD.replace("levels: [0.1]", f"levels: [{levels}]") + "shard_size: 1\n"
+    assert_rejected([_suite_file(tmp_path, text)], "plans 109,080 work units", tmp_path)
+
+
+def test_slice_columns_must_exist(tmp_path):
+    text = GOOD + "slices: [{by: colour}]\n"
+    assert_rejected(
+        [_suite_file(tmp_path, text)],
+        "slice 'colour': data 'digits' has no metadata column 'colour' (columns: ink, label)",
+        tmp_path,
+    )
+    text = GOOD + "slices: [{name: x, where: {shade: [1]}}]\n"
+    assert_rejected([_suite_file(tmp_path, text)], "no metadata column 'shade'", tmp_path)
+    code, out, _ = cli(
+        "validate", _suite_file(tmp_path, GOOD + "slices: [{by: ink}]\n"), cwd=tmp_path
+    )
+    assert code == 0 and "is valid" in out
+
+
+def test_seed_option_too_large_for_the_store(tmp_path):
+    name = _suite_file(tmp_path, GOOD)
+    assert_rejected(
+        [name, "--seed", str(2**63)], "seed: Input should be less than or equal to", tmp_path
+    )
+
+
+def _bomb() -> str:
+    """The classic billion-laughs document: 9 levels of 10 aliases, 1.4 KB, 10^9 leaves."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 10):
+        refs = ",".join([f"*a{i - 1}"] * 10)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    return (
+        "\n".join(lines)
+        + "\nname: t\nmodel: {name: digits-mlp}\ndata: {name: digits, params: {x: *a9}}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256)), "contains NUL bytes"),
+        (
+            b"name: t\nmodel: {name: digits-mlp}\ndata: {name: \xff\xfe}\n",
+            "is not UTF-8 text (byte 0xff at offset",
+        ),
+        (b"name: t\n# " + b"x" * 1_000_001 + b"\n", "is larger than 1,000,000 bytes"),
+        (_bomb().encode(), "expands to more than 100,000 YAML nodes"),
+        (
+            b"name: t\nmodel: {name: digits-mlp}\ndata: " + b"[" * 5000 + b"]" * 5000,
+            "nested more than 50 levels deep",
+        ),
+        (
+            b"name: t\nmodel: &m {name: digits-mlp, params: {x: [*m]}}\ndata: {name: digits}",
+            "recursive YAML alias",
+        ),
+        (
+            b"name: t\nmodel: {name: digits-mlp}\ndata: {name: digits}\nx: !!binary aGVsbG8=",
+            "unsupported YAML value of type bytes",
+        ),
+        (
+            b"name: 2026-12-07\nmodel: {name: digits-mlp}\ndata: {name: digits}",
+            "unsupported YAML value of type date",
+        ),
+        (
+            b"name: t\nmodel: {name: digits-mlp}\ndata: {name: digits}\n\tbad: tab\n",
+            "malformed YAML (line 4",
+        ),
+    ],
+)
+def test_hostile_suite_files_are_one_line_errors(content, message, tmp_path):
+    assert len(_bomb()) < 1500
+    (tmp_path / "s.yaml").write_bytes(content)
+    assert_rejected(["s.yaml"], message, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("probes.5.levels=[1]", "index 5 is out of range (probes has 2 items)"),
+        ("probes[5].levels=[1]", "index 5 is out of range (probes has 2 items)"),
+        ("probes.x.levels=[1]", "probes is a list: index it with a number, not 'x'"),
+        ("probes[x].levels=[1]", "list index [x] must be an integer >= 0"),
+        ("probes[-1].levels=[1]", "list index [-1] must be an integer >= 0"),
+        ("probes[0.levels=[1]", "unbalanced '['"),
+        ("probes]0.levels=[1]", "unbalanced ']'"),
+        ("probes..levels=[1]", "empty path part"),
+        ("probes.0.=1", "empty path part"),
+        (".seed=1", "empty path part"),
+        ("=1", "non-empty KEY"),
+        ("seed.x=1", "seed is a int (0), so it has no field 'x'"),
+        ("name.x.y=1", "name is a str ('t'), so it has no field 'x'"),
+        ("probes.0.levels.0.x=1", "probes[0].levels[0] is a float (1.0), so it has no field 'x'"),
+        ("data[0]=1", "data is a mapping, not a list"),
+        ("seed", "--set needs KEY=VALUE"),
+        ("probes.0.levels=[1, 2", "malformed YAML"),
+        ("seed=2**70", "seed: Input should be a valid integer"),
+        ("seed=99999999999999999999", "seed: Input should be less than or equal to"),
+        ("probes.0.levels=[.nan]", "probes.0.levels.0: Input should be a finite number"),
+    ],
+)
+def test_malformed_set_overrides_are_one_line_errors(override, message, tmp_path):
+    assert_rejected([_suite_file(tmp_path, GOOD), "--set", override], message, tmp_path)
+
+
+def test_set_paths_dotted_and_bracketed_agree(tmp_path):
+    from robustlab.runner.loading import load_suite
+
+    name = tmp_path / _suite_file(tmp_path, GOOD)
+    a = load_suite(str(name), ["probes.1.levels=[0.2]", "models.0.params.epochs=3"])
+    b = load_suite(str(name), ["probes[1].levels=[0.2]", "models[0].params.epochs=3"])
+    assert a == b and a.probes[1].levels == [0.2] and a.models[0].params == {"epochs": 3}
+    c = load_suite(
+        str(name), ["probes[1].data.name=digits", "probes.1.kind=evalset", "probes.1.levels=[]"]
+    )
+    assert c.probes[1].data is not None and c.probes[1].data.name == "digits"
+
+
+def test_yaml_11_booleans_stay_strings_for_string_parameters():
+    """Decision: suites read booleans as YAML 1.2 does (only true/false), so ``cache: off`` is the
+    string 'off'; bool parameters still accept yes/no/on/off. A real boolean given to a string
+    parameter (``cache: false``) is refused with a hint to quote it."""
+    from robustlab.core.registry import attacks, check_params, models
+    from robustlab.runner.loading import load_yaml
+
+    assert load_yaml("a: off\nb: no\nc: yes\nd: on\ne: true\nf: False", "<t>") == {
+        "a": "off", "b": "no", "c": "yes", "d": "on", "e": True, "f": False,
+    }  # fmt: skip
+    gen = models.get("http-generator")
+    base = {"base_url": "http://127.0.0.1:1/v1", "model": "m"}
+    assert check_params(gen, base | {"cache": "off"}, "g")["cache"] == "off"
+    with pytest.raises(ConfigError, match="must be str, got bool False .*quote the string"):
+        check_params(gen, base | {"cache": False}, "g")
+    pgd = attacks.get("pgd")
+    assert check_params(pgd, {"early_stop": "off", "random_start": "yes"}, "pgd") == {
+        "early_stop": False, "random_start": True,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="'early_stop' must be bool, got str 'maybe'"):
+        check_params(pgd, {"early_stop": "maybe"}, "pgd")
+
+
+@pytest.mark.parametrize(
+    ("norm", "expected"),
+    [
+        ("2", "2"),
+        ("l2", "2"),
+        ("L2", "2"),
+        ("1", "1"),
+        ("inf", "inf"),
+        ("linf", "inf"),
+        (".inf", "inf"),
+        ("2.0", "2"),
+        ('"inf"', "inf"),
+    ],
+)
+def test_numeric_and_named_norms_are_accepted(norm, expected):
+    s = Suite.from_yaml(
+        GOOD.replace("{kind: attack, name: fgsm,", f"{{kind: attack, name: fgsm, norm: {norm},")
+    )
+    assert s.probes[1].norm == expected
+
+
+@pytest.mark.parametrize("norm", ["3", "true", "[2]", "l7", ".nan"])
+def test_unknown_norms_are_refused(norm):
+    with pytest.raises(ConfigError, match="probes.1.norm"):
+        Suite.from_yaml(
+            GOOD.replace("{kind: attack, name: fgsm,", f"{{kind: attack, name: fgsm, norm: {norm},")
+        )
+
+
+def _doc_suites() -> list[tuple[str, str]]:
+    root = Path(__file__).resolve().parents[1]
+    out = []
+    for md in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for i, m in enumerate(
+            re.finditer(r"```ya?ml\n(.*?)```", md.read_text(encoding="utf-8"), re.S)
+        ):
+            out.append((f"{md.name}#{i}", m.group(1)))
+    return out
+
+
+@pytest.mark.parametrize(("where", "text"), _doc_suites(), ids=[w for w, _ in _doc_suites()])
+def test_every_yaml_snippet_in_the_docs_validates(where, text):
+    """README/docs YAML blocks are suites or suite fragments: fragments are completed with a small
+    base suite (their own keys win) and must validate; whole suites load their data too."""
+    from robustlab.runner.loading import load_yaml
+    from robustlab.runner.suite import Suite as S
+    from robustlab.runner.validation import validate_suite
+
+    data = load_yaml(text, where)
+    assert isinstance(data, dict) and set(data) <= set(S.model_fields) | {"model"}, where
+    whole = {"name", "data"} <= set(data) and ({"model", "models"} & set(data))
+    base: dict = {"name": "snippet", "model": {"name": "digits-mlp"}, "data": {"name": "digits"}}
+    if {"model", "models"} & set(data):
+        base.pop("model")
+    suite = Suite.parse(base | data, where)
+    if whole:
+        validate_suite(suite)
+    else:
+        suite.validate_components()

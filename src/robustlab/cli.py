@@ -205,7 +205,10 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
 ) -> None:
     """Run a suite (resuming an unfinished run of the same suite) and write its report."""
+    from robustlab.runner.validation import validate_suite
+
     s = _load_suite(suite, set_ or [], seed)
+    validate_suite(s)  # before the store is opened: a refused suite leaves no trace
     if allow_pickle:
         data = s.model_dump(mode="json")
         for m in data["models"]:

@@ -279,8 +279,11 @@ class Levels:
         """Raise :class:`ConfigError` naming the first level outside this domain."""
         for i, v in enumerate(levels):
             if not self.contains(v):
+                shown = (
+                    _num(v) if isinstance(v, float | int) and not isinstance(v, bool) else repr(v)
+                )
                 raise ConfigError(
-                    f"{what}: level {i} ({v!r}) is outside its domain: the {self.what} must be "
+                    f"{what}: level {i} ({shown}) is outside its domain: the {self.what} must be "
                     f"{self.describe()}"
                 )
 

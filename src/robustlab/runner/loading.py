@@ -296,7 +296,8 @@ def _child(node: Any, key: Any) -> Any:
 
 
 def _show(parts: list[str | int]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    shown = (f"[{p}]" if isinstance(p, int) or p.isdigit() else f".{p}" for p in parts)
+    return "".join(shown).lstrip(".")
 
 
 def load_suite(path: str, sets: list[str] | None = None, seed: int | None = None) -> Any:

@@ -88,9 +88,8 @@ class ProbeSpec(_Strict):
         if self.kind == "evalset" and self.levels:
             raise ValueError(f"evalset probe {self.name!r} takes no levels (it runs once)")
         _no_duplicates(self.levels, f"{self.kind} probe {self.name!r} levels")
-        # perturbation levels may be signed (rotation angle, shrinking scale, darker brightness)
-        if self.kind != "perturbation" and any(v < 0 for v in self.levels):
-            raise ValueError(f"{self.kind} probe {self.name!r} levels must be >= 0")
+        # each component declares its level domain (see runner/validation.py): perturbation
+        # levels may be signed (rotation angle, shrinking scale, darker brightness)
         return self
 
     @property

@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from robustlab.core.errors import ConfigError, RobustlabError
 from robustlab.core.registry import REGISTRIES, check_params
+from robustlab.core.types import Levels
 from robustlab.runner.plan import data_key
 
 if TYPE_CHECKING:
     from robustlab.runner.context import Context
     from robustlab.runner.suite import ComponentSpec, ProbeSpec, Suite
 
+CONFORMAL_LEVELS = Levels(0, what="attack eps (0 = clean)")
 MAX_UNITS = 100_000  # work units (model replicate x probe level x data shard) per run
 
 _KINDS = {"perturbation": "perturbations", "attack": "attacks", "certifier": "certifiers"}
@@ -60,6 +62,7 @@ def validate_components(suite: Suite) -> None:
             from robustlab.certify.conformal_probe import validate
 
             validate(p.name, dict(p.params), p.norm, list(p.levels))
+            CONFORMAL_LEVELS.check(p.levels, f"conformal probe {p.display!r}")
         else:
             _check(_KINDS[p.kind], p)
             dom = REGISTRIES[_KINDS[p.kind]].levels(p.name, dict(p.params))
