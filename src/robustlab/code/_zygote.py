@@ -381,7 +381,9 @@ class Broken(BaseException):
 
 def _exception(name, msg):
     cls = getattr(builtins, name, None) if isinstance(name, str) else None
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    # never StopIteration: inside map(), next() etc. it would end the checks' loops early
+    iteration = (StopIteration, StopAsyncIteration)
+    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, iteration):
         with contextlib.suppress(Exception):
             return cls(msg)
     return RuntimeError(f"{name}: {msg}")
