@@ -316,24 +316,42 @@ def compare(
     store: StoreOpt = None,
     metric: Annotated[list[str] | None, typer.Option(help="Metric(s) to compare")] = None,
 ) -> None:
-    """Differences B - A per probe, level and metric, with 95% (paired) bootstrap CIs."""
+    """Differences B - A per probe, level and metric: 95% (paired) bootstrap CIs; "better"/"worse"
+    only where significant after Benjamini-Hochberg FDR control (5 %) over all compared rows."""
     from robustlab.metrics import compare as compare_runs
 
     st = _open_store(store)
     a, b = st.resolve(run_a), st.resolve(run_b)
     df = compare_runs(st.records(a), st.records(b), metric or ["accuracy"])
-    table = Table(title=f"{b} vs {a} (B - A)")
+    tested = int(df["p_value"].notna().sum()) if len(df) else 0
+    table = Table(
+        title=f"A={a} vs B={b} (B - A)",
+        caption="better/worse: permutation test (paired where the runs share examples), "
+        f"Benjamini-Hochberg FDR 5 % over {tested} comparisons (q = adjusted p); n.s. = not "
+        "significant",
+    )
     per_model = "model" in df
     for col in ("model",) * per_model + ("kind", "probe", "level", "metric", "A", "B"):
         table.add_column(col)
-    for col in ("B - A", "95% CI", ""):
+    for col in ("B - A", "95% CI", "q", ""):
         table.add_column(col)
+
+    def num(v: float, missing: bool) -> str:
+        return "missing" if missing else ("n/a" if v != v else f"{v:.3f}")
+
     for r in df.itertuples():
-        better = (r.diff > 0) == r.higher_is_better
-        mark = ("[green]better[/]" if better else "[red]worse[/]") if r.significant else "n.s."
+        if r.status != "ok":
+            mark = f"[yellow]{r.status}[/]"
+        elif r.significant:
+            mark = "[green]better[/]" if (r.diff > 0) == r.higher_is_better else "[red]worse[/]"
+        else:
+            mark = "n.s."
+        ci = "" if r.ci_lo != r.ci_lo else escape(f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]")
         table.add_row(*((r.model,) if per_model else ()), r.kind, r.probe, f"{r.level:g}",
-                      r.metric, f"{r.a:.3f}", f"{r.b:.3f}", f"{r.diff:+.3f}",
-                      escape(f"[{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]"), mark)  # fmt: skip
+                      r.metric, num(r.a, r.status == "missing in A"),
+                      num(r.b, r.status == "missing in B"),
+                      "" if r.diff != r.diff else f"{r.diff:+.3f}", ci,
+                      "" if r.q_value != r.q_value else f"{r.q_value:.3g}", mark)  # fmt: skip
     out.print(table)
 
 
