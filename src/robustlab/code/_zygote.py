@@ -104,10 +104,14 @@ def skeleton():
     prefix = os.path.realpath(sys.base_prefix)
     exe = os.path.realpath(sys.executable)
     sources = ["/usr", prefix, os.path.dirname(exe)]
+    with open("/proc/self/mountinfo") as f:  # a mount point with nothing mounted below it
+        below = [ln.split()[4] for ln in f]
     mp = next(
         d
-        for d in ("/mnt", "/media", "/srv", "/opt", "/tmp", "/var", "/home")
-        if os.path.isdir(d) and not any((s + "/").startswith(d + "/") for s in sources)
+        for d in ("/mnt", "/media", "/srv", "/opt", "/tmp", "/var", "/home", "/boot")
+        if os.path.isdir(d)
+        and not any((s + "/").startswith(d + "/") for s in sources)
+        and not any(m.startswith(d + "/") for m in below)
     )
     mount(None, "/", None, REC | PRIVATE)
     mount("tmpfs", mp, "tmpfs", NOSUID | NODEV, "size=4m,mode=755")
@@ -117,7 +121,7 @@ def skeleton():
         os.chmod(mp + path, mode)
         return mp + path
 
-    binds = [("/usr", "/usr")] + ([] if prefix.startswith("/usr/") else [(prefix, prefix)])
+    binds = [("/usr", "/usr")] + ([] if (prefix + "/").startswith("/usr/") else [(prefix, prefix)])
     for src, dst in binds:
         ro_bind(src, mk(dst))
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -131,6 +135,8 @@ def skeleton():
         os.symlink(exe, mp + sys.executable)
     for d, mode in (("/proc", 0o555), ("/tmp", 0o1777), ("/dev", 0o755), ("/etc", 0o755)):
         mk(d, mode)
+    if os.getpid() == 1:  # our own PID namespace's /proc: lets a user namespace mount the jobs'
+        mount("proc", mp + "/proc", "proc", NOSUID | NODEV | NOEXEC)
     for name in DEV:
         open(mp + "/dev/" + name, "w").close()
         mount("/dev/" + name, mp + "/dev/" + name, None, BIND)
@@ -533,7 +539,7 @@ def run(job, ns, own_pidns):
 
 def probe():
     """Which layers work here: a mount namespace with the skeleton, a PID namespace per job."""
-    ns = {"mount_namespace": False, "pid_namespace": False, "root": os.geteuid() == 0}
+    ns = {"mount_namespace": False, "pid_namespace": False}
     own = -1
     with contextlib.suppress(OSError):  # opened before the pivot hides the host's /proc
         own = os.open("/proc/self/ns/pid", os.O_RDONLY)

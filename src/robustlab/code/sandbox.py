@@ -1,28 +1,30 @@
 """Sandboxed execution of untrusted generated code (ReCode / HumanEval style, S2).
 
-Every program runs in its own fresh process, forked from a pre-started worker:
+A job is a :class:`Checked` (an untrusted program judged by trusted tests) or a plain string (a
+whole program that passes when it runs to its end, i.e. judges itself). Each job runs in fresh
+processes forked from a pre-started worker (``_zygote.py``) in new network and PID namespaces:
 
-* new PID and network namespaces (``unshare --net --pid --fork --kill-child``, adding ``--user
-  --map-root-user`` when not root): no network, and when the program's first process ends (or is
-  killed) the kernel kills every process it left behind, including daemonized fork-bomb children;
-* when the caller is root, the program drops to uid/gid ``nobody`` so it cannot touch files it does
-  not own, and ``RLIMIT_NPROC`` caps its processes (root ignores that limit); the standard-library
-  modules the program names in ``import`` statements are imported before the drop, because the
-  interpreter may live where ``nobody`` cannot read (e.g. under ``/root``) -- modules imported
-  dynamically (``__import__(name)``) then fail unless ``nobody`` can read the standard library;
-* rlimits: CPU seconds, address space, file size, core dumps off; a wall-clock timeout in the
-  parent (SIGKILL of the whole process group on expiry);
-* a private temporary working directory that is also ``HOME`` and ``TMPDIR``, removed afterwards;
-  a scrubbed environment (only PATH, HOME, TMPDIR, LANG), ``python -I -S``;
-* success is reported through a private pipe only after the program ran to the end (exiting
-  early, ``sys.exit`` or ``os._exit`` count as failures); stdout is discarded, the tail of stderr
-  becomes the failure message.
+* the **candidate** (the program) is pid 1 of a PID namespace of its own (it sees only its own
+  processes; everything it leaves behind dies with it), in a minimal read-only root (read-only
+  binds of ``/usr`` and the Python install, fake ``/etc``) with a private ``/proc`` and ``/tmp``;
+  rlimits, every descriptor but its socket closed, then -- before anything of the job is
+  compiled -- uid dropped (root: a uid of its own per slot, ``RLIMIT_NPROC``) or all capabilities
+  (user namespace), ``no_new_privs``;
+* the **checker** (the tests) runs as another uid, non-dumpable, and calls the program's entry
+  point through a proxy that exchanges plain data (no pickle, no marshal); it alone writes the
+  verdict, so nothing the program does in its own process (descriptor scans, ``/proc/self/mem``,
+  ``gc``, frames, ``os._exit(0)``, patched builtins, objects equal to everything) can pass a wrong
+  program;
+* the worker enforces the wall-clock timeout and kills the candidate's PID namespace.
 
-Where ``unshare`` is unavailable (no user namespaces) the program still runs in its own session
-and process group with the same rlimits, but without network isolation (``isolation()`` says so).
+Without root the uids are not separate; without user namespaces or mount namespaces the layers
+that cannot be had are missing, and :func:`isolation` (asking a real worker) says exactly which
+are in force. The threat model is in docs/code-generation.md.
 
 Example::
 
+    job = check_program(problem, completion)   # robustlab.code.problems: a Checked job
+    Sandbox(2).run_one(job).status             # 'passed' only if the checker's tests passed
     res = run_program("assert 1 + 1 == 2")
     res.passed, res.status          # True, 'passed'
     run_programs(["while True: pass"] * 4, Limits(timeout=1.0))   # 4 x 'timeout', in parallel
@@ -61,11 +63,10 @@ class Sandbox:
     """A bounded pool of pre-forked sandbox workers; use as a context manager.
 
     ``Sandbox(workers=2).run(sources, limits)`` -> one :class:`ExecResult` per source, in order.
-    Each worker is a zygote process in its own PID and network namespaces that forks one fresh
-    child per program (see ``_zygote.py``); as root, each worker slot holds a uid of its own in
-    [61000, 62000) -- claimed with a lock file, so sandboxes in other processes (Ray workers,
-    parallel tests) never share it -- and the cleanup ``kill(-1)`` as that uid reaches every
-    leftover process of that slot and of no one else.
+    Each worker is a zygote process in its own network and PID namespaces that forks a fresh
+    candidate and checker per job (see ``_zygote.py``); as root, each worker slot holds two uids
+    of its own in [61000, 62000) (the candidate's and the checker's) -- claimed with lock files, so
+    sandboxes in other processes (Ray workers, parallel tests) never share them.
     """
 
     def __init__(self, workers: int | None = None) -> None:
