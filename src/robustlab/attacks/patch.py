@@ -142,16 +142,28 @@ class AdversarialPatch(_PatchBase):
 @attacks.register("universal_patch")
 class UniversalPatch(_PatchBase):
     """One patch for all inputs (Brown et al.): ``steps`` signed-gradient steps on the mean loss
-    over the batch (or over ``fit`` data), each with fresh random locations when ``location`` is
-    ``"random"`` (expectation over transformations). Without ``fit`` the patch is trained on the
-    attacked batch itself, so results depend on the batch (by design of a universal attack)."""
+    over the ``fit`` data, each with fresh random locations when ``location`` is ``"random"``
+    (expectation over transformations).
+
+    In a suite the runner fits the patch on the data split named by ``fit_split`` (default
+    ``"train"``: the suite's data source with ``split`` replaced), at most ``fit_size`` examples,
+    leaving out every example id the suite scores, then applies it to the scored shards: the
+    patch never sees the examples it is evaluated on. Called directly without ``fit``, the patch is
+    trained on the attacked batch itself (transductive; results then depend on the batch)."""
 
     def __init__(
-        self, steps: PositiveInt = 100, step_size: Positive = 0.02, location: str = "random"
+        self,
+        steps: PositiveInt = 100,
+        step_size: Positive = 0.02,
+        location: str = "random",
+        fit_split: str = "train",
+        fit_size: PositiveInt = 512,
     ) -> None:
         self.steps = steps
         self.step_size = step_size
         self.location = location
+        self.fit_split = fit_split  # declared: the runner fits on this split, not on scored data
+        self.fit_size = fit_size
         self.patch_: torch.Tensor | None = None
 
     def fit(self, model: Any, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, *,
