@@ -9,6 +9,7 @@ the machine, or run code while still privileged. See docs/code-generation.md ("T
 from __future__ import annotations
 
 import ast
+import json
 import os
 import socket
 import subprocess
@@ -443,3 +444,62 @@ def _uid(pid: str) -> int:
         return os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return -1
+
+
+# --- another interpreter (under /usr) and an unprivileged caller (user namespace) ------------
+
+PROBE = """
+import json, os
+from robustlab.code.sandbox import Checked, Limits, Sandbox, isolation
+lim = Limits(timeout=3.0, memory_mb=512)
+tests = "def check(f):\\n    assert f(1) == 1\\n    assert f([1, (2, 3)]) == [1, (2, 3)]\\n"
+forge = "def f(x):\\n    return 0\\nimport os\\nfor fd in range(1024):\\n    try:\\n" \\
+    "        os.write(fd, b'robustlab-sandbox-ok')\\n    except OSError:\\n        pass\\nos._exit(0)\\n"
+view = "import os\\nraise RuntimeError(sorted(os.listdir('/')), [p for p in os.listdir('/proc') " \\
+    "if p.isdigit()], open('/proc/self/status').read().split('CapEff:')[1].split()[0])"
+with Sandbox(1) as sb:
+    out = {
+        "iso": isolation(),
+        "right": sb.run_one(Checked("def f(x):\\n    return x\\n", tests, "f", "check(f)"), lim).status,
+        "forge": sb.run_one(Checked(forge, tests, "f", "check(f)"), lim).status,
+        "view": sb.run_one(view, lim).message,
+        "write": sb.run_one("open('/usr/x', 'w')", lim).message,
+    }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no /usr/bin/python3")
+@pytest.mark.parametrize("caller", ["root", "nobody"])
+def test_system_python_and_unprivileged_caller(caller: str) -> None:
+    """The interpreter in /usr (its prefix is /usr itself) and, as nobody, the user-namespace path."""
+    if caller == "nobody" and not (ROOT and Path("/usr/bin/setpriv").exists()):
+        pytest.skip("needs root and setpriv to become nobody")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    cmd = ["/usr/bin/python3", "-c", PROBE]
+    if caller == "nobody":
+        cmd = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": src, "HOME": "/tmp"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    if r.returncode != 0 and "ModuleNotFoundError" in r.stderr:
+        pytest.skip(f"/usr/bin/python3 cannot import robustlab: {r.stderr.splitlines()[-1]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["iso"]["own_uid"] == (caller == "root")
+    assert out["iso"]["pid_namespace"] and out["iso"]["mount_namespace"], out
+    assert out["right"] == "passed" and out["forge"] == "failed", out
+    seen, pids, caps = ast.literal_eval(out["view"].removeprefix("RuntimeError: "))
+    assert set(seen) <= {
+        "bin",
+        "sbin",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "usr",
+        "proc",
+        "tmp",
+        "dev",
+        "etc",
+    }
+    assert pids == ["1"] and int(caps, 16) == 0, out
+    assert "Read-only file system" in out["write"] or "Permission denied" in out["write"], out
