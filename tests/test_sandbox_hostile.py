@@ -226,6 +226,31 @@ def test_stop_iteration_cannot_end_the_checks_early(sb: Sandbox) -> None:
     assert sb.run_one(ok, FAST).passed
 
 
+@pytest.mark.parametrize("when", ["before the call", "during the call"])
+def test_a_broken_channel_fails_even_if_the_tests_swallow_exceptions(
+    sb: Sandbox, when: str
+) -> None:
+    """Tests that catch everything (``except BaseException``) still cannot pass a dead program."""
+    program = {
+        "before the call": "import os, threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.05), os._exit(0))).start()\n"
+        "def f(x):\n    return x\n",
+        "during the call": "import os\ndef f(x):\n    os._exit(0)\n",
+    }[when]
+    tests = (
+        "import time\n"
+        "def check(f):\n"
+        "    time.sleep(0.3)\n"
+        "    for x in range(3):\n"
+        "        try:\n"
+        "            f(x)\n"
+        "        except BaseException:\n"
+        "            pass\n"
+    )
+    res = sb.run_one(Checked(program, tests, "f", "check(f)"), FAST)
+    assert res.status == "failed", res
+
+
 def test_candidate_exceptions_and_crashes_are_named(sb: Sandbox, problem: dict) -> None:
     res = sb.run_one(check_program(problem, "    return [][1]\n"), FAST)
     assert res.status == "failed" and res.message == "IndexError: list index out of range"

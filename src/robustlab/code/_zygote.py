@@ -235,11 +235,15 @@ def dec(buf, pos=0, depth=0):
     return {b"l": list, b"t": tuple, b"S": set, b"z": frozenset}[tag](items), pos
 
 
-def send(sock, value):
+def _frame(value):
     out = []
     enc(value, out)
     data = b"".join(out)
-    sock.sendall(struct.pack(">I", len(data)) + data)
+    return struct.pack(">I", len(data)) + data
+
+
+def send(sock, value):
+    sock.sendall(_frame(value))
 
 
 def recv(sock):
@@ -407,11 +411,17 @@ def checker(job, sock_fd, verdict_fd):
     sock = socket.socket(fileno=3)
     broken = []
 
-    def reply():
+    def reply(request=None):
+        """Send ``request`` (if any), read one reply; any failure of the channel is final."""
+        if broken:
+            raise Broken
+        frame = _frame(request) if request is not None else b""  # non-data args: the tests' error
         try:
+            if frame:
+                sock.sendall(frame)
             r = recv(sock)
-        except (ValueError, struct.error, TypeError, UnicodeError, OSError) as e:
-            broken.append(f"malformed reply from the program ({e})")
+        except BaseException as e:  # noqa: BLE001 -- MemoryError, RecursionError, OSError ...
+            broken.append(f"malformed reply from the program ({type(e).__name__}: {e})"[:300])
             raise Broken from None
         if r is None:
             broken.append(ENDED)
@@ -419,8 +429,7 @@ def checker(job, sock_fd, verdict_fd):
         return r
 
     def proxy(*args, **kwargs):
-        send(sock, ("call", job["entry_point"], args, kwargs))
-        r = reply()
+        r = reply(("call", job["entry_point"], args, kwargs))
         if type(r) is tuple and len(r) == 2 and r[0] == "ok":
             return r[1]
         if type(r) is tuple and len(r) == 3 and r[0] == "raise":
