@@ -249,3 +249,61 @@ def test_code_generation_task_via_http(srv: LLMServer) -> None:
     assert ev_http.pred == ev_local.pred and ev_http.error == ev_local.error == [None, None]
     assert torch.equal(ev_http.correct, ev_local.correct)
     assert srv.requests == 2 and all(b["stop"] for b in srv.bodies)  # HumanEval's stop sequences
+
+
+KILLED_CHILD = """
+import sys
+from robustlab.core.registry import models
+from robustlab.store.cache import use_store
+
+url, db, prompts = sys.argv[1], sys.argv[2], sys.argv[3:]
+g = models.create("http-generator", {"base_url": url, "model": "smollm2", "chat": False,
+                                      "max_tokens": 4, "concurrency": 1, "timeout": 100.0,
+                                      "retries": 0})
+print("namespace", f"http:{g.fingerprint()}", flush=True)
+with use_store(db):
+    g.generate(prompts)  # the last prompt hangs: killed before the batch is done
+"""
+
+
+def test_answers_are_cached_as_they_arrive_and_survive_sigkill(
+    srv: LLMServer, tmp_path: Path
+) -> None:
+    """A run killed mid-batch keeps every answer it was given: a real SIGKILL of a subprocess
+    while the batch's last request hangs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "run.db"
+    prompts = ["The capital of France is", "1, 2, 3, 4,", "Red, green,", "never answered"]
+    srv.faults.append(Fault("hang", times=1, match="never answered", hang_s=120.0))
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, srv.url, str(db), *prompts],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while srv.requests < len(prompts) and time.monotonic() < deadline:
+            assert child.poll() is None, "the child ended before it was killed"
+            time.sleep(0.05)
+        assert srv.forwarded == 3  # three answers given, the fourth request hangs
+        time.sleep(1.0)  # (the old code would still be waiting for the batch here)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    ns = child.stdout.read().split()[1]
+    child.stdout.close()
+    cache = ResponseCache(db)
+    assert cache.count(ns) == 3
+    srv.faults.clear()
+    srv.reset()
+    with use_store(str(db)):  # the rerun pays only for the unanswered prompt
+        out = gen(srv, max_tokens=4, concurrency=1, retries=0).generate(prompts)
+    assert len(out) == 4 and srv.requests == 1
+    cache.close()

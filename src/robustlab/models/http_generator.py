@@ -11,7 +11,9 @@ GGUF generator.
 Responses are cached (``cache="store"``: the active run's database, see
 :mod:`robustlab.store.cache`, else ``cache_dir()/responses.db``; ``"disk"``: always that file;
 ``"off"``) under a key of base_url, model, chat/system, prompt and every generation parameter, so a
-rerun costs no calls. A prompt that still fails after its retries raises
+rerun costs no calls. Each answer is cached as it arrives (one small transaction per answer, in
+the caller's thread), so a run killed mid-batch pays again only for the prompts that had not been
+answered. A prompt that still fails after its retries raises
 :class:`~robustlab.core.errors.ModelOutputError` *after* the successes of its batch are cached, and
 the failure is remembered for ``FAILURE_TTL`` seconds (:mod:`~robustlab.models.http_pool`): when
 the task bisects the batch to isolate the failing prompt, no request is repeated. An unreachable
@@ -174,10 +176,11 @@ class HTTPGenerator:
         got: dict[str, Any] = cache.get_many(ns, list(bodies)) if cache else {}
         path = "/chat/completions" if self.chat else "/completions"
         todo = {k: b for k, b in bodies.items() if k not in got}
-        fresh, errors = self._pool.fetch(todo, path, self._parse)
+        # each answer is stored as it arrives (a killed run loses none it was given), and so
+        # before any error is raised: a bisecting caller re-requests nothing
+        save = (lambda k, v: cache.put_many(ns, {k: v})) if cache else None
+        fresh, errors = self._pool.fetch(todo, path, self._parse, save)
         errors.update(invalid)
-        if cache and fresh:
-            cache.put_many(ns, fresh)  # before raising: a bisecting caller re-requests nothing
         self._meter.record(keys, got, fresh, errors, self._client.requests)
         if errors:
             first = errors[next(k for k in keys if k in errors)]

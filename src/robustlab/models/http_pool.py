@@ -3,7 +3,8 @@
 ``RequestPool(client, concurrency).fetch(todo, path, parse)`` posts every ``key -> body`` of
 ``todo`` through a :class:`~robustlab.models.http_client.JSONClient` (itself retrying), at most
 ``concurrency`` at a time, and returns ``(results, errors)`` by key: one failing request never
-stops the others. A key whose request failed after its retries is remembered for ``ttl`` seconds
+stops the others. ``on_result(key, value)``, if given, is called (in the caller's thread) as each
+answer arrives, so the caller can persist it before the rest of the batch is done. A key whose request failed after its retries is remembered for ``ttl`` seconds
 and answered with the same error without a request; after an
 :class:`~robustlab.models.http_client.Unreachable` error every request fails fast for ``ttl``
 seconds (until a request succeeds). So a caller that bisects a failing batch, or a run whose
@@ -20,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from robustlab.models.http_client import JSONClient, Unreachable
@@ -37,7 +38,11 @@ class RequestPool:
         self._down: tuple[float, str] | None = None
 
     def fetch(
-        self, todo: dict[str, dict[str, Any]], path: str, parse: Callable[[Any], Any]
+        self,
+        todo: dict[str, dict[str, Any]],
+        path: str,
+        parse: Callable[[Any], Any],
+        on_result: Callable[[str, Any], None] | None = None,
     ) -> tuple[dict[str, Any], dict[str, str]]:
         now = time.monotonic()
         if len(self._failed) > 10_000:  # forget expired failures
@@ -55,8 +60,9 @@ class RequestPool:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="http-gen")
-            futs = {k: self._pool.submit(self.client.post, path, b, parse) for k, b in todo.items()}
-        for k, f in futs.items():
+            futs = {self._pool.submit(self.client.post, path, b, parse): k for k, b in todo.items()}
+        for f in as_completed(futs):  # in the order answers arrive
+            k = futs[f]
             try:
                 fresh[k] = f.result()
             except Exception as e:  # noqa: BLE001 - surfaces per key, remembered
@@ -64,6 +70,9 @@ class RequestPool:
                 self._failed[k] = (time.monotonic(), str(e))
                 if isinstance(e, Unreachable):
                     self._down = (time.monotonic(), str(e))
+                continue
+            if on_result is not None:
+                on_result(k, fresh[k])
         if fresh:
             self._down = None
         return fresh, errors
