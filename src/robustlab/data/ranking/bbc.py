@@ -30,7 +30,7 @@ import numpy as np
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
 from robustlab.core.rng import seed_from
-from robustlab.core.types import Fraction, PositiveInt, Seed
+from robustlab.core.types import Fraction, NonNegativeInt, PositiveInt, Seed
 from robustlab.data.base import Dataset
 from robustlab.data.ranking import build_examples
 
@@ -102,7 +102,7 @@ def bbc_known_item(
     split: str = "test",
     domain: str = "in",
     query: str = "headline",
-    candidates: PositiveInt = 100,
+    candidates: NonNegativeInt = 100,  # 0: the whole corpus (documented)
     n_queries: PositiveInt | None = None,
     max_docs: int | None = None,
     test_fraction: Fraction = 0.5,
