@@ -4,6 +4,8 @@ the examples it scores (the audit: it was fitted on the very test shard it was e
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
 from robustlab.runner import Suite, run_suite
 from robustlab.runner.context import Context
-from robustlab.runner.execute import fitted_attack
+from robustlab.runner.fitting import fitted_attack
 from robustlab.runner.plan import data_key, plan
+from robustlab.runner.validation import validate_suite
 from robustlab.store import Store
 
 SUITE = """name: uni
@@ -71,16 +74,28 @@ def test_fitting_examples_are_disjoint_from_the_scored_ones(tmp_path: Path) -> N
     assert set(att["x.fit_split"]) == {"train"} and set(att["x.fit_examples"]) == {512}
 
 
-def test_fit_split_that_leaves_nothing_or_a_source_without_splits_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("data", "params", "match"),
+    [
+        (", params: {split: all}", "", "no examples outside the scored data"),
+        ("", ", fit_split: test", "no examples outside the scored data"),  # the scored split
+    ],
+)
+def test_fit_split_that_leaves_nothing_is_refused_before_the_run(
+    tmp_path: Path, data: str, params: str, match: str
+) -> None:
+    suite = _suite(data=data, params=params)
     ctx = Context()
-    suite = _suite(data=", params: {split: all}", params=", fit_split: train")
     u = _units(suite)[0]
-    with pytest.raises(ConfigError, match="no examples outside the scored data"):
+    with pytest.raises(ConfigError, match=match):
         fitted_attack(u, ctx, ctx.component(attacks, u.probe), ctx.model(u.model, 0))
-    suite = _suite(params=", fit_split: test")  # fitting on the scored split itself
-    u = _units(suite)[0]
-    with pytest.raises(ConfigError, match="no examples outside the scored data"):
-        fitted_attack(u, ctx, ctx.component(attacks, u.probe), ctx.model(u.model, 0))
+    with pytest.raises(ConfigError, match=match):
+        validate_suite(suite)
+    (tmp_path / "s.yaml").write_text(suite.to_yaml())
+    cli = str(Path(sys.executable).parent / "robustlab")
+    r = subprocess.run([cli, "validate", "s.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 2 and match in r.stderr + r.stdout and "Traceback" not in r.stderr
 
 
 def test_a_patch_fitted_elsewhere_is_applied_unchanged() -> None:

@@ -6,21 +6,18 @@ correctness are, so classifiers, generators and rankers share this code.
 
 from __future__ import annotations
 
-import copy
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import torch
 
-from robustlab.core.errors import ConfigError
 from robustlab.core.records import dumps
-from robustlab.core.registry import attacks, certifiers, datasets, perturbations
+from robustlab.core.registry import attacks, certifiers, perturbations
 from robustlab.core.rng import ExampleRNG, seed_from
-from robustlab.core.types import ThreatModel
 from robustlab.data.base import Dataset
 from robustlab.runner.context import Context, process_context, spec_json
+from robustlab.runner.fitting import fitted_attack
 from robustlab.runner.plan import WorkUnit
 from robustlab.tasks.base import Evaluation
 
@@ -167,48 +164,6 @@ def _attack(
         extra = {**extra, "fit_split": [attack.fit_split] * len(data),
                  "fit_examples": [len(fit)] * len(data)}  # fmt: skip
     return _rows(unit, data, ev, unit.level, extra)
-
-
-def fitted_attack(unit: WorkUnit, ctx: Context, attack: Any, model: Any) -> tuple[Any, Dataset]:
-    """A copy of a universal attack (one perturbation for all inputs, e.g. ``universal_patch``)
-    fitted on the split it names (``attack.fit_split``), never on the examples the suite scores.
-
-    The fitting data is the unit's data source with ``split`` replaced, without any example id of
-    the scored data (all shards), cut to ``attack.fit_size``; fitted once per run for each model
-    replicate, probe and level, and shared by the shards. Returns the fitted copy and its data."""
-    assert unit.probe is not None and unit.level is not None
-    name, split = unit.probe.name, attack.fit_split
-    if "split" not in inspect.signature(datasets.get(unit.data.name)).parameters:
-        raise ConfigError(
-            f"{name} fits on the {split!r} split, but data source {unit.data.name!r} has no "
-            "'split' parameter: use a data source with splits"
-        )
-    fit_spec = unit.data.model_copy(update={"params": {**unit.data.params, "split": split}})
-
-    def build() -> tuple[Any, Dataset]:
-        full, scored = ctx.data(fit_spec), ctx.data(unit.data)
-        assert full.ids is not None and scored.ids is not None
-        keep = torch.nonzero(~torch.isin(full.ids, scored.ids)).flatten()[: attack.fit_size]
-        if not len(keep):
-            raise ConfigError(
-                f"{name}: the {split!r} split of {unit.data.name!r} has no examples outside the "
-                "scored data; set fit_split to another split"
-            )
-        fit = full.take(keep)
-        assert fit.ids is not None
-        seed = seed_from(unit.seed, unit.model.display, unit.replicate, unit.probe_label,
-                         unit.level, "fit")  # fmt: skip
-        threat = ThreatModel(unit.probe.norm, unit.level)
-        fitted = copy.copy(attack).fit(
-            model, fit.x, fit.y, threat, rng=ExampleRNG.from_seed(seed, fit.ids)
-        )
-        return fitted, fit
-
-    key = (
-        f"fit|{spec_json(unit.probe)}|{spec_json(unit.model)}|{unit.replicate}|"
-        f"{spec_json(unit.data)}|{unit.level}|{unit.seed}"
-    )
-    return ctx.run_cached(key, build)
 
 
 def _certifier(

@@ -9,7 +9,9 @@ any unit (or any store row) is created:
    level domain (:class:`~robustlab.core.types.Levels`, declared with its registration), and the
    number of work items against :data:`MAX_UNITS`.
 2. :func:`validate_data` -- loads the suite's datasets (not its models): slice columns against the
-   data's metadata columns, and the number of units (with shards) against :data:`MAX_UNITS`.
+   data's metadata columns, the fitting data of universal attacks (``fit_split``, outside the
+   scored examples: :mod:`robustlab.runner.fitting`), and the number of units (with shards)
+   against :data:`MAX_UNITS`.
 
 :func:`check_model` runs once per loaded model (``run`` loads them anyway): attack eps in the
 infinity norm at most the width of the model's input domain.
@@ -99,6 +101,9 @@ def validate_data(suite: Suite, ctx: Context | None = None) -> dict[str, int]:
                     f"slice {s.name or col!r}: data {suite.data.name!r} has no metadata column "
                     f"{col!r} (columns: {have})"
                 )
+    from robustlab.runner.fitting import check_fit_data
+
+    check_fit_data(suite, ctx)  # universal attacks: fitting data outside the scored examples
     n = count_units(suite, shards)
     if n > MAX_UNITS:
         raise ConfigError(
