@@ -1,0 +1,320 @@
+"""Attack defaults by measured strength, on models the defaults were not tuned on (issue 16).
+
+Two parts, per (model, eps) setup, per example (robust = still correctly classified):
+
+- ``pgd``: robustlab ``pgd`` under several step rules (``--rules``: ``2.5/steps`` -- Madry et al.'s,
+  the default before 2026-12-07 --, ``eps/4``, ``eps/10``, ``eps/2``, ``max(2.5/steps,1/4)``) vs
+  torchattacks' ``PGD`` (step eps/4, random start; restarts via ``MultiAttack``) at the same budget
+  (``--pgd-budgets``, steps x restarts). Prints robust accuracy and, against torchattacks and
+  against the union of every PGD run of the setup ("best"), how many examples each broke that the
+  other did not.
+- ``aa``: torchattacks' ``AutoAttack(version="standard")`` once, and robustlab's ensemble members
+  run alone on every clean-correct example with the streams the ensemble gives them (APGD-CE;
+  APGD-T one target at a time, so "n targets x s steps" is the union of the first n; Square
+  5,000): an ensemble's verdict is the union of its members' (members only see the examples still
+  robust, and an example's result does not depend on the others in the batch). Prints candidate
+  ``fast`` presets and ``standard`` vs torchattacks; ``--verify`` then runs the real
+  ``autoattack`` ``fast`` and ``standard`` end to end (CPU time vs torchattacks', and a check that
+  the union predicted them).
+
+Models (trained here in seconds, cached; none is a model the presets were tuned on, which were
+``digits-cnn`` seed 0 width 16 and a Fashion-MNIST SmallCNN seed 0):
+
+    fashion-bn     SmallCNN (BatchNorm) width 16, seed 1, 10,000 Fashion-MNIST images, 2 epochs
+    fashion-mlp    MLP 784-128-128-10, seed 0, same data, 3 epochs
+    digits-cnn-s1  digits-cnn seed 1 width 32
+    digits-cnn-s2  digits-cnn seed 2 width 8
+    digits-mlp-s1  digits-mlp seed 1 hidden 128
+    digits-255     SmallCNN width 16 seed 3 trained on raw 0-255 pixels; domain [0, 255], eps x 255
+                   (torchattacks sees the same function on [0, 1] inputs: it clamps to [0, 1])
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/attack_defaults_strength.py --part pgd
+    .venv/bin/python benchmarks/attack_defaults_strength.py --part aa --models digits-cnn-s1 --verify
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+from typing import Any
+
+import torch
+
+from robustlab.attacks.apgd_core import apgd_run
+from robustlab.attacks.base import Misclassified
+from robustlab.core.registry import attacks, datasets, models
+from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import Domain, ThreatModel
+from robustlab.data.base import Dataset
+from robustlab.models import TorchClassifier
+from robustlab.models.nets import MLP, SmallCNN
+from robustlab.models.training import cached_module, train_classifier
+
+
+def _trained(key: dict[str, Any], make: Any, data: Dataset, epochs: int) -> torch.nn.Module:
+    train = partial(train_classifier, make, data, seed=key["seed"], epochs=epochs)
+    return cached_module({**key, "epochs": epochs, "v": 1}, make, train)
+
+
+def fashion_bn() -> TorchClassifier:
+    make = partial(SmallCNN, 1, 10, 28, 16)
+    data = datasets.get("fashion-mnist")(split="train", limit=10000)
+    net = _trained({"name": "bench-fashion-bn", "seed": 1, "limit": 10000}, make, data, 2)
+    return TorchClassifier(net, 10, Domain(0.0, 1.0, (1, 28, 28)), name="fashion-bn")
+
+
+def fashion_mlp() -> TorchClassifier:
+    make = partial(MLP, 784, 128, 10)
+    data = datasets.get("fashion-mnist")(split="train", limit=10000)
+    net = _trained({"name": "bench-fashion-mlp", "seed": 0, "limit": 10000}, make, data, 3)
+    return TorchClassifier(net, 10, Domain(0.0, 1.0, (1, 28, 28)), name="fashion-mlp")
+
+
+def digits_255() -> TorchClassifier:
+    make = partial(SmallCNN, 1, 10, 8, 16)
+    d = datasets.get("digits")(split="train")
+    raw = Dataset(x=d.x * 255, y=d.y, name="digits-255", ids=d.ids)
+    net = _trained({"name": "bench-digits-255", "seed": 3}, make, raw, 20)
+    return TorchClassifier(net, 10, Domain(0.0, 255.0, (1, 8, 8)), name="digits-255")
+
+
+# name -> (model factory, data factory, eps list in [0, 1] pixel units)
+MODELS: dict[str, tuple[Any, Any, list[float]]] = {
+    "fashion-bn": (fashion_bn, "fashion", [8 / 255, 0.05]),
+    "fashion-mlp": (fashion_mlp, "fashion", [8 / 255, 0.05]),
+    "digits-cnn-s1": (lambda: models.create("digits-cnn", {"seed": 1, "width": 32}), "digits",
+                      [0.05, 0.1]),
+    "digits-cnn-s2": (lambda: models.create("digits-cnn", {"seed": 2, "width": 8}), "digits",
+                      [0.05, 0.1]),
+    "digits-mlp-s1": (lambda: models.create("digits-mlp", {"seed": 1, "hidden": 128}), "digits",
+                      [0.05, 0.1]),
+    "digits-255": (digits_255, "digits", [0.05, 0.1]),
+}  # fmt: skip
+
+
+def load_data(kind: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    d = (
+        datasets.get("fashion-mnist")(split="test", limit=n)
+        if kind == "fashion"
+        else datasets.get("digits")(split="test")
+    )
+    return d.x[:n], d.y[:n], d.ids[:n]
+
+
+class UnitNet(torch.nn.Module):
+    """The adapter's logits on [0, 1] inputs (torchattacks clamps to [0, 1]): x -> clf(lo + x (hi -
+    lo)); holds the weights so torchattacks finds their device."""
+
+    def __init__(self, clf: Any) -> None:
+        super().__init__()
+        self.clf, self.module = clf, clf.module
+        self.lo, self.span = clf.domain.lo, clf.domain.hi - clf.domain.lo
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.clf.logits(self.lo + z * self.span)
+
+    logits = forward
+
+
+def robust(clf: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return clf.logits(x).argmax(1) == y
+
+
+def cpu(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
+    t = time.process_time()
+    out = fn(*args, **kw)
+    return out, time.process_time() - t
+
+
+def versus(mine: torch.Tensor, ref: torch.Tensor) -> str:
+    """Robust accuracy of ``mine``, and examples only it broke / only ``ref`` broke (robust masks)."""
+    return (
+        f"{mine.float().mean():6.3f}  only ours broke {int((~mine & ref).sum()):3d}  "
+        f"only torchattacks broke {int((mine & ~ref).sum()):3d}"
+    )
+
+
+# step rules (fraction of eps) by name
+RULES = {
+    "2.5/steps": lambda s: 2.5 / s,
+    "eps/4": lambda s: 0.25,
+    "eps/10": lambda s: 0.1,
+    "eps/2": lambda s: 0.5,
+    "max(2.5/steps,1/4)": lambda s: max(2.5 / s, 0.25),
+}
+
+
+def pgd_part(
+    clf: Any, x: Any, y: Any, ids: Any, eps: float, args: argparse.Namespace, tally: dict
+) -> None:
+    """Per budget: every rule and torchattacks under ``args.seeds`` seeds; adds to ``tally``
+    ((budget, rule) -> [robust acc - best known, examples missed vs best, only-ta-broke,
+    only-ours-broke], summed over setups and seeds)."""
+    import torchattacks as ta
+
+    scale = clf.domain.hi - clf.domain.lo
+    threat = ThreatModel("inf", eps * scale)
+    net = UnitNet(clf).eval()
+    for budget in args.pgd_budgets:
+        steps, restarts = (int(v) for v in budget.split("x"))
+        masks: dict[tuple[str, int], torch.Tensor] = {}
+        times: dict[str, float] = {}
+        for seed in range(args.seeds):
+            for rule in args.rules:
+                params = {"steps": steps, "restarts": restarts, "step_size": RULES[rule](steps)}
+                atk = attacks.create("pgd", params)
+                res, t = cpu(atk, clf, x, y, threat, rng=ExampleRNG.from_seed(seed, ids))
+                masks[rule, seed], times[rule] = ~res.success, times.get(rule, 0) + t
+            torch.manual_seed(seed)
+            pgds = [ta.PGD(net, eps=eps, alpha=eps / 4, steps=steps) for _ in range(restarts)]
+            ref = ta.MultiAttack(pgds) if restarts > 1 else pgds[0]
+            adv, t = cpu(ref, (x - clf.domain.lo) / scale, y)
+            masks["ta", seed], times["ta"] = robust(net, adv, y), times.get("ta", 0) + t
+        best = torch.stack(list(masks.values())).all(0)
+        print(
+            f"  PGD-{steps} x {restarts}, {args.seeds} seed(s): best known {best.float().mean():.3f}"
+        )
+        for rule in [*args.rules, "ta"]:
+            row = tally.setdefault((budget, rule), [0.0, 0, 0, 0])
+            accs, missed, only_ta, only_us = [], 0, 0, 0
+            for seed in range(args.seeds):
+                m, ref_m = masks[rule, seed], masks["ta", seed]
+                accs.append(float(m.float().mean()))
+                missed += int((m & ~best).sum())
+                only_ta, only_us = (
+                    only_ta + int((m & ~ref_m).sum()),
+                    only_us + int((~m & ref_m).sum()),
+                )
+            row[0] += sum(accs) / len(accs) - float(best.float().mean())
+            row[1], row[2], row[3] = row[1] + missed, row[2] + only_ta, row[3] + only_us
+            tail = (
+                ""
+                if rule == "ta"
+                else f"  vs ta (same seed): only ta broke {only_ta:3d}, only ours {only_us:3d}"
+            )
+            print(
+                f"    {rule:20} robust {' '.join(f'{a:.3f}' for a in accs)}  missed vs best "
+                f"{missed:3d}  cpu {times[rule]:6.1f}s{tail}"
+            )
+
+
+def pgd_summary(tally: dict, n_setups: int) -> None:
+    print(f"\nPGD summary over {n_setups} setups (sums over setups and seeds):")
+    print(
+        f"  {'budget':7} {'rule':20} {'mean gap to best (pp)':>21} {'missed':>6} {'only ta':>7} {'only ours':>9}"
+    )
+    for (budget, rule), (gap, missed, only_ta, only_us) in tally.items():
+        ta_cols = "" if rule == "ta" else f"{only_ta:7d} {only_us:9d}"
+        print(f"  {budget:7} {rule:20} {100 * gap / n_setups:21.2f} {missed:6d} {ta_cols}")
+
+
+def apgd_t_per_target(
+    clf: Any, x: Any, y: Any, ids: Any, threat: ThreatModel, steps: int, n_targets: int
+) -> tuple[list[torch.Tensor], float]:
+    """Per target k: success of APGD-T's k-th run on every example, with the ensemble's streams."""
+    with torch.no_grad():
+        z = clf.logits(x)
+    order = z.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
+    hits, total = [], 0.0
+    for k in range(n_targets):
+        r = ExampleRNG.from_seed(0, ids).fork("apgd_t")
+        r.seek(k)  # APGD-T's k-th target run makes the k-th draw of the member's streams
+        (_, ok, _), t = cpu(
+            apgd_run, clf, x, y, order[:, k], threat, Misclassified(), "dlr", steps, r
+        )
+        hits.append(ok.cpu())
+        total += t
+    return hits, total
+
+
+def member(clf: Any, x: Any, y: Any, ids: Any, threat: Any, name: str, params: dict) -> Any:
+    atk = attacks.create(name, params)
+    res, t = cpu(atk, clf, x, y, threat, rng=ExampleRNG.from_seed(0, ids).fork(name))
+    return res.success.cpu(), t
+
+
+def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, verify: bool, t_steps: list[int]):
+    import torchattacks as ta
+
+    scale = clf.domain.hi - clf.domain.lo
+    threat = ThreatModel("inf", eps * scale)
+    net = UnitNet(clf).eval()
+    ref = ta.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
+    adv, t_ta = cpu(ref, (x - clf.domain.lo) / scale, y)
+    ta_rob = robust(net, adv, y)
+    clean = robust(clf, x, y)
+    cc = torch.nonzero(clean).flatten()
+    xc, yc, ic = x[cc], y[cc], ids[cc]
+
+    def full(mask_cc: torch.Tensor) -> torch.Tensor:  # robust over all n from fooled-on-cc
+        out = clean.clone()
+        out[cc] = ~mask_cc
+        return out
+
+    ce = {s: member(clf, xc, yc, ic, threat, "apgd", {"loss": "ce", "steps": s}) for s in (50, 100)}
+    tgt = {s: apgd_t_per_target(clf, xc, yc, ic, threat, s, 9) for s in t_steps}
+    sq, t_sq = member(clf, xc, yc, ic, threat, "square", {"n_queries": 5000})
+    print(
+        f"  torchattacks AutoAttack {ta_rob.float().mean():.3f} (cpu {t_ta:.1f}s); ours alone on "
+        f"{len(cc)} clean-correct: APGD-CE 50/100 cpu {ce[50][1]:.1f}/{ce[100][1]:.1f}s, "
+        + ", ".join(f"APGD-T 9x{s} {tgt[s][1]:.1f}s" for s in t_steps)
+        + f", Square {t_sq:.1f}s"
+    )
+    cands = [(50, s, k) for s in t_steps if s < 100 for k in (3, 5, 9)]
+    cands.append((100, 100, 9) if 100 in t_steps else (100, max(t_steps), 9))
+    rows = {}
+    for ce_s, t_s, k in cands:
+        fooled = ce[ce_s][0] | sq | torch.stack(tgt[t_s][0][:k]).any(0)
+        label = f"CE{ce_s} T{k}x{t_s} Sq" + (
+            " (standard)" if (ce_s, t_s, k) == (100, 100, 9) else ""
+        )
+        rows[label] = full(fooled)
+        print(f"    {label:24} {versus(rows[label], ta_rob)}")
+    if verify:
+        for version in ("fast", "standard"):
+            atk = attacks.create("autoattack", {"version": version})
+            res, t = cpu(atk, clf, x, y, threat, rng=ExampleRNG.from_seed(0, ids))
+            mine = robust(clf, res.x_adv, y)
+            assert torch.equal(mine, ~res.success)
+            print(
+                f"    {version + ' (real run)':24} {versus(mine, ta_rob)}  cpu {t:.1f}s = "
+                f"{t / t_ta:.2f}x torchattacks'"
+            )
+    return rows, ta_rob
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=["pgd", "aa", "all"], default="all")
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--eps", type=float, nargs="*", default=None, help="override (0-1 units)")
+    ap.add_argument("--pgd-budgets", nargs="*", default=["10x1", "50x5"])
+    ap.add_argument("--rules", nargs="*", default=list(RULES), choices=list(RULES))
+    ap.add_argument("--seeds", type=int, default=1, help="PGD: seeds per rule (and torchattacks)")
+    ap.add_argument("--t-steps", type=int, nargs="*", default=[10, 30, 100])
+    ap.add_argument("--verify", action="store_true", help="run the real fast/standard ensembles")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    tally: dict = {}
+    n_setups = 0
+    for name in args.models:
+        factory, kind, eps_list = MODELS[name]
+        clf = factory()
+        x, y, ids = load_data(kind, args.n)
+        x = clf.domain.lo + x * (clf.domain.hi - clf.domain.lo)
+        for eps in args.eps or eps_list:
+            print(f"{name} eps={eps:.4g} n={len(x)} clean {robust(clf, x, y).float().mean():.3f}")
+            if args.part in ("pgd", "all"):
+                pgd_part(clf, x, y, ids, eps, args, tally)
+                n_setups += 1
+            if args.part in ("aa", "all"):
+                aa_part(clf, x, y, ids, eps, args.verify, args.t_steps)
+    if tally:
+        pgd_summary(tally, n_setups)
+
+
+if __name__ == "__main__":
+    main()
