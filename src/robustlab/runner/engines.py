@@ -6,6 +6,8 @@ order; the runner writes each finished unit to the store at once.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -52,7 +54,10 @@ class LocalEngine:
 class RayEngine:
     """Run units as Ray tasks; ``address=None`` starts (or joins) a local Ray instance.
 
-    Each worker process keeps its own cache of loaded models, so a model is loaded once per worker.
+    A local instance listens on loopback (127.0.0.1) only, without a dashboard: nothing on the
+    network can reach it. To use several machines, start a cluster yourself and pass its
+    ``address`` (CLI: ``--ray-address``). Each worker process keeps its own cache of loaded
+    models, so a model is loaded once per worker.
     """
 
     name = "ray"
@@ -61,18 +66,27 @@ class RayEngine:
         self.address = address
         self.num_cpus = num_cpus
 
-    def map(self, units: Sequence[WorkUnit], run_id: str | None = None) -> Iterator[Result]:
+    def start(self) -> None:
+        """Connect to ``address``, or start a local instance bound to loopback (if none is up)."""
         try:
             import ray
         except ImportError:
             raise ConfigError("the ray engine needs Ray: pip install 'robustlab[ray]'") from None
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.address:
-                kwargs["address"] = self.address
-            elif self.num_cpus:
-                kwargs["num_cpus"] = self.num_cpus
-            ray.init(**kwargs)
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if self.address:
+            ray.init(address=self.address, **kwargs)
+            return
+        if self.num_cpus:
+            kwargs["num_cpus"] = self.num_cpus
+        with _loopback():
+            ray.init(_node_ip_address="127.0.0.1", **kwargs)
+
+    def map(self, units: Sequence[WorkUnit], run_id: str | None = None) -> Iterator[Result]:
+        import ray
+
+        self.start()
         remote = ray.remote(_run_one)
         url = active_store()  # workers must reach it: PostgreSQL, or SQLite on a shared disk
         pending = {remote.remote(u, url, run_id): u for u in units}
@@ -86,6 +100,36 @@ class RayEngine:
         finally:  # interrupted (or the consumer stopped): do not leave work running
             for ref in pending:
                 ray.cancel(ref)
+
+
+_NO_CLUSTER = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback() -> Iterator[None]:
+    """Make a local Ray instance keep to 127.0.0.1.
+
+    Ray replaces a loopback ``_node_ip_address`` by the machine's external address, and its GCS,
+    raylet and workers then listen on every interface, unless its single-machine mode is on (the
+    default on macOS and Windows: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). That mode is read
+    from the environment when Ray is imported, by Ray here and by every process it starts; if
+    Ray was imported before, its constant is switched for the ``ray.init`` call. The test checks
+    the sockets the started processes listen on.
+    """
+    from ray._private import ray_constants
+
+    env = os.environ.get(_NO_CLUSTER)
+    os.environ[_NO_CLUSTER] = "0"  # inherited by the GCS, raylet and workers
+    old = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
+        if env is None:
+            os.environ.pop(_NO_CLUSTER, None)
+        else:
+            os.environ[_NO_CLUSTER] = env
 
 
 def make_engine(
