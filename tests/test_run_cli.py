@@ -172,11 +172,15 @@ def test_report_folders_that_cannot_be_created_fail_before_the_run(tmp_path: Pat
     ],
 )
 def test_store_urls_that_cannot_be_opened(tmp_path: Path, url: str, message: str) -> None:
-    code, stdout, stderr = cli("runs", "--store", url, cwd=tmp_path)
-    line = _one_line(stderr)
-    assert code == 2 and message in line, stderr
-    assert ":pw@" not in stdout + stderr and ":***@" in line  # named, without the password
-    assert list(tmp_path.iterdir()) == []
+    torch.jit.script(HalfNaN()).save(str(tmp_path / "m.pt"))
+    (tmp_path / "suite.yaml").write_text(SUITE.format(model=tmp_path / "m.pt"))
+    for args in (["runs"], ["run", "suite.yaml", "--no-progress"]):
+        code, stdout, stderr = cli(*args, "--store", url, cwd=tmp_path)
+        line = _one_line(stderr)
+        assert code == 2 and message in line, stderr
+        assert ":pw@" not in stdout + stderr and ":***@" in line  # named, without the password
+        # nothing created (not even the default report folder robustlab-runs/reports)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "suite.yaml"]
 
 
 # credentials ------------------------------------------------------------------------------------

@@ -96,10 +96,16 @@ def _load_suite(path: str, sets: list[str], seed: int | None) -> Any:
 def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None, new: bool,
              out_dir: str | None, progress: bool) -> str:  # fmt: skip
     from robustlab.runner import make_engine, run_suite
-    from robustlab.store.location import writable_folder
+    from robustlab.store.location import missing_folders, writable_folder
 
+    new_folders = missing_folders(_report_dir(store, out_dir))
     reports = writable_folder(_report_dir(store, out_dir), "report folder")  # before any work
-    st = _open_store(store)
+    try:
+        st = _open_store(store)
+    except RobustlabError:
+        for d in new_folders:  # a store that cannot be opened leaves nothing behind
+            d.rmdir()
+        raise
     try:
         run_id = run_suite(
             suite, st, engine=make_engine(engine, ray_address), resume=not new, progress=progress

@@ -128,3 +128,14 @@ def write_private(path: Path, text: str) -> None:
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def missing_folders(folder: str | Path) -> list[Path]:
+    """The folders that creating ``folder`` would create, deepest first (to undo it)."""
+    p = Path(folder).expanduser().absolute()
+    out = []
+    for d in (p, *p.parents):
+        if d.exists() or d.is_symlink():
+            break
+        out.append(d)
+    return out
