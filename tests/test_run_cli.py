@@ -225,3 +225,32 @@ def test_masked_urls() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+class _Broken:
+    """A perturbation with a bug: every call raises, so each of its units fails."""
+
+    def __call__(self, x: torch.Tensor, severity: float, rng: object) -> torch.Tensor:
+        raise RuntimeError("a bug in this perturbation")
+
+
+def test_failed_units_exit_3(tmp_path: Path) -> None:
+    from robustlab.core.registry import perturbations
+
+    perturbations.register("_test-broken-perturbation")(_Broken)
+    (tmp_path / "suite.yaml").write_text(
+        "name: broken\nmodel: {name: digits-mlp}\ndata: {name: digits}\nshard_size: 200\n"
+        "probes:\n  - {kind: perturbation, name: _test-broken-perturbation, levels: [1]}\n"
+    )
+    code, stdout, stderr = cli(
+        "run", "suite.yaml", "--store", "s.db", "--no-progress", cwd=tmp_path
+    )
+    assert code == EXIT_ERRORS, stderr
+    line = _one_line(stderr)
+    assert "2 of 4 units failed" in line and "0 of 360 example records errored" in line
+    st = Store(tmp_path / "s.db")
+    info = st.run_info(st.resolve("latest"))
+    errors = [u["error"] for u in info["units"] if u["status"] == "failed"]
+    assert info["status"] == "failed" and len(errors) == 2
+    assert all("a bug in this perturbation" in e for e in errors)
+    st.close()
