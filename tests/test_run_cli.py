@@ -238,6 +238,13 @@ def test_failed_units_exit_3(tmp_path: Path) -> None:
     from robustlab.core.registry import perturbations
 
     perturbations.register("_test-broken-perturbation")(_Broken)
+    try:
+        _run_broken(tmp_path)
+    finally:  # registries are process-wide: other tests must not see it
+        perturbations._items.pop("_test-broken-perturbation", None)
+
+
+def _run_broken(tmp_path: Path) -> None:
     (tmp_path / "suite.yaml").write_text(
         "name: broken\nmodel: {name: digits-mlp}\ndata: {name: digits}\nshard_size: 200\n"
         "probes:\n  - {kind: perturbation, name: _test-broken-perturbation, levels: [1]}\n"
