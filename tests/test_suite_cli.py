@@ -446,8 +446,12 @@ def _bomb() -> str:
         (b"name: t\n# " + b"x" * 1_000_001 + b"\n", "is larger than 1,000,000 bytes"),
         (_bomb().encode(), "expands to more than 100,000 YAML nodes"),
         (
-            b"name: t\nmodel: {name: digits-mlp}\ndata: " + b"[" * 5000 + b"]" * 5000,
+            b"name: t\nmodel: {name: digits-mlp}\ndata: " + b"[" * 200 + b"]" * 200,
             "nested more than 50 levels deep",
+        ),
+        (
+            b"name: t\nmodel: {name: digits-mlp}\ndata: " + b"[" * 5000 + b"]" * 5000,
+            "nesting depth",
         ),
         (
             b"name: t\nmodel: &m {name: digits-mlp, params: {x: [*m]}}\ndata: {name: digits}",
