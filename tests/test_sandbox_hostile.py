@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 import json
 import os
+import random
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from robustlab.code import _sandbox_wire as wire
 from robustlab.code.problems import check_program, load_humaneval
 from robustlab.code.sandbox import Checked, Limits, Sandbox, isolation
 
@@ -528,3 +531,105 @@ def test_system_python_and_unprivileged_caller(caller: str) -> None:
     }
     assert pids == ["1"] and int(caps, 16) == 0, out
     assert "Read-only file system" in out["write"] or "Permission denied" in out["write"], out
+
+
+# --- the wire format: the checker's only input from the program ------------------------------
+
+PLAIN = (type(None), bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+
+
+def _only_plain(v: object) -> bool:
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if type(x) not in PLAIN:
+            return False
+        if isinstance(x, dict):
+            stack += [*x.keys(), *x.values()]
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            stack += list(x)
+    return True
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> object:
+    kind = rng.randrange(12 if depth < 4 else 7)
+    leaf = [
+        None,
+        rng.random() < 0.5,
+        rng.randint(-(10**40), 10**40),
+        rng.choice([0.0, -0.0, 1e308, float("inf"), rng.random()]),
+        complex(rng.random(), -rng.random()),
+        "".join(rng.choice("aé\udc80x😀 ") for _ in range(rng.randrange(6))),
+        rng.randbytes(rng.randrange(5)),
+    ]
+    if kind < len(leaf):
+        return leaf[kind]
+    items = [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = [k for k in items if isinstance(k, (int, str, bytes, tuple, frozenset)) and _hashable(k)]
+    return [
+        items,
+        tuple(items),
+        {k: k for k in keys},
+        set(keys),
+        frozenset(keys),
+    ][kind - len(leaf)]
+
+
+def _hashable(v: object) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+def test_wire_round_trip_and_subclasses_become_plain() -> None:
+    rng = random.Random(0)
+    for _ in range(500):
+        v = _random_value(rng)
+        out: list[bytes] = []
+        wire.enc(v, out)
+        back, end = wire.dec(b"".join(out))
+        assert end == len(b"".join(out)) and repr(back) == repr(v) and _only_plain(back)
+
+    class Liar(int):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = int.__hash__
+
+    out = []
+    wire.enc([Liar(3), True], out)
+    back, _ = wire.dec(b"".join(out))
+    assert type(back[0]) is int and back[0] != 4 and back[1] is True
+
+
+def test_wire_decoder_fuzz_only_plain_values_or_errors() -> None:
+    """Random bytes and mutated frames: plain values or an error, never anything else."""
+    rng = random.Random(1)
+    frames = []
+    for _ in range(200):
+        out: list[bytes] = []
+        wire.enc(_random_value(rng), out)
+        frames.append(b"".join(out))
+    decoded = 0
+    for i in range(5000):
+        if i % 2:
+            buf = bytearray(rng.choice(frames))
+            for _ in range(rng.randrange(1, 4)):
+                if buf:
+                    buf[rng.randrange(len(buf))] = rng.randrange(256)
+            buf = bytes(buf[: rng.randrange(len(buf) + 1)] if rng.random() < 0.3 else buf)
+        else:
+            buf = rng.randbytes(rng.randrange(40))
+        try:
+            v, _ = wire.dec(buf)
+        except (ValueError, struct.error, TypeError, UnicodeError, RecursionError):
+            continue
+        decoded += 1
+        assert _only_plain(v), v
+    assert decoded > 100  # the fuzzer reached the decoder's value paths, not only its errors
+    with pytest.raises(ValueError, match="nested"):
+        wire.dec(b"l\0\0\0\1" * 200 + b"N")
+    with pytest.raises(TypeError, match="cannot cross"):
+        wire.enc(iter([1]), [])

@@ -24,15 +24,11 @@ the program left), and answers one JSON line on stdout.
 
 import builtins
 import contextlib
-import ctypes
 import json
 import os
-import platform
-import resource
 import select
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import traceback
@@ -68,210 +64,30 @@ PRELOAD = (
     "subprocess",
     "threading",
 )
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # our two helpers, then no more
+from _sandbox_jail import (  # noqa: E402
+    LIBC,
+    NEWNS,
+    NEWPID,
+    NODEV,
+    NOEXEC,
+    NOSUID,
+    _c,
+    _drop,
+    _fds,
+    _limits,
+    mount,
+    skeleton,
+)
+from _sandbox_wire import _frame, recv, send  # noqa: E402
+
+del sys.path[0]
 for _name in PRELOAD:
     with contextlib.suppress(ImportError):
         __import__(_name)
 
-LIBC = ctypes.CDLL(None, use_errno=True)
-NEWNS, NEWPID = 0x00020000, 0x20000000
-RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
-PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), -1)
-MAX_FRAME = 64 << 20
 ENDED = "program ended before the tests finished"
 DEV = ("null", "zero", "full", "random", "urandom")
-
-
-def _c(ret):
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def mount(src, dst, fstype, flags, data=None):
-    enc = [None if v is None else v.encode() for v in (src, dst, fstype, data)]
-    _c(LIBC.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]))
-
-
-def ro_bind(src, dst):
-    """Bind ``src`` at ``dst`` read-only, keeping the flags a user namespace may not clear."""
-    mount(src, dst, None, BIND | REC)
-    kept = os.statvfs(src).f_flag & (NOSUID | NODEV | NOEXEC)
-    mount(None, dst, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV | kept)
-
-
-def skeleton():
-    """Pivot into a tmpfs root with read-only binds of what the interpreter needs."""
-    prefix = os.path.realpath(sys.base_prefix)
-    exe = os.path.realpath(sys.executable)
-    sources = ["/usr", prefix, os.path.dirname(exe)]
-    with open("/proc/self/mountinfo") as f:  # a mount point with nothing mounted below it
-        below = [ln.split()[4] for ln in f]
-    mp = next(
-        d
-        for d in ("/mnt", "/media", "/srv", "/opt", "/tmp", "/var", "/home", "/boot")
-        if os.path.isdir(d)
-        and not any((s + "/").startswith(d + "/") for s in sources)
-        and not any(m.startswith(d + "/") for m in below)
-    )
-    mount(None, "/", None, REC | PRIVATE)
-    mount("tmpfs", mp, "tmpfs", NOSUID | NODEV, "size=4m,mode=755")
-
-    def mk(path, mode=0o755):
-        os.makedirs(mp + path, mode=mode, exist_ok=True)
-        os.chmod(mp + path, mode)
-        return mp + path
-
-    binds = [("/usr", "/usr")] + ([] if (prefix + "/").startswith("/usr/") else [(prefix, prefix)])
-    for src, dst in binds:
-        ro_bind(src, mk(dst))
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        host = "/" + name
-        if os.path.islink(host):
-            os.symlink(os.readlink(host), mp + host)
-        elif os.path.isdir(host):
-            ro_bind(host, mk(host))
-    if not os.path.exists(mp + sys.executable) and os.path.isabs(sys.executable):
-        mk(os.path.dirname(sys.executable))
-        os.symlink(exe, mp + sys.executable)
-    for d, mode in (("/proc", 0o555), ("/tmp", 0o1777), ("/dev", 0o755), ("/etc", 0o755)):
-        mk(d, mode)
-    if os.getpid() == 1:  # our own PID namespace's /proc: lets a user namespace mount the jobs'
-        mount("proc", mp + "/proc", "proc", NOSUID | NODEV | NOEXEC)
-    for name in DEV:
-        open(mp + "/dev/" + name, "w").close()
-        mount("/dev/" + name, mp + "/dev/" + name, None, BIND)
-    os.symlink("/proc/self/fd", mp + "/dev/fd")
-    files = {
-        "passwd": "root:x:0:0::/:/bin/sh\nsandbox:x:65534:65534::/tmp:/bin/sh\n",
-        "group": "root:x:0:\nsandbox:x:65534:\n",
-        "hosts": "127.0.0.1 localhost\n::1 localhost\n",
-    }
-    for name, text in files.items():
-        with open(mp + "/etc/" + name, "w") as f:
-            f.write(text)
-    if os.path.isfile("/etc/ld.so.cache"):
-        open(mp + "/etc/ld.so.cache", "w").close()
-        ro_bind("/etc/ld.so.cache", mp + "/etc/ld.so.cache")
-    os.chdir(mp)
-    _c(LIBC.syscall(PIVOT_ROOT, b".", b"."))  # pivot_root(".", "."): the old root stacks on top
-    _c(LIBC.umount2(b".", 2))  # MNT_DETACH: the host's tree is gone from this namespace
-    os.chdir("/")
-    mount(None, "/", None, REMOUNT | BIND | RDONLY | NOSUID | NODEV)
-
-
-# --- plain-data frames: both sides encode, only the checker's decoder is trusted -------------
-
-
-def enc(v, out, depth=0):
-    if depth > 100:
-        raise ValueError("value nested too deeply")
-    t = type(v)
-    if v is None or t is bool:
-        out.append({None: b"N", True: b"T", False: b"F"}[v])
-    elif isinstance(v, int):
-        v = int.__index__(v)
-        raw = v.to_bytes(v.bit_length() // 8 + 1, "big", signed=True)
-        out.append(b"i" + struct.pack(">I", len(raw)) + raw)
-    elif isinstance(v, float):
-        out.append(b"f" + struct.pack(">d", float(v)))
-    elif isinstance(v, complex):
-        out.append(b"c" + struct.pack(">dd", v.real, v.imag))
-    elif isinstance(v, (str, bytes, bytearray)):
-        raw = str.encode(str(v), "utf-8", "surrogatepass") if isinstance(v, str) else bytes(v)
-        out.append((b"s" if isinstance(v, str) else b"b") + struct.pack(">I", len(raw)) + raw)
-    elif isinstance(v, (list, tuple, set, frozenset, dict)):
-        items = list(v.items()) if isinstance(v, dict) else list(v)
-        tag = (
-            b"d"
-            if isinstance(v, dict)
-            else {list: b"l", tuple: b"t", set: b"S"}.get(
-                next(k for k in (list, tuple, set, frozenset) if isinstance(v, k)), b"z"
-            )
-        )
-        out.append(tag + struct.pack(">I", len(items)))
-        for it in items:
-            if isinstance(v, dict):
-                enc(it[0], out, depth + 1)
-                enc(it[1], out, depth + 1)
-            else:
-                enc(it, out, depth + 1)
-    else:
-        raise TypeError(f"a value of type {t.__name__} cannot cross the sandbox boundary")
-
-
-def dec(buf, pos=0, depth=0):
-    """Decode one value; only builtin types come out. Malformed input raises ValueError."""
-    if depth > 100:
-        raise ValueError("value nested too deeply")
-    tag = buf[pos : pos + 1]
-    pos += 1
-    if tag in (b"N", b"T", b"F"):
-        return {b"N": None, b"T": True, b"F": False}[tag], pos
-    if tag == b"f":
-        return struct.unpack_from(">d", buf, pos)[0], pos + 8
-    if tag == b"c":
-        re_, im = struct.unpack_from(">dd", buf, pos)
-        return complex(re_, im), pos + 16
-    (n,) = struct.unpack_from(">I", buf, pos)
-    pos += 4
-    if tag in (b"i", b"s", b"b"):
-        raw = bytes(buf[pos : pos + n])
-        if len(raw) != n:
-            raise ValueError("truncated frame")
-        v = {
-            b"i": lambda r: int.from_bytes(r, "big", signed=True),
-            b"s": lambda r: r.decode("utf-8", "surrogatepass"),
-            b"b": bytes,
-        }[tag](raw)
-        return v, pos + n
-    if tag not in (b"l", b"t", b"S", b"z", b"d") or n > len(buf):
-        raise ValueError("malformed frame")
-    items = []
-    for _ in range(n * 2 if tag == b"d" else n):
-        v, pos = dec(buf, pos, depth + 1)
-        items.append(v)
-    if tag == b"d":
-        return dict(zip(items[::2], items[1::2], strict=True)), pos
-    return {b"l": list, b"t": tuple, b"S": set, b"z": frozenset}[tag](items), pos
-
-
-def _frame(value):
-    out = []
-    enc(value, out)
-    data = b"".join(out)
-    return struct.pack(">I", len(data)) + data
-
-
-def send(sock, value):
-    sock.sendall(_frame(value))
-
-
-def recv(sock):
-    """One decoded frame, or None when the other side is gone."""
-    head = _exact(sock, 4)
-    if head is None:
-        return None
-    (n,) = struct.unpack(">I", head)
-    if n > MAX_FRAME:
-        raise ValueError("frame too large")
-    data = _exact(sock, n)
-    if data is None:
-        return None
-    v, end = dec(memoryview(data))
-    if end != n:
-        raise ValueError("trailing bytes in frame")
-    return v
-
-
-def _exact(sock, n):
-    chunks, got = [], 0
-    while got < n:
-        b = sock.recv(min(n - got, 1 << 20))
-        if not b:
-            return None
-        chunks.append(b)
-        got += len(b)
-    return b"".join(chunks)
 
 
 # --- the two processes -------------------------------------------------------------------------
@@ -280,42 +96,6 @@ def _exact(sock, n):
 def _last_line(exc):
     lines = traceback.format_exception_only(type(exc), exc)
     return (lines[-1].strip() if lines else type(exc).__name__)[:300]
-
-
-def _fds(keep):
-    """stdin/out/err to /dev/null, ``keep`` to 3, 4, ...; every other descriptor closed."""
-    null = os.open(os.devnull, os.O_RDWR)
-    for i, fd in enumerate(keep):
-        os.dup2(fd, 200 + i)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    for i in range(len(keep)):
-        os.dup2(200 + i, 3 + i)
-    os.closerange(3 + len(keep), 1 << 16)
-
-
-def _limits(job):
-    for lim, v in (
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_AS, job["mem"]),
-        (resource.RLIMIT_CPU, job["cpu"]),
-        (resource.RLIMIT_FSIZE, job["fsize"]),
-    ):
-        resource.setrlimit(lim, (v, v))
-
-
-def _drop(uid, nproc):
-    """As root: the job's uid; in a user namespace: no capabilities. Then no way back."""
-    for cap in range(64):  # empty the bounding set while we may (CAP_SETPCAP)
-        if LIBC.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, until EINVAL
-            break
-    if uid >= 0:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    _c(LIBC.capset(struct.pack("Ii", 0x20080522, 0), bytes(24)))  # version 3, this thread
-    _c(LIBC.prctl(38, 1, 0, 0, 0))  # PR_SET_NO_NEW_PRIVS
 
 
 def candidate(job, sock_fd, ns):
