@@ -38,7 +38,6 @@ SECTIONS = [
     "Transformations",
     "Evaluation sets",
     "Attacks",
-    "Certification",
     "All metrics",
 ]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -25,12 +25,16 @@ import pandas as pd
 
 from robustlab.core.errors import ConfigError
 from robustlab.report import tables
+from robustlab.report.format import level_text
+from robustlab.report.levels import NORMS, Axis, axis_for, probe_axes
 from robustlab.runner.suite import Suite
 from robustlab.store import Store
 
 REPORT_VERSION = 1
 ADV_COLUMNS = ["model", "probe", "level", "accuracy", "accuracy_lo", "accuracy_hi",
-               "attack_success_rate", "mean_queries"]  # fmt: skip
+               "attack_success_rate", "mean_queries", "axis", "level_name", "norm"]  # fmt: skip
+CERT_COLUMNS = ["model", "probe", "level", "accuracy", "accuracy_lo", "accuracy_hi", "n",
+                "axis", "level_name", "norm"]  # fmt: skip
 
 
 def _rows(
@@ -103,14 +107,17 @@ def _model_summary(
     clean: pd.DataFrame,
     ood: pd.DataFrame,
     attacks: pd.DataFrame,
+    certified: pd.DataFrame,
     df: pd.DataFrame,
 ) -> pd.DataFrame:
-    """The compact per-model table: one row per model across the three S1 families."""
+    """The compact per-model table: one row per model across the three S1 families, and the
+    lowest certified accuracy (the largest radius) where the run has certifiers."""
     rows = []
     for model in models:
         c = clean[clean["model"] == model]
         o = ood[ood["model"] == model]
         a = attacks[attacks["model"] == model]
+        k = certified[certified["model"] == model]
         sub = df[df["model"] == model]
         row: dict[str, Any] = {
             "model": model,
@@ -124,6 +131,8 @@ def _model_summary(
             "ood_worst": None,
             "adv_worst_accuracy": None,
             "adv_worst": None,
+            "cert_worst_accuracy": None,
+            "cert_worst": None,
             "failing_examples": int(sub["error"].notna().sum()),
         }
         if len(o):
@@ -137,9 +146,30 @@ def _model_summary(
         if len(a):
             w = a.loc[a["accuracy"].idxmin()]
             row["adv_worst_accuracy"] = w["accuracy"]
-            row["adv_worst"] = f"{w['probe']}@{w['level']:g}"
+            row["adv_worst"] = _condition(w)
+        if len(k):
+            w = k.loc[k["accuracy"].idxmin()]
+            row["cert_worst_accuracy"] = w["accuracy"]
+            row["cert_worst"] = _condition(w)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _condition(row: Any) -> str:
+    """``probe@level``, with the norm of an Lp level: ``pgd@8/255 L∞``, ``patch@0.1``."""
+    norm = NORMS.get(row["norm"]) if isinstance(row.get("norm"), str) else None
+    return f"{row['probe']}@{level_text(row['level'])}" + (f" {norm}" if norm else "")
+
+
+def _with_axes(t: pd.DataFrame, axes: dict[str, Axis], kind: str | None = None) -> pd.DataFrame:
+    """``t`` with the meaning of its levels: ``axis`` (label), ``level_name`` and ``norm``."""
+    kinds = t["kind"] if "kind" in t else pd.Series(kind, index=t.index)
+    found = [axis_for(axes, str(k), str(p)) for k, p in zip(kinds, t["probe"], strict=True)]
+    return t.assign(
+        axis=[a.label for a in found],
+        level_name=[a.name for a in found],
+        norm=[a.norm for a in found],
+    )
 
 
 def build_report(store: Store, run_id: str) -> dict[str, Any]:
@@ -158,13 +188,14 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
 
     clean = tables.clean(df)
     reps = tables.clean_by_replicate(df)
-    pert = tables.shifts(df, "perturbation", clean)
+    axes = probe_axes(info)
+    pert = _with_axes(tables.shifts(df, "perturbation", clean), axes, "perturbation")
     evalsets = tables.shifts(df, "evalset", clean)
     ood = tables.ood_summary(
         {k: t for k, t in (("perturbation", pert), ("evalset", evalsets)) if len(t)}
     )
-    atk = tables.attacks(df)
-    cert = tables.certifiers(df)
+    atk = _with_axes(tables.attacks(df), axes, "attack")
+    cert = _with_axes(tables.certifiers(df), axes, "certifier")
     worst = tables.worst_levels([pert, evalsets, atk])
     slices, notes = tables.slices(df, suite.get("slices", []), worst)
     metric_names = ["accuracy", *suite.get("metrics", [])]
@@ -177,11 +208,12 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
             "models": models,
             "probes": probes,
             "summary": {
-                "models": _rows(_model_summary(models, clean, ood, atk, df)),
+                "models": _rows(_model_summary(models, clean, ood, atk, cert, df)),
                 "iid": _rows(clean, models),
                 "replicates": _rows(reps, models),
                 "ood": _rows(ood, models, probes),
                 "adversarial": _rows(atk[ADV_COLUMNS], models, probes),
+                "certified": _rows(cert[CERT_COLUMNS], models, probes),
             },
             "sections": {
                 "slices": {
@@ -194,7 +226,11 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
                 "evaluation_sets": {"rows": _rows(evalsets, models, probes)},
                 "attacks": {"rows": _rows(atk, models, probes)},
                 "certifiers": {"rows": _rows(cert, models, probes)},
-                "metrics": {"rows": _rows(tables.metric_table(df, metric_names), models, probes)},
+                "metrics": {
+                    "rows": _rows(
+                        _with_axes(tables.metric_table(df, metric_names), axes), models, probes
+                    )
+                },
             },
             "extensions": _extensions(df, info),
         }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 from html import escape
 from typing import Any
 
@@ -33,6 +34,32 @@ def num(v: Any, digits: int = 3) -> str:
         return f"{x:.2g}"
     text = f"{x:.{digits}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def level_text(v: Any) -> str:
+    """A probe level as plain text: a short decimal as is (``0.1``, ``3``), a multiple of 1/1020 up
+    to 1 as ``k/255`` (``8/255``, ``0.5/255``: image budgets) unless it is a simple fraction ``p/q``
+    with ``q <= 16`` (``1/3``), anything else with 4 significant digits."""
+    if _missing(v):
+        return MISSING
+    x = float(v)
+    if x == round(x, 4):
+        return f"{x:.4f}".rstrip("0").rstrip(".") if x != int(x) else f"{int(x)}"
+    f = Fraction(x).limit_denominator(16)
+    if abs(float(f) - x) < 1e-9 * max(1.0, abs(x)):
+        return f"{f.numerator}/{f.denominator}"
+    k = x * 255
+    if 0 < abs(x) <= 1 and abs(k * 4 - round(k * 4)) < 1e-6:
+        return f"{round(k * 4) / 4:g}/255"
+    return f"{x:.4g}"
+
+
+def level(v: Any) -> str:
+    """:func:`level_text` as HTML; where it is not the plain decimal, the decimal is the tooltip."""
+    text = level_text(v)
+    if _missing(v) or "/" not in text:
+        return escape(text)
+    return f'<span title="{float(v):.6g}">{escape(text)}</span>'
 
 
 def pct(v: Any) -> str:

@@ -6,11 +6,12 @@ JSON content only, so a stored ``.json`` report can be re-rendered later.
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 
 from robustlab.report import plots
-from robustlab.report.format import ci, e, num, pct, pp, table
+from robustlab.report.format import ci, e, level, num, pct, pp, table
 from robustlab.report.overview import header, summary
 
 _CSS = """
@@ -37,7 +38,6 @@ SECTIONS = (
     ("transformations", "Transformations"),
     ("evaluation-sets", "Evaluation sets"),
     ("attacks", "Attacks"),
-    ("certifiers", "Certification"),
     ("metrics", "All metrics"),
 )
 
@@ -78,32 +78,58 @@ def _slices(c: dict[str, Any]) -> str:
     return notes + f"<figure>{plot}</figure>" + table(head, body, num_cols=range(2, len(head)))
 
 
-def _curve_section(c: dict[str, Any], key: str, xlabel: str, title: str, empty: str) -> str:
-    rows = c["sections"][key]["rows"]
+def _by_axis(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by the meaning of their level (``axis``: "epsilon (L∞)", "severity", ...), in
+    order of appearance: one plot and one table per group, so levels of different meanings or norms
+    never share an axis or a column."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r.get("axis") or "level", []).append(r)
+    return groups
+
+
+def _transformations(c: dict[str, Any]) -> str:
+    rows = c["sections"]["transformations"]["rows"]
     if not rows:
-        return f'<p class="muted">{empty}</p>'
-    plot = plots.curves(rows, c["models"], _clean_map(c), xlabel, title)
-    if key == "attacks":
-        head = ["model", "attack", "epsilon", "robust accuracy [95% CI]", "attack success [95% CI]",
-                "mean queries", "median distance", "n"]  # fmt: skip
-        body = [[e(r["model"]), e(r["probe"]), num(r["level"], 4),
-                 ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
-                 ci(r["attack_success_rate"], r["attack_success_rate_lo"], r["attack_success_rate_hi"]),
-                 num(r["mean_queries"], 1), num(r["median_distance"], 4), num(r["n"], 0)]
-                for r in rows]  # fmt: skip
-    else:
+        return '<p class="muted">No perturbations in this run.</p>'
+    parts = []
+    for axis, group in _by_axis(rows).items():
+        title = f"Accuracy vs {axis} (0 = clean), 95% CI bands"
+        plot = plots.curves(group, c["models"], _clean_map(c), axis, title)
         head = [
             "model",
             "perturbation",
-            "severity",
+            axis,
             "accuracy [95% CI]",
             "drop vs clean",
             "seed std",
             "n",
         ]
-        body = [[e(r["model"]), e(r["probe"]), num(r["level"], 3), ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
-                 pp(r["drop"]), pp(r["accuracy_std"]), num(r["n"], 0)] for r in rows]  # fmt: skip
-    return f"<figure>{plot}</figure>" + table(head, body, num_cols=range(2, len(head)))
+        body = [[e(r["model"]), e(r["probe"]), level(r["level"]), ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+                 pp(r["drop"]), pp(r["accuracy_std"]), num(r["n"], 0)] for r in group]  # fmt: skip
+        parts.append(f"<h3>{escape(axis)}</h3><figure>{plot}</figure>"
+                     + table(head, body, num_cols=range(2, len(head))))  # fmt: skip
+    return "\n".join(parts)
+
+
+def _attacks(c: dict[str, Any]) -> str:
+    rows = c["sections"]["attacks"]["rows"]
+    if not rows:
+        return '<p class="muted">No attacks in this run.</p>'
+    parts = []
+    for axis, group in _by_axis(rows).items():
+        title = f"Robust accuracy vs {axis} (0 = clean), 95% CI bands"
+        plot = plots.curves(group, c["models"], _clean_map(c), axis, title)
+        head = ["model", "attack", axis, "robust accuracy [95% CI]", "attack success [95% CI]",
+                "mean queries", "median distance", "n"]  # fmt: skip
+        body = [[e(r["model"]), e(r["probe"]), level(r["level"]),
+                 ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+                 ci(r["attack_success_rate"], r["attack_success_rate_lo"], r["attack_success_rate_hi"]),
+                 num(r["mean_queries"], 1), num(r["median_distance"], 4), num(r["n"], 0)]
+                for r in group]  # fmt: skip
+        parts.append(f"<h3>{escape(axis)}</h3><figure>{plot}</figure>"
+                     + table(head, body, num_cols=range(2, len(head))))  # fmt: skip
+    return "\n".join(parts)
 
 
 def _evalsets(c: dict[str, Any]) -> str:
@@ -117,29 +143,51 @@ def _evalsets(c: dict[str, Any]) -> str:
     return f"<figure>{plot}</figure>" + table(head, body, num_cols=range(2, 6))
 
 
-def _certifiers(c: dict[str, Any]) -> str:
-    rows = c["sections"]["certifiers"]["rows"]
-    if not rows:
-        return '<p class="muted">No certifiers in this run.</p>'
-    body = [[e(r["model"]), e(r["probe"]), num(r["level"], 4), ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
-             pct(r.get("abstain_rate")), num(r["n"], 0)] for r in rows]  # fmt: skip
-    return table(
-        ["model", "certifier", "radius", "certified accuracy [95% CI]", "abstained", "n"],
-        body,
-        num_cols=range(2, 6),
-    )
+def _level_cell(r: dict[str, Any]) -> str:
+    """A level with its meaning where it has one (not for clean records and evaluation sets)."""
+    if r.get("kind") in ("clean", "evalset"):
+        return level(r["level"])
+    axis = r.get("axis")
+    return level(r["level"]) + (f" <span class=ci>{e(axis)}</span>" if axis else "")
 
 
 def _metrics(c: dict[str, Any]) -> str:
     rows = c["sections"]["metrics"]["rows"]
-    names = [k for k in (rows[0] if rows else {}) if k not in ("model", "kind", "probe", "level", "n")
+    fixed = ("model", "kind", "probe", "level", "n", "axis", "level_name", "norm")
+    names = [k for k in (rows[0] if rows else {}) if k not in fixed
              and not k.endswith(("_lo", "_hi", "_std"))]  # fmt: skip
-    body = [[e(r["model"]), e(r["kind"]), e(r["probe"]), num(r["level"], 4), num(r["n"], 0)]
+    body = [[e(r["model"]), e(r["kind"]), e(r["probe"]), _level_cell(r), num(r["n"], 0)]
             + [ci(r[m], r[f"{m}_lo"], r[f"{m}_hi"], as_pct=False) for m in names] for r in rows]  # fmt: skip
     t = table(
         ["model", "kind", "probe", "level", "n", *names], body, num_cols=range(3, 5 + len(names))
     )
     return f"<details><summary>{len(rows)} groups × {len(names)} metrics</summary>{t}</details>"
+
+
+def unique_sections(items: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """``(anchor, title, html)`` per section with anchors and titles unique by construction.
+
+    An anchor is the section's key as a valid id (``certification_curves`` ->
+    ``certification-curves``); a taken anchor gets ``-2``, ``-3`` ...; a title already used
+    (case-insensitively) gets its section's key in parentheses. So two sections never share a nav
+    link or a heading, whatever titles registered sections declare.
+    """
+    anchors: set[str] = set()
+    titles: set[str] = set()
+    out = []
+    for key, title, html in items:
+        base = re.sub(r"[^a-z0-9_-]+", "-", key.lower()).replace("_", "-").strip("-") or "section"
+        anchor, n = base, 2
+        while anchor in anchors:
+            anchor, n = f"{base}-{n}", n + 1
+        shown, n = title, 2
+        while shown.casefold() in titles:
+            shown = f"{title} ({key})" if n == 2 else f"{title} ({key} {n})"
+            n += 1
+        anchors.add(anchor)
+        titles.add(shown.casefold())
+        out.append((anchor, shown, html))
+    return out
 
 
 def render(content: dict[str, Any]) -> str:
@@ -148,27 +196,23 @@ def render(content: dict[str, Any]) -> str:
     parts = {
         "summary": summary(content),
         "slices": _slices(content),
-        "transformations": _curve_section(content, "transformations", "severity",
-                                          "Accuracy vs severity (0 = clean), 95% CI bands",
-                                          "No perturbations in this run."),
+        "transformations": _transformations(content),
         "evaluation-sets": _evalsets(content),
-        "attacks": _curve_section(content, "attacks", "epsilon",
-                                  "Robust accuracy vs epsilon (0 = clean), 95% CI bands",
-                                  "No attacks in this run."),
-        "certifiers": _certifiers(content),
+        "attacks": _attacks(content),
         "metrics": _metrics(content),
     }  # fmt: skip
-    sections = list(SECTIONS)
+    items = [(k, t, parts[k]) for k, t in SECTIONS[:-1]]
     for key, ext in content.get("extensions", {}).items():
         from robustlab.core.registry import report_sections
 
         section = report_sections.get(key)
         renderer = section() if isinstance(section, type) else section
-        parts[key] = renderer.render(ext["data"])
-        sections.insert(len(sections) - 1, (key, ext["title"]))  # before "All metrics"
-    nav = "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t in sections)
+        items.append((key, ext["title"], renderer.render(ext["data"])))
+    items.append((SECTIONS[-1][0], SECTIONS[-1][1], parts[SECTIONS[-1][0]]))  # "All metrics" last
+    sections = unique_sections(items)
+    nav = "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t, _ in sections)
     body = "\n".join(
-        f'<section id="{k}"><h2>{escape(t)}</h2>\n{parts[k]}</section>' for k, t in sections
+        f'<section id="{k}"><h2>{escape(t)}</h2>\n{html}</section>' for k, t, html in sections
     )
     title = f"robustlab report — {run.get('suite')} — {run['id']}"
     return (

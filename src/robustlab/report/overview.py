@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robustlab.report.format import ci, e, kv_table, num, pct, pp, table
+from robustlab.report.format import ci, e, kv_table, level, num, pct, pp, table
 
 
 def header(run: dict[str, Any]) -> str:
@@ -52,12 +52,14 @@ def summary(c: dict[str, Any]) -> str:
          pp(r["seed_std"]), pp(r["ood_mean_drop"]),
          f"{pp(r['ood_worst_drop'])} <span class=ci>{e(r['ood_worst'] or '')}</span>",
          f"{pct(r['adv_worst_accuracy'])} <span class=ci>{e(r['adv_worst'] or '')}</span>",
+         f"{pct(r.get('cert_worst_accuracy'))} <span class=ci>{e(r.get('cert_worst') or '')}</span>",
          num(r["failing_examples"], 0)]
         for r in s["models"]
     ]  # fmt: skip
     head = ["model", "seeds", "clean accuracy [95% CI]", "seed std", "OOD mean drop",
-            "OOD worst drop", "worst robust accuracy", "failing records"]  # fmt: skip
-    out = [table(head, rows, num_cols=range(1, 8))]
+            "OOD worst drop", "worst robust accuracy", "lowest certified accuracy",
+            "failing records"]  # fmt: skip
+    out = [table(head, rows, num_cols=range(1, 9))]
     out.append("<h3>I.i.d. variance</h3>")
     if s["iid"]:
         out.append(table(["model", "clean accuracy [95% CI]", "std across seeds", "n"], [
@@ -78,10 +80,23 @@ def summary(c: dict[str, Any]) -> str:
         out.append('<p class="muted">No perturbations or evaluation sets in this run.</p>')
     out.append("<h3>Adversarial</h3>")
     if s["adversarial"]:
-        out.append(table(["model", "attack", "epsilon", "robust accuracy [95% CI]", "attack success", "mean queries"], [
-            [e(r["model"]), e(r["probe"]), num(r["level"], 4), ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+        out.append(table(["model", "attack", "budget", "robust accuracy [95% CI]", "attack success", "mean queries"], [
+            [e(r["model"]), e(r["probe"]), _budget(r), ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
              pct(r["attack_success_rate"]), num(r["mean_queries"], 1)] for r in s["adversarial"]],
             num_cols=(2, 3, 4, 5)))  # fmt: skip
     else:
         out.append('<p class="muted">No attacks in this run.</p>')
+    out.append("<h3>Certified</h3>")
+    if s.get("certified"):
+        out.append(table(["model", "certifier", "radius", "certified accuracy [95% CI]", "n"], [
+            [e(r["model"]), e(r["probe"]), _budget(r), ci(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]),
+             num(r["n"], 0)] for r in s["certified"]], num_cols=(2, 3, 4)))  # fmt: skip
+    else:
+        out.append('<p class="muted">No certifiers in this run.</p>')
     return "\n".join(out)
+
+
+def _budget(r: dict[str, Any]) -> str:
+    """A level with its meaning: ``8/255 (epsilon (L∞))``."""
+    axis = r.get("axis")
+    return level(r["level"]) + (f" <span class=ci>{e(axis)}</span>" if axis else "")

@@ -52,6 +52,37 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg") :]
 
 
+def finish_axes(ax: Any, levels: Sequence[float], xlabel: str, span: Sequence[float] = ()) -> None:
+    """Label the level axis and pad both axes, so that markers at 0 (and at accuracy 0 or 1) are
+    not cut by the frame; the x range covers ``levels`` and ``span``. With few distinct levels, the
+    ticks sit exactly at them, labelled as the tables print levels (``8/255``), leaving out a
+    level too close to a larger one to be read."""
+    from robustlab.report.format import level_text
+
+    def finite(vs: Sequence[float]) -> list[float]:
+        return sorted({float(v) for v in vs if v is not None and math.isfinite(float(v))})
+
+    xs, every = finite(levels), finite([*levels, *span])
+    if every:
+        lo, hi = every[0], every[-1]
+        pad = 0.05 * (hi - lo) if hi > lo else 0.05 * (abs(hi) or 1.0)
+        ax.set_xlim(lo - pad, hi + pad)
+        if 0 < len(xs) <= 8:
+            gap = 0.07 * (hi - lo)
+            ticks = [xs[-1]]
+            for v in reversed(xs[:-1]):
+                if ticks[-1] - v >= gap:
+                    ticks.append(v)
+            ticks.reverse()
+            labels = [level_text(v) for v in ticks]
+            long = sum(len(t) for t in labels) > 40
+            ax.set_xticks(
+                ticks, labels, rotation=30 if long else 0, ha="right" if long else "center"
+            )
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_xlabel(xlabel)
+
+
 def _models(rows: Rows, models: Sequence[str]) -> list[str]:
     present = {r["model"] for r in rows}
     return [m for m in models if m in present] + sorted(present - set(models))
@@ -76,6 +107,7 @@ def curves(
         for ax, model in zip(axes, ms, strict=True):
             mrows = [r for r in rows if r["model"] == model]
             probes = list(dict.fromkeys(r["probe"] for r in mrows))
+            levels: list[float] = []
             for i, probe in enumerate(probes):
                 pr = sorted((r for r in mrows if r["probe"] == probe), key=lambda r: r["level"])
                 xs = [r["level"] for r in pr]
@@ -83,13 +115,17 @@ def curves(
                 lo = [_num(r["accuracy_lo"]) for r in pr]
                 hi = [_num(r["accuracy_hi"]) for r in pr]
                 if model in clean and clean[model] is not None and 0 not in xs:
-                    xs, ys = [0.0, *xs], [clean[model], *ys]
-                    lo, hi = [clean[model], *lo], [clean[model], *hi]
-                (line,) = ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], ms=4, label=probe)
+                    c = clean[model]  # level 0 = clean, in its place (levels may be signed)
+                    pts = sorted([(0.0, c, c, c), *zip(xs, ys, lo, hi, strict=True)])
+                    xs, ys, lo, hi = (list(t) for t in zip(*pts, strict=True))
+                (line,) = ax.plot(
+                    xs, ys, marker=_MARKERS[i % len(_MARKERS)], ms=4, label=probe, clip_on=False,
+                    zorder=3,
+                )  # fmt: skip
                 ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+                levels += xs
             ax.set_title(model)
-            ax.set_xlabel(xlabel)
-            ax.set_ylim(-0.02, 1.02)
+            finish_axes(ax, levels, xlabel)
             ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
         axes[0].set_ylabel("accuracy")
         fig.suptitle(title)
@@ -135,10 +171,10 @@ def slice_bars(rows: Rows, models: Sequence[str], probes: Sequence[str], title: 
                 ax.plot(
                     [pos[r["slice"]] + off for r in pr], [_num(r["accuracy"]) for r in pr],
                     ls="none", marker=_MARKERS[i % len(_MARKERS)], ms=4,
-                    label=pr[0]["condition"],
+                    label=pr[0]["condition"], clip_on=False, zorder=3,
                 )  # fmt: skip
             ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-            ax.set_ylim(0, 1.02)
+            ax.set_ylim(0, 1.04)
             ax.set_title(model)
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         axes[0].set_ylabel("accuracy")
@@ -162,7 +198,7 @@ def set_bars(rows: Rows, models: Sequence[str], clean: dict[str, Any], title: st
             colors = ["#9aa5b1"] + ["#4a6a94"] * len(mrows)
             ax.bar(range(len(names)), ys, yerr=[lo, hi], color=colors, capsize=3)
             ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-            ax.set_ylim(0, 1.02)
+            ax.set_ylim(0, 1.04)
             ax.set_title(model)
         axes[0].set_ylabel("accuracy")
         fig.suptitle(title)

@@ -17,6 +17,7 @@ import pandas as pd
 from robustlab.core.errors import ConfigError
 from robustlab.data.slices import from_spec
 from robustlab.metrics import summarize
+from robustlab.report.format import level_text
 
 SLICE_KEYS = ["model", "slice_set", "slice", "kind", "probe", "level"]
 ATTACK_METRICS = ("accuracy", "attack_success_rate", "mean_queries", "median_distance")
@@ -70,7 +71,7 @@ def ood_summary(shift_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                  "mean_accuracy": g["accuracy"].mean(), "mean_drop": g["drop"].mean(),
                  "worst_drop": worst["drop"], "worst_probe": worst["probe"],
                  "worst_level": worst["level"],
-                 "worst": worst["probe"] if kind == "evalset" else f"{worst['probe']}@{worst['level']:g}"}
+                 "worst": worst["probe"] if kind == "evalset" else f"{worst['probe']}@{level_text(worst['level'])}"}
             )  # fmt: skip
     cols = ["model", "kind", "conditions", "mean_accuracy", "mean_drop", "worst_drop",
             "worst_probe", "worst_level", "worst"]  # fmt: skip
@@ -133,7 +134,7 @@ def slices(
     table = stats(pd.concat(parts), SLICE_KEYS)
     plain = table["kind"].isin(["clean", "evalset"])
     table["condition"] = table["probe"].where(
-        plain, table["probe"] + "@" + table["level"].map("{:g}".format)
+        plain, table["probe"] + "@" + table["level"].map(level_text)
     )
     # slice sets in suite order, values in natural order (label=2 before label=10)
     sets = {p["slice_set"].iloc[0]: i for i, p in enumerate(parts) if len(p)}

@@ -19,6 +19,7 @@ import pandas as pd
 
 from robustlab.core.registry import report_sections
 from robustlab.report.format import e, num, pct, table
+from robustlab.report.format import level as fmt_level
 
 
 def _ci(k: int, n: int) -> tuple[float, float]:
@@ -65,31 +66,41 @@ class Conformal:
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
         if df.empty or "kind" not in df or not (df["kind"] == "conformal").any():
             return None
+        from robustlab.report.levels import axis_for, probe_axes
+
         rows = _rows(df[df["kind"] == "conformal"])
+        axes = probe_axes(info)
+        for r in rows:
+            r["axis"] = axis_for(axes, "conformal", r["probe"]).label
         return {"rows": rows} if rows else None
 
     def render(self, data: dict[str, Any]) -> str:
-        rows = data["rows"]
-        body = [
-            [e(r["model"]), e(r["probe"]), num(r["eps"]),
-             f"{pct(r['coverage'])} [{pct(r['lo'])}, {pct(r['hi'])}]", pct(r["target"]),
-             "yes" if r["guaranteed"] else "no", num(r["set_size"], 2), str(r["n"]),
-             "BELOW 1 - alpha: a bug" if r["violated"] else "ok"]
-            for r in rows
-        ]  # fmt: skip
-        head = ["model", "method", "attack eps", "coverage [95% CI]", "1 - alpha", "guaranteed",
-                "mean set size", "test examples", "check"]  # fmt: skip
         note = (
             "<p>Coverage is the share of test examples whose label is in the prediction set; "
             "split conformal guarantees 1 - alpha on clean data only, RSCP+ up to its certified "
             "L2 eps.</p>"
         )
-        return (
-            note + f"<figure>{_plot(rows)}</figure>" + table(head, body, num_cols=[2, 3, 4, 6, 7])
-        )
+        parts = [note]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in data["rows"]:
+            groups.setdefault(r.get("axis") or "attack eps", []).append(r)
+        for axis, rows in groups.items():
+            body = [
+                [e(r["model"]), e(r["probe"]), fmt_level(r["eps"]),
+                 f"{pct(r['coverage'])} [{pct(r['lo'])}, {pct(r['hi'])}]", pct(r["target"]),
+                 "yes" if r["guaranteed"] else "no", num(r["set_size"], 2), str(r["n"]),
+                 "BELOW 1 - alpha: a bug" if r["violated"] else "ok"]
+                for r in rows
+            ]  # fmt: skip
+            head = ["model", "method", axis, "coverage [95% CI]", "1 - alpha", "guaranteed",
+                    "mean set size", "test examples", "check"]  # fmt: skip
+            heading = f"<h3>{e(axis)}</h3>" if len(groups) > 1 else ""
+            parts.append(heading + f"<figure>{_plot(rows, axis)}</figure>"
+                         + table(head, body, num_cols=[2, 3, 4, 6, 7]))  # fmt: skip
+        return "\n".join(parts)
 
 
-def _plot(rows: list[dict[str, Any]]) -> str:
+def _plot(rows: list[dict[str, Any]], axis: str = "attack eps") -> str:
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -105,17 +116,21 @@ def _plot(rows: list[dict[str, Any]]) -> str:
                 pr = [r for r in mine if r["probe"] == probe]
                 eps = [r["eps"] for r in pr]
                 marker = plots._MARKERS[i % len(plots._MARKERS)]
-                line = ax_cov.plot(eps, [r["coverage"] for r in pr], marker=marker, label=probe)
+                line = ax_cov.plot(eps, [r["coverage"] for r in pr], marker=marker, label=probe,
+                                   clip_on=False, zorder=3)  # fmt: skip
                 err = [[r["coverage"] - r["lo"] for r in pr], [r["hi"] - r["coverage"] for r in pr]]
                 ax_cov.errorbar(eps, [r["coverage"] for r in pr], yerr=err, fmt="none",
                                 color=line[0].get_color(), alpha=0.5)  # fmt: skip
                 sizes = [float("nan") if r["set_size"] is None else r["set_size"] for r in pr]
-                ax_size.plot(eps, sizes, marker=marker, label=probe)
+                ax_size.plot(eps, sizes, marker=marker, label=probe, clip_on=False, zorder=3)
             for target in sorted({r["target"] for r in mine if r["target"] is not None}):
                 ax_cov.axhline(target, color="k", linestyle="--", linewidth=0.8)
             ax_cov.set_title(f"{model}: coverage (dashed: 1 - alpha)")
             ax_size.set_title(f"{model}: mean set size")
-            for ax in (ax_cov, ax_size):
-                ax.set_xlabel("attack eps")
+            levels = [r["eps"] for r in mine]
+            plots.finish_axes(ax_cov, levels, axis)
+            plots.finish_axes(ax_size, levels, axis)
+            top = max([r["set_size"] for r in mine if r["set_size"] is not None] or [1.0])
+            ax_size.set_ylim(-0.04 * top, 1.08 * top)  # set sizes, not rates
             ax_size.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
         return plots._svg(fig)

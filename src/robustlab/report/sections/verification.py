@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 
 from robustlab.core.registry import report_sections
-from robustlab.report.format import e, num, pct, table
+from robustlab.report.format import e, pct, table
+from robustlab.report.format import level as fmt_level
 
 CERTIFIERS = ("ibp", "milp")
 
@@ -32,10 +33,18 @@ def _probe_names(info: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
 
 
 def _rows(df: pd.DataFrame, info: dict[str, Any]) -> list[dict[str, Any]]:
+    from robustlab.report.levels import Axis, probe_axes
+
     names = _probe_names(info)
     kind_name = df["probe"].map(lambda p: names.get(p, ("", "", ""))[:2])
     certs = df[(df["kind"] == "certifier") & kind_name.map(lambda k: k[1] in CERTIFIERS)]
-    linf = {p for p, (k, _, norm) in names.items() if k == "attack" and norm == "inf"}
+    # attacks whose levels are L-inf epsilons (not patch areas, edit rates, ...): upper bounds
+    axes = probe_axes(info)
+    linf = {
+        p
+        for p, (k, _, _) in names.items()
+        if k == "attack" and axes.get(p) == Axis("epsilon", "inf")
+    }
     attacks = df[(df["kind"] == "attack") & df["probe"].isin(linf)]
     if certs.empty or attacks.empty:
         return []
@@ -81,13 +90,13 @@ class Verification:
             return "—" if v is None else pct(v)
 
         body = [
-            [e(r["model"]), num(r["eps"]), opt(r["ibp"]),
+            [e(r["model"]), fmt_level(r["eps"]), opt(r["ibp"]),
              opt(r["milp"]) + (f" ({r['timeouts']} time-outs)" if r["timeouts"] else ""),
              f"{pct(r['attack'])} ({e(r['attack_name'])})", pct(r["gap"]),
              "VIOLATED: a bound is wrong" if r["violated"] else "ok"]
             for r in data["rows"]
         ]  # fmt: skip
-        head = ["model", "Linf eps", "IBP-certified", "exact (MILP)", "under attack", "gap",
+        head = ["model", "epsilon (L∞)", "IBP-certified", "exact (MILP)", "under attack", "gap",
                 "order"]  # fmt: skip
         note = (
             "<p>Certified accuracies are lower bounds on robust accuracy, accuracy under attack "
