@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from robustlab.code.problems import check_program, load_humaneval
-from robustlab.code.sandbox import UID_BASE, Limits, Sandbox, isolation, run_program
+from robustlab.code.sandbox import UID_BASE, Checked, Limits, Sandbox, isolation, run_program
 from robustlab.core.errors import ConfigError
 
 FAST = Limits(timeout=2.0, memory_mb=512)
@@ -131,3 +131,16 @@ def test_isolation_reported_and_bad_limits() -> None:
     with pytest.raises(ConfigError, match="workers"):
         Sandbox(0)
     assert run_program("x = 1").passed
+
+
+def test_checker_gets_the_prompt_helpers_even_when_the_prompt_does_not_parse(sb: Sandbox) -> None:
+    """A docstring turned into comments leaves ``f`` without a body; ``poly`` and ``A`` still count."""
+    prompt = (
+        "import math\nif True:\n    A = 2\nelse:\n    A = 3\n\n\n"
+        "def poly(x):\n    return A * x\n\n\ndef f(x):\n    # return poly(x)\n"
+    )
+    tests = "def check(candidate):\n    assert candidate(3) == poly(3) == 6\n"
+    job = Checked(prompt + "    return poly(x)\n", tests, "f", "check(f)", context=prompt)
+    assert sb.run_one(job, FAST).passed
+    wrong = Checked(prompt + "    return 0\n", tests, "f", "check(f)", context=prompt)
+    assert sb.run_one(wrong, FAST).status == "failed"

@@ -154,7 +154,8 @@ def _statements(src):
     chunks, lines = [], src.splitlines(keepends=True)
     for i, ln in enumerate(lines):
         prev = next((p for p in reversed(lines[:i]) if p.strip()), "")
-        top = ln[:1].strip() and ln[:1] not in "#)]}" and not prev.startswith("@")
+        cont = ln.startswith(("else", "elif", "except", "finally", "#", ")", "]", "}"))
+        top = ln[:1].strip() and not cont and not prev.startswith("@")
         if top or not chunks:
             chunks.append((i, []))
         chunks[-1][1].append(ln)
