@@ -136,7 +136,7 @@ def test_isolation_reported_and_bad_limits() -> None:
 def test_checker_gets_the_prompt_helpers_even_when_the_prompt_does_not_parse(sb: Sandbox) -> None:
     """A docstring turned into comments leaves ``f`` without a body; ``poly`` and ``A`` still count."""
     prompt = (
-        "import math\nif True:\n    A = 2\nelse:\n    A = 3\n\n\n"
+        "import math\nif False:\n    A = 3\nelse:\n    A = 2\n\n\n"
         "def poly(x):\n    return A * x\n\n\ndef f(x):\n    # return poly(x)\n"
     )
     tests = "def check(candidate):\n    assert candidate(3) == poly(3) == 6\n"
