@@ -107,7 +107,9 @@ def test_dataset_masks_and_bad_input(folders: tuple[Path, Path], tmp_path: Path)
     with pytest.raises(ConfigError, match="no mask for"):
         datasets.create("image-folder", {"root": str(img), "size": 8, "channels": 1,
                                          "masks": str(empty)})  # fmt: skip
-    with pytest.raises(ConfigError, match="dict with 'name'"):
+    with pytest.raises(ConfigError, match="parameter 'data' must be dict"):
         datasets.create("object-masks", {"data": "digits"})
+    with pytest.raises(ConfigError, match="dict with 'name'"):
+        datasets.create("object-masks", {"data": {"foo": 1}})
     with pytest.raises(ConfigError, match="field 'mask'"):
         type(d)(d.x, d.y, fields={"mask": torch.zeros(3, 1, 28, 28)})

@@ -194,11 +194,15 @@ def test_signed_perturbation_levels_run_from_a_suite(tmp_path):
     a = rot[rot.level == -20].set_index("example_id")["pred"]
     b = rot[rot.level == 20].set_index("example_id")["pred"]
     assert (a != b.loc[a.index]).any()  # the two directions are different images
-    with pytest.raises(Exception, match="levels must be >= 0"):
-        Suite.from_yaml(
-            "name: bad\nmodel: {name: digits-logreg}\ndata: {name: digits}\n"
-            "probes:\n  - {kind: attack, name: fgsm, levels: [-0.1]}\n"
-        )
+    from robustlab.core.errors import ConfigError
+    from robustlab.runner.validation import validate_components
+
+    bad = Suite.from_yaml(
+        "name: bad\nmodel: {name: digits-logreg}\ndata: {name: digits}\n"
+        "probes:\n  - {kind: attack, name: fgsm, levels: [-0.1]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"level 0 \(-0.1\) is outside its domain.*>= 0"):
+        validate_components(bad)  # the level domains are checked by validation (run calls it)
 
 
 def test_a_shards_attack_units_share_its_clean_evaluation(
