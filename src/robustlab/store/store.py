@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
+import sqlite3
 import time
 import uuid
 import weakref
@@ -30,6 +32,7 @@ from robustlab.store import location as location_
 from robustlab.store.schema import SCHEMA_VERSION
 
 _LOCK_KEY = 0x726F627573746C62  # PostgreSQL advisory lock of store creation/migration ("robustlb")
+_SQLITE_WAIT_S = 60.0  # how long a SQLite store waits for another process's lock before it fails
 
 
 class Store:
@@ -44,7 +47,7 @@ class Store:
         self.url = location_.masked(self.connect_url)
         try:
             self.engine = sa.create_engine(self.connect_url, future=True, **_engine_args(self.url))
-        except (ArgumentError, ImportError) as e:
+        except (ArgumentError, ImportError, ValueError) as e:
             raise StoreError(_bad_url(self.url, e)) from None
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -116,16 +119,33 @@ class Store:
             c.commit()
 
     def _use_wal(self) -> None:
-        """Write-ahead logging for SQLite (persistent in the file): only once the schema is ours."""
-        if self.engine.dialect.name == "sqlite":
+        """Write-ahead logging for SQLite (persistent in the file): only once the schema is ours.
+
+        Switching the journal mode needs the file to itself, and SQLite answers "database is
+        locked" at once (its busy timeout does not apply) while another process that opens the
+        same fresh store holds a read lock: retry with a jittered back-off, within the same 60 s
+        a writer waits for the lock."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        deadline = time.monotonic() + _SQLITE_WAIT_S
+        pause = 0.005
+        while True:
             raw = self.engine.raw_connection()  # outside any transaction, or SQLite ignores it
             try:
                 cur = raw.cursor()
                 if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     cur.execute("PRAGMA journal_mode=WAL")
                 cur.close()
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
             finally:
                 raw.close()
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.2)
 
     def _migrate(self, c: sa.Connection, version: int) -> None:
         """Upgrade an older store in place, one version step per function, all in the caller's
@@ -417,13 +437,15 @@ def _migrate_2_to_3(c: sa.Connection) -> None:
 
 def _engine_args(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):  # wait (not fail) while another process holds the write lock
-        return {"connect_args": {"timeout": 60.0}}
+        return {"connect_args": {"timeout": _SQLITE_WAIT_S}}
     return {}
 
 
 def _bad_url(url: str, e: Exception) -> str:
     if isinstance(e, ImportError):
         return f"cannot open store {url}: its database driver is not installed ({e})"
+    if isinstance(e, ValueError) and not isinstance(e, ArgumentError):
+        return f"cannot open store {url}: malformed URL ({location_.one_line(e)})"
     name = url.split("://", 1)[0]
     kind = (
         f"database driver {name.split('+', 1)[1]!r}" if "+" in name else f"database kind {name!r}"
