@@ -167,6 +167,8 @@ def test_report_folders_that_cannot_be_created_fail_before_the_run(tmp_path: Pat
         ("postgresql+nosuchdriver://u:pw@h/x", "unknown database driver 'nosuchdriver'"),
         ("sqlite+nosuchdriver://u:pw@/x.db", "unknown database driver 'nosuchdriver'"),
         ("mysql+pymysql://u:pw@127.0.0.1:1/x", "cannot open store"),
+        # SQLAlchemy raises a bare ValueError (not ArgumentError) for a port that is not a number
+        ("postgresql+psycopg://u:pw@h:notaport/x", "malformed URL"),
         # psycopg's error spans several lines ("connection failed ...\n\tIs the server running")
         ("postgresql+psycopg://u:pw@127.0.0.1:1/x?connect_timeout=2", "cannot open store"),
     ],

@@ -42,7 +42,7 @@ def masked(url: str) -> str:
         return url
     try:
         u = sa.make_url(url)
-    except ArgumentError:  # unparsable: hide whatever sits between '//user:' and '@'
+    except (ArgumentError, ValueError):  # unparsable: hide what sits between '//user:' and '@'
         return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
     query = {k: ("***" if _SECRET_KEYS.search(k) else v) for k, v in u.query.items()}
     return u.set(query=query).render_as_string(hide_password=True)
@@ -54,7 +54,7 @@ def one_line(message: object, url: str | None = None) -> str:
     if url and is_url(url):
         try:
             password = sa.make_url(url).password
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             password = None
         if password:
             text = text.replace(str(password), "***")
