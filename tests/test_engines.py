@@ -1,5 +1,6 @@
-"""Engines and determinism: the Ray engine reproduces the local engine exactly, runs are
-deterministic under their seed, and sharding changes nothing per example."""
+"""The Ray engine reproduces the local engine exactly (records and unit keys), and a local Ray
+instance listens on loopback only. Skips without ``ray``; the local engine's determinism is tested
+in tests/test_local_engine.py, which always runs (its fixtures are shared from there)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robustlab.runner import LocalEngine, RayEngine, run_suite
+from robustlab.runner import RayEngine
 from robustlab.store import Store
 
 ray = pytest.importorskip("ray")
+
+import test_local_engine as local  # noqa: E402 - after the skip
+
+# the local run the Ray run is compared with: the same fixtures (each module runs its own)
+_run, suite, workdir, local_records = local._run, local.suite, local.workdir, local.local_records
 
 
 @pytest.fixture(scope="module")
@@ -28,35 +34,6 @@ def ray_local() -> Iterator[None]:
     RayEngine(num_cpus=2).start()
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("engines")
-
-
-@pytest.fixture(scope="module")
-def suite(small_suite):
-    # 3 shards x (clean + 2 noise + fgsm + pgd) = 15 units, with random draws in noise and PGD
-    return small_suite(name="engines", shard_size=128)
-
-
-def _run(suite, location: Path, engine=None, resume: bool = True) -> tuple[pd.DataFrame, dict]:
-    st = Store(location)
-    rid = run_suite(suite, st, engine=engine or LocalEngine(), resume=resume, progress=False)
-    info = st.run_info(rid)
-    records = st.records(rid, expand=False)  # exact JSON text of extras and meta
-    st.engine.dispose()
-    return records, info
-
-
-@pytest.fixture(scope="module")
-def local_records(suite, workdir: Path, canonical_records) -> pd.DataFrame:
-    records, info = _run(suite, workdir / "local.db")
-    assert info["status"] == "complete"
-    assert len(info["units"]) == info["n_units"] == 15
-    assert info["environment"]["engine"] == "local"
-    return canonical_records(records)
 
 
 def test_ray_engine_equals_local_engine(
@@ -85,51 +62,6 @@ def test_ray_engine_unit_keys_equal_local(
         local.engine.dispose()
         remote.engine.dispose()
     assert keys[0] == keys[1] and len(keys[0]) == 15
-
-
-def test_local_runs_are_deterministic(
-    suite, tmp_path: Path, local_records: pd.DataFrame, canonical_records
-) -> None:
-    st = Store(tmp_path / "store.db")
-    a = run_suite(suite, st, resume=False, progress=False)
-    b = run_suite(suite, st, resume=False, progress=False)
-    assert a != b
-    ra, rb = (
-        canonical_records(st.records(a, expand=False)),
-        canonical_records(st.records(b, expand=False)),
-    )
-    st.engine.dispose()
-    pd.testing.assert_frame_equal(ra, rb, check_exact=True)
-    pd.testing.assert_frame_equal(ra, local_records, check_exact=True)
-
-
-@pytest.mark.parametrize(("shard_size", "n_shards"), [(50, 8), (360, 1)])
-def test_results_do_not_depend_on_shard_size(
-    small_suite,
-    shard_size: int,
-    n_shards: int,
-    tmp_path: Path,
-    local_records: pd.DataFrame,
-    canonical_records,
-) -> None:
-    suite = small_suite(name="engines", shard_size=shard_size)
-    records, info = _run(suite, tmp_path / "store.db")
-    assert info["n_units"] == 5 * n_shards
-    pd.testing.assert_frame_equal(canonical_records(records), local_records, check_exact=True)
-
-
-def test_seed_changes_random_probes_only(
-    small_suite, tmp_path: Path, local_records: pd.DataFrame, canonical_records
-) -> None:
-    # the comparisons above are meaningful: another seed draws other noise and PGD starts ...
-    records, _ = _run(small_suite(name="engines", seed=1), tmp_path / "store.db")
-    other = canonical_records(records)
-    noise = other["probe"] == "gaussian_noise"
-    assert not other.loc[noise, "pred"].equals(local_records.loc[noise, "pred"])
-    # ... while deterministic probes (clean, FGSM) do not change
-    for probe in ("clean", "fgsm"):
-        sel = other["probe"] == probe
-        pd.testing.assert_frame_equal(other[sel], local_records[sel], check_exact=True)
 
 
 # the local Ray instance listens on loopback only --------------------------------------------------
