@@ -254,3 +254,77 @@ def test_markers_at_zero_are_not_clipped() -> None:
         r'<g id="line2d_\d+">\s*<path [^>]*?style="fill: none; stroke: #1f77b4[^>]*>', svg
     )
     assert lines and not any("clip-path" in g for g in lines)
+
+
+RANKING = """
+name: ranking-sections
+task: {name: ranking, params: {k: 10, recall_k: 20}}
+models: [{name: bm25}]
+data: {name: bbc-known-item, params: {split: test, n_queries: 8, max_docs: 120, candidates: 20}}
+probes:
+  - {kind: perturbation, name: typo, levels: [0.5]}
+  - {kind: evalset, name: other-domain, data: {name: bbc-known-item, params: {split: test, n_queries: 8, max_docs: 120, candidates: 20, domain: shift}}}
+  - {kind: attack, name: query-attack, levels: [2]}
+  - {kind: attack, name: doc-attack, params: {target_rank: 15, max_words: 4}, levels: [2]}
+"""
+RAG = """
+name: failsafe-sections
+task: {name: rag, params: {match: contains, judge: rule}}
+models: [{name: rag, label: bm25-cloze, params: {retriever: bm25, reader: cloze-reader, k: 2}}]
+data: {name: bbc-qa, params: {n: 8}}
+probes:
+  - {kind: perturbation, name: query_misspelled, levels: [0.2]}
+  - {kind: perturbation, name: context_missing, levels: [1.0]}
+  - {kind: attack, name: garag, params: {population: 4, generations: 2}, levels: [0.1]}
+metrics: [accuracy, answer_compliance, context_grounding]
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("suite", "section"),
+    [(RANKING, "Ranking robustness (S1: five tasks)"),
+     (RAG, "FailSafeQA: robustness, context grounding, compliance (S37)")],
+    ids=["ranking", "failsafe"],
+)  # fmt: skip
+def test_domain_sections_in_chromium(suite: str, section: str, tmp_path: Path) -> None:
+    run = _run(tmp_path, suite)
+    page = _browse(run["html"], tmp_path)
+    _check_page(page)
+    assert section in page["h2"]
+    # every probe level on a plot axis or in a column is named by its meaning
+    for name in ("Transformations", "Attacks"):
+        sec = page["sections"][name]
+        for h3, fig, tab in zip(sec["h3"], sec["figures"], sec["tables"], strict=True):
+            assert h3 in fig and tab[0][2] == h3 and h3 not in ("level", "epsilon")
+
+
+@pytest.mark.browser
+def test_code_section_in_chromium(tmp_path: Path) -> None:
+    import re as _re
+
+    from robustlab.code.problems import load_humaneval
+    from robustlab.core.registry import models
+    from robustlab.models import CallableGenerator
+
+    sols = {p["entry_point"]: p["canonical_solution"] for p in load_humaneval()}
+
+    def oracle(prompts: list[str]) -> list[str]:
+        """Canonical solutions, found by the last function the prompt defines (a perfect model)."""
+        return [sols.get(_re.findall(r"def (\w+)\(", p)[-1], "    pass\n") for p in prompts]
+
+    if "report-code-oracle" not in models:
+        models.register("report-code-oracle")(lambda: CallableGenerator(oracle, version="o-v1"))
+    suite = """
+name: code-sections
+task: {name: code-generation, params: {timeout: 10.0}}
+models: [{name: report-code-oracle}]
+data: {name: humaneval, params: {limit: 4}}
+probes:
+  - {kind: perturbation, name: doc_synonym_substitution, levels: [1]}
+  - {kind: perturbation, name: format_newline_insertion, levels: [1]}
+"""
+    run = _run(tmp_path, suite)
+    page = _browse(run["html"], tmp_path)
+    _check_page(page)
+    assert "Code generation robustness (ReCode)" in page["h2"]

@@ -26,6 +26,7 @@ from robustlab.core.registry import report_sections
 from robustlab.metrics.base import bootstrap_ci
 from robustlab.metrics.ranking import relative_drop
 from robustlab.report.format import e, num, pct, table
+from robustlab.report.format import level as fmt_level
 
 TASKS = ("iid", "ood_query", "ood_doc", "adv_query", "adv_doc")
 HEAD = ("ranker", "1 i.i.d.: MRR@10 [95% CI]; seed sd", "2 OOD query: rel. drop",
@@ -61,6 +62,14 @@ def _doc_shift_probes(info: dict[str, Any]) -> set[str]:
     return out
 
 
+def _level(d: dict[str, Any]) -> str:
+    """A probe level with its meaning (edit rate, edited words, ...); none for evaluation sets."""
+    if d["kind"] == "evalset":
+        return "&ndash;"
+    axis = d.get("axis")
+    return fmt_level(d["level"]) + (f" <span class=ci>{e(axis)}</span>" if axis else "")
+
+
 @report_sections.register("ranking")
 class RankingSection:
     title = "Ranking robustness (S1: five tasks)"
@@ -68,7 +77,10 @@ class RankingSection:
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
         if "x.rr" not in df or not len(df):
             return None
+        from robustlab.report.levels import axis_for, probe_axes
+
         doc_shift, doc_attacks = _doc_shift_probes(info), _doc_attacks(info)
+        axes = probe_axes(info)
         rows, detail = [], []
         for model, m in df.groupby("model", sort=False):
             clean = m[m["kind"] == "clean"]
@@ -86,7 +98,8 @@ class RankingSection:
                 mrr = _mean(g, "x.rr")
                 ok = g[pd.to_numeric(g.get("x.clean_correct"), errors="coerce") == 1]
                 asr = _mean(ok, "x.success") if kind == "attack" else float("nan")
-                detail.append({"model": model, "probe": probe, "kind": kind, "level": level,
+                axis = "" if kind == "evalset" else axis_for(axes, kind, probe).label
+                detail.append({"model": model, "probe": probe, "kind": kind, "level": level, "axis": axis,
                                "mrr": mrr, "ndcg": _mean(g, "x.ndcg"),
                                "recall": _mean(g, "x.recall"), "map": _mean(g, "x.ap"),
                                "asr": asr, "rank_change": _mean(ok, "x.rank_change"),
@@ -143,7 +156,7 @@ class RankingSection:
                          adv_cell(r, "adv_query"), adv_cell(r, "adv_doc")])  # fmt: skip
         head2 = ("ranker", "probe", "kind", "level", "MRR@10", "nDCG@10", "Recall", "MAP",
                  "attack success", "rank change", "queries")  # fmt: skip
-        body2 = [[e(d["model"]), e(d["probe"]), e(d["kind"]), num(d["level"]), num(d["mrr"]),
+        body2 = [[e(d["model"]), e(d["probe"]), e(d["kind"]), _level(d), num(d["mrr"]),
                   num(d["ndcg"]), num(d["recall"]), num(d["map"]), pct(d["asr"]),
                   num(d["rank_change"], 1), num(d["queries"], 1)] for d in data["detail"]]  # fmt: skip
         note = ("<p>Relative drop = (clean MRR - shifted MRR) / clean MRR (lower is more robust); "
