@@ -517,6 +517,19 @@ def test_set_paths_dotted_and_bracketed_agree(tmp_path):
         str(name), ["probes[1].data.name=digits", "probes.1.kind=evalset", "probes.1.levels=[]"]
     )
     assert c.probes[1].data is not None and c.probes[1].data.name == "digits"
+    # GOOD is written with the `model:` shorthand: `model.` addresses its one model
+    d = load_suite(str(name), ["model.params.epochs=3"])
+    assert d == a.model_copy(update={"probes": d.probes}) and d.models[0].params == {"epochs": 3}
+    e = load_suite(str(name), ["model={name: digits-logreg}"])
+    assert [m.name for m in e.models] == ["digits-logreg"]
+
+
+def test_set_model_on_a_suite_of_several_models(tmp_path):
+    two = GOOD.replace(
+        "model: {name: digits-mlp}", "models: [{name: digits-mlp}, {name: digits-cnn}]"
+    )
+    assert_rejected([_suite_file(tmp_path, two), "--set", "model.params.epochs=3"],
+                    "the suite has 2 models: use models[i]", tmp_path)  # fmt: skip
 
 
 def test_yaml_11_booleans_stay_strings_for_string_parameters():

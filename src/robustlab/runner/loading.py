@@ -253,7 +253,7 @@ def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
-        parts = parse_path(key.strip())
+        parts = _shorthand(data, parse_path(key.strip()), key)
         value = load_yaml(raw, f"--set {key.strip()!r} value")
         node: Any = data
         for depth, part in enumerate(parts):
@@ -286,6 +286,17 @@ def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
                     f"so it has no field {part!r}"
                 )
     return data
+
+
+def _shorthand(data: dict[str, Any], parts: list[str | int], key: str) -> list[str | int]:
+    """``model...`` addresses the one model of a suite written with the ``model:`` shorthand,
+    which parsing turned into ``models: [...]`` (the data overrides apply to)."""
+    models = data.get("models")
+    if not parts or parts[0] != "model" or "model" in data or not isinstance(models, list):
+        return parts
+    if len(models) != 1:
+        raise ConfigError(f"--set {key!r}: the suite has {len(models)} models: use models[i]")
+    return ["models", 0, *parts[1:]]
 
 
 def _child(node: Any, key: Any) -> Any:
