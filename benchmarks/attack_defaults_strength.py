@@ -8,12 +8,14 @@ Two parts, per (model, eps) setup, per example (robust = still correctly classif
   (``--pgd-budgets``, steps x restarts). Prints robust accuracy and, against torchattacks and
   against the union of every PGD run of the setup ("best"), how many examples each broke that the
   other did not.
-- ``aa``: torchattacks' ``AutoAttack(version="standard")`` once, and robustlab's ensemble members
-  run alone on every clean-correct example with the streams the ensemble gives them (APGD-CE;
-  APGD-T one target at a time, so "n targets x s steps" is the union of the first n; Square
-  5,000): an ensemble's verdict is the union of its members' (members only see the examples still
-  robust, and an example's result does not depend on the others in the batch). Prints candidate
-  ``fast`` presets and ``standard`` vs torchattacks; ``--verify`` then runs the real
+- ``aa``: torchattacks' ``AutoAttack(version="standard")``, and robustlab's ensemble members
+  run alone on every clean-correct example with the streams the ensemble gives them (APGD-CE with
+  ``--ce-steps``; APGD-T one target at a time, so "n targets x s steps" is the union of the first
+  n, for s in ``--t-steps``; Square 5,000): an ensemble's verdict is the union of its members'
+  (members only see the examples still robust, and an example's result does not depend on the
+  others in the batch). torchattacks runs under ``--ta-seeds`` seeds. Prints every candidate
+  (CE steps x 3/5/9 targets x T steps) vs each torchattacks run, and a summary over the setups
+  (examples only torchattacks broke, summed over setups and seeds); ``--verify`` then runs the real
   ``autoattack`` ``fast`` and ``standard`` end to end (CPU time vs torchattacks', and a check that
   the union predicted them).
 
@@ -24,6 +26,7 @@ Models (trained here in seconds, cached; none is a model the presets were tuned 
     fashion-mlp    MLP 784-128-128-10, seed 0, same data, 3 epochs
     digits-cnn-s1  digits-cnn seed 1 width 32
     digits-cnn-s2  digits-cnn seed 2 width 8
+    digits-cnn-s3  digits-cnn seed 3 (width 16, the default architecture)
     digits-mlp-s1  digits-mlp seed 1 hidden 128
     digits-255     SmallCNN width 16 seed 3 trained on raw 0-255 pixels; domain [0, 255], eps x 255
                    (torchattacks sees the same function on [0, 1] inputs: it clamps to [0, 1])
@@ -43,6 +46,7 @@ import torch
 
 from robustlab.attacks.apgd_core import apgd_run
 from robustlab.attacks.base import Misclassified
+from robustlab.attacks.ensemble import VERSIONS
 from robustlab.core.registry import attacks, datasets, models
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import Domain, ThreatModel
@@ -85,6 +89,7 @@ MODELS: dict[str, tuple[Any, Any, list[float]]] = {
     "fashion-mlp": (fashion_mlp, "fashion", [8 / 255, 0.05]),
     "digits-cnn-s1": (lambda: models.create("digits-cnn", {"seed": 1, "width": 32}), "digits",
                       [0.05, 0.1]),
+    "digits-cnn-s3": (lambda: models.create("digits-cnn", {"seed": 3}), "digits", [0.05, 0.1]),
     "digits-cnn-s2": (lambda: models.create("digits-cnn", {"seed": 2, "width": 8}), "digits",
                       [0.05, 0.1]),
     "digits-mlp-s1": (lambda: models.create("digits-mlp", {"seed": 1, "hidden": 128}), "digits",
@@ -235,15 +240,22 @@ def member(clf: Any, x: Any, y: Any, ids: Any, threat: Any, name: str, params: d
     return res.success.cpu(), t
 
 
-def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, verify: bool, t_steps: list[int]):
+def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, args: argparse.Namespace, tally: dict):
+    """Candidates (APGD-CE steps x APGD-T targets x steps, + Square 5,000) vs torchattacks'
+    AutoAttack under ``args.ta_seeds`` seeds; adds to ``tally`` (label -> [robust acc summed over
+    setups, examples only torchattacks broke (summed over its seeds), examples only ours broke,
+    worst setup's only-torchattacks count])."""
     import torchattacks as ta
 
     scale = clf.domain.hi - clf.domain.lo
     threat = ThreatModel("inf", eps * scale)
     net = UnitNet(clf).eval()
-    ref = ta.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
-    adv, t_ta = cpu(ref, (x - clf.domain.lo) / scale, y)
-    ta_rob = robust(net, adv, y)
+    ta_robs, t_ta = [], 0.0
+    for seed in range(args.ta_seeds):
+        ref = ta.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=seed)
+        adv, t = cpu(ref, (x - clf.domain.lo) / scale, y)
+        ta_robs.append(robust(net, adv, y))
+        t_ta += t / args.ta_seeds
     clean = robust(clf, x, y)
     cc = torch.nonzero(clean).flatten()
     xc, yc, ic = x[cc], y[cc], ids[cc]
@@ -253,36 +265,71 @@ def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, verify: bool, t_step
         out[cc] = ~mask_cc
         return out
 
-    ce = {s: member(clf, xc, yc, ic, threat, "apgd", {"loss": "ce", "steps": s}) for s in (50, 100)}
+    t_steps = args.t_steps
+    ce = {
+        s: member(clf, xc, yc, ic, threat, "apgd", {"loss": "ce", "steps": s})
+        for s in args.ce_steps
+    }
     tgt = {s: apgd_t_per_target(clf, xc, yc, ic, threat, s, 9) for s in t_steps}
     sq, t_sq = member(clf, xc, yc, ic, threat, "square", {"n_queries": 5000})
     print(
-        f"  torchattacks AutoAttack {ta_rob.float().mean():.3f} (cpu {t_ta:.1f}s); ours alone on "
-        f"{len(cc)} clean-correct: APGD-CE 50/100 cpu {ce[50][1]:.1f}/{ce[100][1]:.1f}s, "
+        "  torchattacks AutoAttack "
+        + "/".join(f"{r.float().mean():.3f}" for r in ta_robs)
+        + f" (seeds 0..{args.ta_seeds - 1}; cpu {t_ta:.1f}s each); ours alone on {len(cc)} "
+        "clean-correct: "
+        + ", ".join(f"APGD-CE {s} {ce[s][1]:.1f}s" for s in args.ce_steps)
+        + ", "
         + ", ".join(f"APGD-T 9x{s} {tgt[s][1]:.1f}s" for s in t_steps)
         + f", Square {t_sq:.1f}s"
     )
-    cands = [(50, s, k) for s in t_steps if s < 100 for k in (3, 5, 9)]
-    cands.append((100, 100, 9) if 100 in t_steps else (100, max(t_steps), 9))
+    cands = [(c, s, k) for c in args.ce_steps for s in t_steps for k in (3, 5, 9)]
     rows = {}
     for ce_s, t_s, k in cands:
         fooled = ce[ce_s][0] | sq | torch.stack(tgt[t_s][0][:k]).any(0)
         label = f"CE{ce_s} T{k}x{t_s} Sq" + (
             " (standard)" if (ce_s, t_s, k) == (100, 100, 9) else ""
         )
-        rows[label] = full(fooled)
-        print(f"    {label:24} {versus(rows[label], ta_rob)}")
-    if verify:
+        rows[label] = mine = full(fooled)
+        only_ta = [int((mine & ~r).sum()) for r in ta_robs]
+        only_us = [int((~mine & r).sum()) for r in ta_robs]
+        row = tally.setdefault(label, [0.0, 0, 0, 0])
+        row[0] += float(mine.float().mean())
+        row[1], row[2] = row[1] + sum(only_ta), row[2] + sum(only_us)
+        row[3] = max(row[3], max(only_ta))
+        print(
+            f"    {label:24} {mine.float().mean():6.3f}  only ours broke "
+            f"{'/'.join(map(str, only_us)):>7}  only torchattacks broke {'/'.join(map(str, only_ta))}"
+        )
+    if args.verify:
         for version in ("fast", "standard"):
             atk = attacks.create("autoattack", {"version": version})
             res, t = cpu(atk, clf, x, y, threat, rng=ExampleRNG.from_seed(0, ids))
             mine = robust(clf, res.x_adv, y)
             assert torch.equal(mine, ~res.success)
-            print(
-                f"    {version + ' (real run)':24} {versus(mine, ta_rob)}  cpu {t:.1f}s = "
-                f"{t / t_ta:.2f}x torchattacks'"
+            ce_p, t_p = VERSIONS[version][0], VERSIONS[version][1]
+            label = f"CE{ce_p['steps']} T{t_p['n_targets']}x{t_p['steps']} Sq"
+            label = next((k for k in rows if k.startswith(label)), None)
+            union = (
+                ""
+                if label is None
+                else f"  union {'==' if torch.equal(rows[label], mine) else '!='}"
             )
-    return rows, ta_rob
+            print(
+                f"    {version + ' (real run)':24} {versus(mine, ta_robs[0])}  cpu {t:.1f}s = "
+                f"{t / t_ta:.2f}x torchattacks'{union}"
+            )
+    return rows, ta_robs
+
+
+def aa_summary(tally: dict, n_setups: int) -> None:
+    print(
+        f"\nautoattack candidates over {n_setups} setups (vs torchattacks' AutoAttack, all seeds):"
+    )
+    print(
+        f"  {'candidate':24} {'mean robust':>11} {'only ta':>7} {'only ours':>9} {'worst setup':>11}"
+    )
+    for label, (acc, only_ta, only_us, worst) in tally.items():
+        print(f"  {label:24} {acc / n_setups:11.4f} {only_ta:7d} {only_us:9d} {worst:11d}")
 
 
 def main() -> None:
@@ -294,12 +341,15 @@ def main() -> None:
     ap.add_argument("--pgd-budgets", nargs="*", default=["10x1", "50x5"])
     ap.add_argument("--rules", nargs="*", default=list(RULES), choices=list(RULES))
     ap.add_argument("--seeds", type=int, default=1, help="PGD: seeds per rule (and torchattacks)")
-    ap.add_argument("--t-steps", type=int, nargs="*", default=[10, 30, 100])
+    ap.add_argument("--t-steps", type=int, nargs="*", default=[10, 20, 30, 100])
+    ap.add_argument("--ce-steps", type=int, nargs="*", default=[50, 100])
+    ap.add_argument("--ta-seeds", type=int, default=1, help="aa: torchattacks AutoAttack seeds")
     ap.add_argument("--verify", action="store_true", help="run the real fast/standard ensembles")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tally: dict = {}
-    n_setups = 0
+    aa_tally: dict = {}
+    n_setups = n_aa = 0
     for name in args.models:
         factory, kind, eps_list = MODELS[name]
         clf = factory()
@@ -311,9 +361,12 @@ def main() -> None:
                 pgd_part(clf, x, y, ids, eps, args, tally)
                 n_setups += 1
             if args.part in ("aa", "all"):
-                aa_part(clf, x, y, ids, eps, args.verify, args.t_steps)
+                aa_part(clf, x, y, ids, eps, args, aa_tally)
+                n_aa += 1
     if tally:
         pgd_summary(tally, n_setups)
+    if aa_tally:
+        aa_summary(aa_tally, n_aa)
 
 
 if __name__ == "__main__":
