@@ -16,8 +16,9 @@ Two parts, per (model, eps) setup, per example (robust = still correctly classif
   others in the batch). torchattacks runs under ``--ta-seeds`` seeds. Prints every candidate
   (CE steps x 3/5/9 targets x T steps) vs each torchattacks run, and a summary over the setups
   (examples only torchattacks broke, summed over setups and seeds); ``--verify`` then runs the real
-  ``autoattack`` ``fast`` and ``standard`` end to end (CPU time vs torchattacks', and a check that
-  the union predicted them).
+  ``autoattack`` ``--versions`` (default fast, standard) end to end (per example vs each
+  torchattacks run, CPU time vs torchattacks', and whether the members' union predicted it);
+  ``--t-steps`` (or ``--ce-steps``) with no values skips the candidates.
 
 Models (trained here in seconds, cached; none is a model the presets were tuned on, which were
 ``digits-cnn`` seed 0 width 16 and a Fashion-MNIST SmallCNN seed 0):
@@ -33,6 +34,8 @@ Models (trained here in seconds, cached; none is a model the presets were tuned 
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/attack_defaults_strength.py --part pgd
     .venv/bin/python benchmarks/attack_defaults_strength.py --part aa --models digits-cnn-s1 --verify
+    .venv/bin/python benchmarks/attack_defaults_strength.py --part aa --t-steps --verify \
+        --versions fast --ta-seeds 2    # the real fast preset only, on every model
 """
 
 from __future__ import annotations
@@ -131,14 +134,6 @@ def cpu(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
     t = time.process_time()
     out = fn(*args, **kw)
     return out, time.process_time() - t
-
-
-def versus(mine: torch.Tensor, ref: torch.Tensor) -> str:
-    """Robust accuracy of ``mine``, and examples only it broke / only ``ref`` broke (robust masks)."""
-    return (
-        f"{mine.float().mean():6.3f}  only ours broke {int((~mine & ref).sum()):3d}  "
-        f"only torchattacks broke {int((mine & ~ref).sum()):3d}"
-    )
 
 
 # step rules (fraction of eps) by name
@@ -241,10 +236,11 @@ def member(clf: Any, x: Any, y: Any, ids: Any, threat: Any, name: str, params: d
 
 
 def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, args: argparse.Namespace, tally: dict):
-    """Candidates (APGD-CE steps x APGD-T targets x steps, + Square 5,000) vs torchattacks'
-    AutoAttack under ``args.ta_seeds`` seeds; adds to ``tally`` (label -> [robust acc summed over
-    setups, examples only torchattacks broke (summed over its seeds), examples only ours broke,
-    worst setup's only-torchattacks count])."""
+    """Candidates (APGD-CE steps x APGD-T targets x steps, + Square 5,000) and, with ``--verify``,
+    the real ``--versions`` vs torchattacks' AutoAttack under ``args.ta_seeds`` seeds; adds to
+    ``tally`` (label -> [robust acc summed over setups, examples only torchattacks broke (summed
+    over its seeds), examples only ours broke, worst setup's only-torchattacks count, our CPU s,
+    torchattacks' CPU s (mean over its seeds)])."""
     import torchattacks as ta
 
     scale = clf.domain.hi - clf.domain.lo
@@ -256,52 +252,16 @@ def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, args: argparse.Names
         adv, t = cpu(ref, (x - clf.domain.lo) / scale, y)
         ta_robs.append(robust(net, adv, y))
         t_ta += t / args.ta_seeds
-    clean = robust(clf, x, y)
-    cc = torch.nonzero(clean).flatten()
-    xc, yc, ic = x[cc], y[cc], ids[cc]
-
-    def full(mask_cc: torch.Tensor) -> torch.Tensor:  # robust over all n from fooled-on-cc
-        out = clean.clone()
-        out[cc] = ~mask_cc
-        return out
-
-    t_steps = args.t_steps
-    ce = {
-        s: member(clf, xc, yc, ic, threat, "apgd", {"loss": "ce", "steps": s})
-        for s in args.ce_steps
-    }
-    tgt = {s: apgd_t_per_target(clf, xc, yc, ic, threat, s, 9) for s in t_steps}
-    sq, t_sq = member(clf, xc, yc, ic, threat, "square", {"n_queries": 5000})
     print(
         "  torchattacks AutoAttack "
         + "/".join(f"{r.float().mean():.3f}" for r in ta_robs)
-        + f" (seeds 0..{args.ta_seeds - 1}; cpu {t_ta:.1f}s each); ours alone on {len(cc)} "
-        "clean-correct: "
-        + ", ".join(f"APGD-CE {s} {ce[s][1]:.1f}s" for s in args.ce_steps)
-        + ", "
-        + ", ".join(f"APGD-T 9x{s} {tgt[s][1]:.1f}s" for s in t_steps)
-        + f", Square {t_sq:.1f}s"
+        + f" (seeds 0..{args.ta_seeds - 1}; cpu {t_ta:.1f}s each)"
     )
-    cands = [(c, s, k) for c in args.ce_steps for s in t_steps for k in (3, 5, 9)]
-    rows = {}
-    for ce_s, t_s, k in cands:
-        fooled = ce[ce_s][0] | sq | torch.stack(tgt[t_s][0][:k]).any(0)
-        label = f"CE{ce_s} T{k}x{t_s} Sq" + (
-            " (standard)" if (ce_s, t_s, k) == (100, 100, 9) else ""
-        )
-        rows[label] = mine = full(fooled)
-        only_ta = [int((mine & ~r).sum()) for r in ta_robs]
-        only_us = [int((~mine & r).sum()) for r in ta_robs]
-        row = tally.setdefault(label, [0.0, 0, 0, 0])
-        row[0] += float(mine.float().mean())
-        row[1], row[2] = row[1] + sum(only_ta), row[2] + sum(only_us)
-        row[3] = max(row[3], max(only_ta))
-        print(
-            f"    {label:24} {mine.float().mean():6.3f}  only ours broke "
-            f"{'/'.join(map(str, only_us)):>7}  only torchattacks broke {'/'.join(map(str, only_ta))}"
-        )
+    rows: dict[str, torch.Tensor] = {}
+    if args.ce_steps and args.t_steps:
+        candidates(clf, (x, y, ids), threat, args, ta_robs, rows, tally)
     if args.verify:
-        for version in ("fast", "standard"):
+        for version in args.versions:
             atk = attacks.create("autoattack", {"version": version})
             res, t = cpu(atk, clf, x, y, threat, rng=ExampleRNG.from_seed(0, ids))
             mine = robust(clf, res.x_adv, y)
@@ -314,22 +274,70 @@ def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, args: argparse.Names
                 if label is None
                 else f"  union {'==' if torch.equal(rows[label], mine) else '!='}"
             )
+            only_ta, only_us = add(tally, f"{version} (real run)", mine, ta_robs, t, t_ta)
             print(
-                f"    {version + ' (real run)':24} {versus(mine, ta_robs[0])}  cpu {t:.1f}s = "
-                f"{t / t_ta:.2f}x torchattacks'{union}"
+                f"    {version + ' (real run)':24} {mine.float().mean():6.3f}  only ours broke "
+                f"{'/'.join(map(str, only_us)):>7}  only torchattacks broke "
+                f"{'/'.join(map(str, only_ta))}  cpu {t:.1f}s = {t / t_ta:.2f}x torchattacks'{union}"
             )
     return rows, ta_robs
 
 
-def aa_summary(tally: dict, n_setups: int) -> None:
+def add(tally: dict, label: str, mine: Any, ta_robs: list, t: float = 0.0, t_ta: float = 0.0):
+    only_ta = [int((mine & ~r).sum()) for r in ta_robs]
+    only_us = [int((~mine & r).sum()) for r in ta_robs]
+    row = tally.setdefault(label, [0.0, 0, 0, 0, 0.0, 0.0])
+    row[0] += float(mine.float().mean())
+    row[1], row[2] = row[1] + sum(only_ta), row[2] + sum(only_us)
+    row[3] = max(row[3], max(only_ta))
+    row[4], row[5] = row[4] + t, row[5] + t_ta
+    return only_ta, only_us
+
+
+def candidates(clf: Any, data: Any, threat: Any, args: Any, ta_robs: list, rows: dict, tally: dict):
+    """Members alone on the clean-correct examples; each candidate's verdict is their union."""
+    x, y, ids = data
+    clean = robust(clf, x, y)
+    cc = torch.nonzero(clean).flatten()
+    xc, yc, ic = x[cc], y[cc], ids[cc]
+    t_steps = args.t_steps
+    ce = {
+        s: member(clf, xc, yc, ic, threat, "apgd", {"loss": "ce", "steps": s})
+        for s in args.ce_steps
+    }
+    tgt = {s: apgd_t_per_target(clf, xc, yc, ic, threat, s, 9) for s in t_steps}
+    sq, t_sq = member(clf, xc, yc, ic, threat, "square", {"n_queries": 5000})
     print(
-        f"\nautoattack candidates over {n_setups} setups (vs torchattacks' AutoAttack, all seeds):"
+        f"  ours alone on {len(cc)} clean-correct: "
+        + ", ".join(f"APGD-CE {s} {ce[s][1]:.1f}s" for s in args.ce_steps)
+        + ", "
+        + ", ".join(f"APGD-T 9x{s} {tgt[s][1]:.1f}s" for s in t_steps)
+        + f", Square {t_sq:.1f}s"
     )
+    for ce_s, t_s, k in [(c, s, k) for c in args.ce_steps for s in t_steps for k in (3, 5, 9)]:
+        fooled = ce[ce_s][0] | sq | torch.stack(tgt[t_s][0][:k]).any(0)
+        label = f"CE{ce_s} T{k}x{t_s} Sq" + (
+            " (standard)" if (ce_s, t_s, k) == (100, 100, 9) else ""
+        )
+        mine = clean.clone()
+        mine[cc] = ~fooled
+        rows[label] = mine
+        only_ta, only_us = add(tally, label, mine, ta_robs)
+        print(
+            f"    {label:24} {mine.float().mean():6.3f}  only ours broke "
+            f"{'/'.join(map(str, only_us)):>7}  only torchattacks broke {'/'.join(map(str, only_ta))}"
+        )
+
+
+def aa_summary(tally: dict, n_setups: int) -> None:
+    print(f"\nautoattack over {n_setups} setups (vs torchattacks' AutoAttack, all its seeds):")
     print(
         f"  {'candidate':24} {'mean robust':>11} {'only ta':>7} {'only ours':>9} {'worst setup':>11}"
+        "  cpu ours / torchattacks (sums)"
     )
-    for label, (acc, only_ta, only_us, worst) in tally.items():
-        print(f"  {label:24} {acc / n_setups:11.4f} {only_ta:7d} {only_us:9d} {worst:11d}")
+    for label, (acc, only_ta, only_us, worst, t, t_ta) in tally.items():
+        tail = f"  {t:.1f}s / {t_ta:.1f}s = {t / t_ta:.2f}x" if t_ta else ""
+        print(f"  {label:24} {acc / n_setups:11.4f} {only_ta:7d} {only_us:9d} {worst:11d}{tail}")
 
 
 def main() -> None:
@@ -344,7 +352,8 @@ def main() -> None:
     ap.add_argument("--t-steps", type=int, nargs="*", default=[10, 20, 30, 100])
     ap.add_argument("--ce-steps", type=int, nargs="*", default=[50, 100])
     ap.add_argument("--ta-seeds", type=int, default=1, help="aa: torchattacks AutoAttack seeds")
-    ap.add_argument("--verify", action="store_true", help="run the real fast/standard ensembles")
+    ap.add_argument("--verify", action="store_true", help="run the real --versions ensembles")
+    ap.add_argument("--versions", nargs="*", default=["fast", "standard"], choices=list(VERSIONS))
     args = ap.parse_args()
     torch.set_num_threads(1)
     tally: dict = {}
