@@ -614,3 +614,25 @@ def test_every_yaml_snippet_in_the_docs_validates(where, text):
         validate_suite(suite)
     else:
         suite.validate_components()
+
+
+@pytest.mark.parametrize(
+    ("suite", "message"),
+    [
+        # a white-box attack on a model without gradients: every record would be an error, and
+        # the attack's accuracy 0 over them (the run used to start and exit 3)
+        (GOOD.replace("digits-mlp", "digits-logreg"),
+         "attack probe 'fgsm' needs input gradients, but model 'digits-logreg'"),
+        # an infinity-norm eps wider than the model's input domain [0, 1]
+        (GOOD.replace("levels: [0.1]", "levels: [8]"), "exceeds the width 1 of model"),
+    ],
+    ids=["white-box-on-black-box", "eps-beyond-domain"],
+)  # fmt: skip
+def test_checks_on_loaded_models_refuse_before_the_store_opens(suite, message, tmp_path):
+    """What only a loaded model can tell is checked before the store is opened: exit 2, one
+    line, no store file and no report folder (``validate`` does not load models)."""
+    name = _suite_file(tmp_path, suite)
+    code, _, stderr = cli("run", name, "--store", "st.db", "--no-progress", cwd=tmp_path)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0], stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -211,7 +211,8 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
 ) -> None:
     """Run a suite (resuming an unfinished run of the same suite) and write its report."""
-    from robustlab.runner.validation import validate_suite
+    from robustlab.runner.context import process_context
+    from robustlab.runner.validation import validate_models, validate_suite
 
     s = _load_suite(suite, set_ or [], seed)
     validate_suite(s)  # before the store is opened: a refused suite leaves no trace
@@ -221,6 +222,7 @@ def run(
             if m["name"] == "file":
                 m["params"]["allow_pickle"] = True
         s = type(s).parse(data, suite)
+    validate_models(s, process_context())  # loaded (cached for the run), still before the store
     _execute(s, store, engine, ray_address, new, out_dir, progress)
 
 

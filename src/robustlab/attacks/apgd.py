@@ -32,6 +32,8 @@ __all__ = ["APGD", "APGDT", "apgd_run", "checkpoints", "dlr_loss"]
 
 
 class _APGDBase:
+    needs_grad = True  # white-box: validation refuses it on a model without gradients
+
     name = "apgd"
 
     def _check(self, model: Any, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -45,6 +45,8 @@ class FAB:
     (AutoAttack's use with a budget): later restarts / targets only attack examples whose best
     norm is still above ``eps``."""
 
+    needs_grad = True  # white-box: validation refuses it on a model without gradients
+
     def __init__(
         self,
         steps: PositiveInt = 100,

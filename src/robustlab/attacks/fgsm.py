@@ -29,6 +29,8 @@ class FGSM:
     until ``success`` is read (the runner takes it from its own evaluation of ``x_adv``).
     """
 
+    needs_grad = True  # white-box: validation refuses it on a model without gradients
+
     def __call__(
         self,
         model: Any,

@@ -67,6 +67,8 @@ def apply_patch(x: torch.Tensor, patch: torch.Tensor, pos: torch.Tensor) -> torc
 
 
 class _PatchBase:
+    needs_grad = True  # white-box: validation refuses it on a model without gradients
+
     threat = "patch"  # not an Lp ball: checked in tests/test_vision_attacks.py
     level_domain = Levels(0, 1, what="patch area fraction")
 

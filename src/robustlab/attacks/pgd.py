@@ -51,6 +51,8 @@ class PGD:
         robust_acc = 1 - res.success.float().mean()
     """
 
+    needs_grad = True  # white-box: validation refuses it on a model without gradients
+
     def __init__(
         self,
         steps: PositiveInt = 10,

@@ -28,6 +28,8 @@ from robustlab.core.types import AttackResult, ThreatModel
 class StepLL:
     """One step of size eps towards the least-likely class; 2 forward passes, 1 backward."""
 
+    needs_grad = True  # white-box: validation refuses it on a model without gradients
+
     def __call__(
         self,
         model: Any,

@@ -15,7 +15,7 @@ from robustlab.runner.context import process_context
 from robustlab.runner.engines import LocalEngine, RayEngine
 from robustlab.runner.plan import WorkUnit, plan
 from robustlab.runner.suite import Suite
-from robustlab.runner.validation import check_model, validate_suite
+from robustlab.runner.validation import validate_models, validate_suite
 from robustlab.runner.writer import UnitWriter
 from robustlab.store import Store
 from robustlab.store.cache import use_store
@@ -69,16 +69,7 @@ def run_suite(
     engine = engine or LocalEngine()
     ctx = process_context()
     shards = validate_suite(suite, ctx)  # the same checks as `robustlab validate`
-    task = ctx.task(suite.task)
-    fingerprints: dict[str, str] = {}
-    datas = [suite.data] + [p.data for p in suite.probes if p.data is not None]
-    for m in suite.models:
-        for rep in m.replicates:
-            model = ctx.model(m, rep)
-            check_model(suite, m.display, model)
-            for spec in datas:
-                task.check(model, ctx.data(spec))
-            fingerprints[f"{m.display}#{rep}"] = model.fingerprint()
+    fingerprints = validate_models(suite, ctx)  # loaded models against probes and data
     units = plan(suite, shards)
     suite_hash = suite.content_hash()
     run_id = store.find_resumable(suite_hash) if resume else None

@@ -1,7 +1,7 @@
 """Validating a suite: everything a run would reject is rejected before it starts.
 
-Two stages, both run by ``robustlab validate`` and by :func:`~robustlab.runner.run_suite` before
-any unit (or any store row) is created:
+Three stages, run by :func:`~robustlab.runner.run_suite` before any unit (or any store row) is
+created; ``robustlab validate`` runs the first two:
 
 1. :func:`validate_components` -- no data or model needed: every name against its registry, every
    parameter against the component's signature (types, ranges, finiteness:
@@ -13,8 +13,11 @@ any unit (or any store row) is created:
    scored examples: :mod:`robustlab.runner.fitting`), and the number of units (with shards)
    against :data:`MAX_UNITS`.
 
-:func:`check_model` runs once per loaded model (``run`` loads them anyway): attack eps in the
-infinity norm at most the width of the model's input domain.
+3. :func:`validate_models` -- loads (or trains, cached) every model replicate: white-box attacks
+   (``needs_grad``) only on models with input gradients, attack eps in the infinity norm at most
+   the width of the model's input domain (:func:`check_model`), and the task against every data
+   spec. ``robustlab run`` calls it before it opens the store; ``robustlab validate`` does not
+   load models, so it skips this stage.
 
 Example::
 
@@ -127,9 +130,30 @@ def load_data(ctx: Context, spec: ComponentSpec) -> Any:
         ) from None
 
 
+def validate_models(suite: Suite, ctx: Context) -> dict[str, str]:
+    """The stage that needs the models: load (or train, cached) every model replicate, check it
+    against the probes (:func:`check_model`) and the task against every data spec; returns the
+    fingerprints (``"display#replicate"``). ``robustlab run`` calls it before the store is opened,
+    so a suite refused here leaves no store file and no report folder."""
+    task = ctx.task(suite.task)
+    datas = [suite.data] + [p.data for p in suite.probes if p.data is not None]
+    fingerprints: dict[str, str] = {}
+    for m in suite.models:
+        for rep in m.replicates:
+            model = ctx.model(m, rep)
+            check_model(suite, m.display, model)
+            for spec in datas:
+                task.check(model, ctx.data(spec))
+            fingerprints[f"{m.display}#{rep}"] = model.fingerprint()
+    return fingerprints
+
+
 def check_model(suite: Suite, display: str, model: Any) -> None:
-    """Checks that need a loaded model: an attack's infinity-norm eps beyond the width of the
-    model's input domain moves every input anywhere (a misread scale, e.g. 8 for 8/255)."""
+    """Checks that need a loaded model: a white-box attack (``needs_grad``) on a model without
+    input gradients would only record errors (an accuracy of 0 over errored examples), and an
+    attack's infinity-norm eps beyond the width of the model's input domain moves every input
+    anywhere (a misread scale, e.g. 8 for 8/255)."""
+    _check_capabilities(suite, display, model)
     domain = getattr(model, "domain", None)
     lo, hi = getattr(domain, "lo", None), getattr(domain, "hi", None)
     if not isinstance(lo, int | float) or not isinstance(hi, int | float):
@@ -144,6 +168,20 @@ def check_model(suite: Suite, display: str, model: Any) -> None:
                     f"attack probe {p.display!r}: level {i} (eps {eps:g}) exceeds the width "
                     f"{width:g} of model {display!r}'s input domain [{lo:g}, {hi:g}] (inf norm)"
                 )
+
+
+def _check_capabilities(suite: Suite, display: str, model: Any) -> None:
+    grad = bool(getattr(getattr(model, "capabilities", None), "grad", False))
+    for p in suite.probes:
+        if p.kind != "attack" or grad or (p.models and display not in p.models):
+            continue
+        attack = REGISTRIES["attacks"].create(p.name, dict(p.params))
+        if getattr(attack, "needs_grad", False):
+            raise ConfigError(
+                f"attack probe {p.display!r} needs input gradients, but model {display!r} "
+                f"({type(model).__name__}) is black-box: use a score-based attack (e.g. square) "
+                f"or restrict the probe to white-box models with models: [...]"
+            )
 
 
 def count_units(suite: Suite, shards: dict[str, int]) -> int:
