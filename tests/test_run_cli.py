@@ -79,6 +79,13 @@ def test_errored_examples_exit_3_and_say_how_many(half_nan_run: dict[str, object
     line = _one_line(half_nan_run["stderr"])
     assert f"{n_err} of {len(df)} example records errored" in line and "exit status 3" in line
     assert "report:" in half_nan_run["stdout"]  # the run is stored and reported all the same
+    # the accuracy table shows, per row, how many of its records errored (they count as wrong)
+    table = half_nan_run["stdout"].split("report:")[0]
+    assert "errored" in table
+    per_row = df.groupby(["probe", "level"])["error"].apply(lambda s: int(s.notna().sum()))
+    for (probe, level), k in per_row.items():
+        row = next(ln for ln in table.splitlines() if f" {probe} " in ln and f" {level:g} " in ln)
+        assert row.rstrip(" │").split()[-1] == str(k), row
     st.close()
 
 

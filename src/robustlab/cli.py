@@ -151,6 +151,10 @@ def _print_summary(st: Any, run_id: str) -> Any:
         return df
     s = summarize(df, ["accuracy"], by=("model", "kind", "probe", "level"), n_boot=500)
     many = s["model"].nunique() > 1
+    keys = ["model", "kind", "probe", "level"]
+    # errored records count as wrong in the accuracy: show how many there are, next to it
+    errored = df["error"].notna().groupby([df[k] for k in keys]).sum() if "error" in df else None
+    show_errors = errored is not None and bool(errored.sum())
     table = Table(title=f"accuracy, 95% bootstrap CI (run {run_id})", title_justify="left")
     for col in (["model"] if many else []) + [
         "probe",
@@ -158,6 +162,7 @@ def _print_summary(st: Any, run_id: str) -> Any:
         "accuracy [95% CI]",
         "seed std",
         "n",
+        *(["errored"] if show_errors else []),
     ]:
         table.add_column(col, justify="left" if col in ("model", "probe") else "right")
     order = {"clean": 0, "evalset": 1, "perturbation": 2, "attack": 3, "certifier": 4}
@@ -169,6 +174,9 @@ def _print_summary(st: Any, run_id: str) -> Any:
         std = "" if r.replicate_std != r.replicate_std else f"{r.replicate_std:.3f}"
         acc = escape(f"{r.value:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]")
         cells = [r.probe, f"{r.level:g}", acc, std, str(r.n)]
+        if show_errors:
+            k = errored.get((r.model, r.kind, r.probe, r.level), 0)
+            cells.append(f"[red]{k}[/]" if k else "0")
         table.add_row(*([r.model] if many else []), *cells)
     out.print(table)
     return df
