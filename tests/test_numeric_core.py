@@ -117,6 +117,27 @@ def test_sample_radius_follows_the_uniform_ball_law(norm: str) -> None:
     assert p > 1e-4, f"sampled radii do not follow the uniform-ball law (KS p = {p:.2g})"
 
 
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("dims", [1, 2])
+def test_sample_in_few_dimensions_and_batches_of_one(norm: str, dims: int) -> None:
+    # in 1-2 dimensions the raw direction 2u - 1 has a norm below 1: it must still be normalised
+    n, eps = 3000, 0.25
+    x = torch.full((n, dims), 0.5, dtype=torch.float64)
+    rng = ExampleRNG.from_seed(1, torch.arange(n))
+    delta = ThreatModel(norm, eps).sample(x, Domain(0, 1), rng.uniform(dims).double()) - x
+    if norm == "inf":
+        p = stats.kstest(delta.flatten().numpy() / eps, stats.uniform(-1, 2).cdf).pvalue
+    else:
+        r = lp_norm(delta, norm).numpy() / eps
+        p = stats.kstest(r, lambda t: np.clip(t, 0, 1) ** dims).pvalue
+    assert p > 1e-4, f"radius law off in {dims} dimension(s) (KS p = {p:.2g})"
+    # directions are symmetric: each coordinate is as often negative as positive
+    share = (delta > 0).double().mean(0)
+    assert bool(((share - 0.5).abs() < 0.05).all()), share
+    one = ThreatModel(norm, eps).sample(x[:1], Domain(0, 1), rng.uniform(dims).double()[:1])
+    assert one.shape == (1, dims) and float(lp_norm(one - x[:1], norm)) <= eps + 1e-12
+
+
 # steepest-ascent steps --------------------------------------------------------------------------
 @pytest.mark.parametrize("norm", NORMS)
 def test_steepest_step_has_the_size_and_maximises_the_linear_gain(norm: str) -> None:
@@ -189,6 +210,8 @@ def test_fgsm_linf_is_the_signed_gradient_step_and_raises_the_loss(cnn, digits) 
         adv = torch.nn.functional.cross_entropy(cnn.logits(res.x_adv), y, reduction="none")
     assert float((adv > clean).float().mean()) > 0.9
     assert float(res.success.float().mean()) > float((cnn.logits(x).argmax(1) != y).float().mean())
+    # one gradient and one check per example: 2 model queries each
+    assert torch.equal(res.queries, torch.full((len(x),), 2, dtype=torch.long))
 
 
 @pytest.mark.parametrize("norm", ["2", "1"])
