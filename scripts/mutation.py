@@ -40,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NC = "tests/test_numeric_core.py"
+EDGES = "tests/test_numeric_core_edges.py"
 
 # name -> (file under src/robustlab, functions (Class.method for methods), pytest arguments)
 TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -48,32 +49,37 @@ TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
         ["lp_project", "_project_l1", "lp_norm", "ThreatModel.project", "ThreatModel.sample"],
         [NC, "-k", "projection or sample or threat_project"],
     ),
-    "steps": (
-        "attacks/steps.py",
-        ["steepest_step"],
-        [NC, "-k", "steepest or l1_step or fgsm"],
-    ),
+    "steps": ("attacks/steps.py", ["steepest_step"], [NC, EDGES, "-k", "step or fgsm"]),
     "fgsm": ("attacks/fgsm.py", ["FGSM.__call__"], [NC, "-k", "fgsm"]),
     "bootstrap": (
         "metrics/base.py",
         ["bootstrap_ci", "_boot_means", "paired_bootstrap_diff"],
-        [NC, "-k", "bootstrap"],
+        [NC, EDGES, "-k", "bootstrap"],
     ),
-    "ranking": ("metrics/ranking.py", ["rank_metrics"], [NC, "-k", "mrr or ndcg"]),
+    "ranking": (
+        "metrics/ranking.py",
+        ["rank_metrics"],
+        [NC, EDGES, "-k", "mrr or ndcg or rank_metrics"],
+    ),
     "significance": (
         "metrics/significance.py",
         ["benjamini_hochberg", "permutation_pvalue"],
-        ["tests/test_compare.py", "-k", "benjamini or permutation"],
+        ["tests/test_compare.py", EDGES, "-k", "benjamini or permutation"],
     ),
     "smoothing": (
         "certify/smoothing.py",
         ["lower_confidence_bound", "binom_pvalue_half", "GaussianSmoothing.certify"],
-        ["tests/test_smoothing.py", "-k", "closed_form or constant_classifier or binomial"],
+        [
+            "tests/test_smoothing.py",
+            EDGES,
+            "-k",
+            "closed_form or constant_classifier or binomial or clopper",
+        ],
     ),
     "conformal": (
         "certify/conformal.py",
         ["conformal_quantile", "class_scores", "rscp_sets", "coverage_and_size"],
-        ["tests/test_conformal.py", "-k", "quantile or coverage"],
+        ["tests/test_conformal.py", EDGES, "-k", "quantile or coverage or aps or rscp"],
     ),
 }
 
@@ -128,7 +134,10 @@ def _mutations(node: ast.AST, parent: ast.AST | None = None) -> list[tuple[str, 
     if isinstance(node, ast.BinOp | ast.AugAssign) and type(node.op) in BINOPS:
         new = BINOPS[type(node.op)]
         out.append(
-            (f"{SYM[type(node.op)]} -> {SYM[new]} in `{seg(node)}`", lambda n: setattr(n, "op", new()))
+            (
+                f"{SYM[type(node.op)]} -> {SYM[new]} in `{seg(node)}`",
+                lambda n: setattr(n, "op", new()),
+            )
         )
     elif isinstance(node, ast.Compare):
         for i, op in enumerate(node.ops):
@@ -347,10 +356,16 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(TARGETS), help="one target")
     ap.add_argument("--list", action="store_true", help="print the mutants and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="print killed mutants too")
+    ap.add_argument("--save", type=Path, help="write the results (JSON) here")
+    ap.add_argument("--load", type=Path, help="report saved results instead of running")
     ap.add_argument("--worker", nargs=3, metavar=("K", "N", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         worker(int(a.worker[0]), int(a.worker[1]), a.only, Path(a.worker[2]))
+        return
+    if a.load:
+        saved = json.loads(a.load.read_text())
+        report(saved["results"], saved["wall_s"], a.verbose)
         return
     mutants = enumerate_mutants(a.only)
     if a.list:
@@ -372,7 +387,10 @@ def main() -> None:
         results = [json.loads(ln) for o in outs if o.exists() for ln in o.read_text().splitlines()]
     if any(rcs) or len(results) != len(mutants):
         raise SystemExit(f"mutation: a worker failed (exit {rcs}); {len(results)} results")
-    report(results, time.monotonic() - t0, a.verbose)
+    wall = time.monotonic() - t0
+    if a.save:
+        a.save.write_text(json.dumps({"results": results, "wall_s": wall}))
+    report(results, wall, a.verbose)
 
 
 def report(results: list[dict], wall: float, verbose: bool) -> None:
@@ -384,7 +402,9 @@ def report(results: list[dict], wall: float, verbose: bool) -> None:
         where = f"src/robustlab/{path}:{r['line']} {r['function']}: {r['change']}"
         if r["verdict"] == "passed":
             why = ACCEPTED.get(r["key"])
-            print(f"SURVIVED{' (accepted)' if why else ''}  {where}" + (f"\n    {why}" if why else ""))
+            print(
+                f"SURVIVED{' (accepted)' if why else ''}  {where}" + (f"\n    {why}" if why else "")
+            )
         elif verbose or r in errors:
             print(f"{'killed' if r['verdict'] in ('failed', 'timeout') else r['verdict']:8s}  "
                   f"{where}{' (timeout)' if r['verdict'] == 'timeout' else ''}")  # fmt: skip
