@@ -339,8 +339,12 @@ certifiers: Registry[Any] = Registry("certifiers", ("robustlab.certify",), Level
 metrics: Registry[Any] = Registry("metrics", ("robustlab.metrics",))
 tasks: Registry[Any] = Registry("tasks", ("robustlab.tasks",))
 report_sections: Registry[Any] = Registry("report_sections", ("robustlab.report.sections",))
+trainers: Registry[Any] = Registry("trainers", ("robustlab.training",))
 
 REGISTRIES: dict[str, Registry[Any]] = {
     r.kind: r
-    for r in (models, datasets, perturbations, attacks, certifiers, metrics, tasks, report_sections)
-}
+    for r in (
+        models, datasets, perturbations, attacks, certifiers, metrics, tasks, report_sections,
+        trainers,
+    )
+}  # fmt: skip

@@ -1,0 +1,186 @@
+"""Registered trainers: the per-batch objective of standard and adversarial training.
+
+A trainer is a small object (hyperparameters in ``__init__``, scikit-learn style) whose
+``step(clf, x, y, rng)`` returns the loss to minimise on one batch and the logits its accuracy is
+read from; the loop (:mod:`robustlab.training.loop`) owns the optimizer, epochs, checkpoints and
+evaluation. Every inner maximisation calls robustlab's own attack core (:class:`~robustlab.attacks.
+pgd.PGD`), the same code that evaluates robustness: there is no second PGD implementation.
+
+Threat model: an Lp ball of radius ``eps`` around each input (``norm``, default Linf), intersected
+with the model's input domain. Adversarial examples are searched with the module in eval mode
+(BatchNorm uses its running statistics, as in Zhang et al.'s TRADES code), and the weights are
+updated in train mode.
+
+Example::
+
+    from robustlab.core.registry import trainers
+    t = trainers.create("pgd-at", {"eps": 0.1, "steps": 7})
+    loss, logits = t.step(clf, x, y, rng)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from robustlab.attacks.pgd import PGD
+from robustlab.core.registry import trainers
+from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import NonNegative, Norm, Positive, PositiveInt, ThreatModel
+
+
+@dataclass
+class Step:
+    """One batch's objective: ``loss`` (a scalar to minimise) and the ``logits`` it was computed on
+    (adversarial logits for adversarial trainers), for the running training accuracy."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+
+
+def _forward(clf: Any, x: torch.Tensor) -> torch.Tensor:
+    clf.module.train()
+    return clf.logits(x)
+
+
+def _attack(
+    clf: Any, attack: PGD, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, rng: ExampleRNG,
+    goal: Any = None,
+) -> torch.Tensor:  # fmt: skip
+    """``attack``'s adversarial examples for the batch, found with the module in eval mode."""
+    clf.module.eval()
+    return attack(clf, x, y, threat, goal=goal, rng=rng).x_adv.detach()
+
+
+@trainers.register("standard")
+class Standard:
+    """Empirical risk minimisation: cross-entropy on clean inputs (Adam, learning rate ``lr``)."""
+
+    needs_grad = False  # no input gradients: any torch module with trainable weights
+
+    def __init__(self, lr: Positive = 1e-3, batch_size: PositiveInt = 128) -> None:
+        self.lr = lr
+        self.batch_size = batch_size
+
+    def step(self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG) -> Step:
+        logits = _forward(clf, x)
+        return Step(F.cross_entropy(logits, y), logits.detach())
+
+
+@trainers.register("pgd-at")
+class PGDAT:
+    """PGD adversarial training (Madry et al., 2018): minimise the cross-entropy at the point
+    ``steps`` of robustlab's PGD found in the ``norm`` ball of radius ``eps`` (random start;
+    ``step_size`` relative to eps, default PGD's own ``max(2.5 / steps, 1 / 4)``).
+
+    Cost per batch: ``steps`` forward/backward passes of the attack plus one training pass.
+    """
+
+    needs_grad = True  # the inner maximisation needs input gradients
+
+    def __init__(
+        self,
+        eps: Positive = 0.1,
+        steps: PositiveInt = 7,
+        step_size: Positive | None = None,
+        norm: Norm = "inf",
+        lr: Positive = 1e-3,
+        batch_size: PositiveInt = 128,
+    ) -> None:
+        self.eps = eps
+        self.steps = steps
+        self.step_size = step_size
+        self.norm = norm
+        self.lr = lr
+        self.batch_size = batch_size
+
+    def step(self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG) -> Step:
+        attack = PGD(steps=self.steps, step_size=self.step_size, early_stop=False)
+        x_adv = _attack(clf, attack, x, y, ThreatModel(self.norm, self.eps), rng)
+        logits = _forward(clf, x_adv)
+        return Step(F.cross_entropy(logits, y), logits.detach())
+
+
+class Divergence:
+    """Attack goal: move the prediction away from a reference distribution ``p`` (the clean
+    softmax, passed where goals take labels): loss = KL(p || softmax(logits)) per example; success
+    = the top-1 class differs from ``p``'s. TRADES' inner maximisation (Zhang et al., 2019)."""
+
+    def loss(self, logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(F.log_softmax(logits, dim=1), p, reduction="none").sum(dim=1)
+
+    def success(self, logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=1) != p.argmax(dim=1)
+
+
+@trainers.register("trades")
+class TRADES:
+    """TRADES (Zhang et al., 2019): cross-entropy on clean inputs plus ``beta`` times
+    KL(f(x) || f(x')), where x' maximises that KL in the ball (robustlab's PGD with the
+    :class:`Divergence` goal, ``steps`` steps of ``step_size`` x eps from a random start).
+    Larger ``beta`` trades clean accuracy for robustness.
+    """
+
+    needs_grad = True
+
+    def __init__(
+        self,
+        eps: Positive = 0.1,
+        beta: NonNegative = 6.0,
+        steps: PositiveInt = 7,
+        step_size: Positive | None = None,
+        norm: Norm = "inf",
+        lr: Positive = 1e-3,
+        batch_size: PositiveInt = 128,
+    ) -> None:
+        self.eps = eps
+        self.beta = beta
+        self.steps = steps
+        self.step_size = step_size
+        self.norm = norm
+        self.lr = lr
+        self.batch_size = batch_size
+
+    def step(self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG) -> Step:
+        clf.module.eval()
+        with torch.no_grad():
+            p = F.softmax(clf.logits(x), dim=1)
+        attack = PGD(steps=self.steps, step_size=self.step_size, early_stop=False)
+        x_adv = _attack(clf, attack, x, p, ThreatModel(self.norm, self.eps), rng, Divergence())
+        clean, adv = _forward(clf, x), clf.logits(x_adv)  # two passes, as in the TRADES code
+        kl = F.kl_div(F.log_softmax(adv, dim=1), F.softmax(clean, dim=1), reduction="batchmean")
+        return Step(F.cross_entropy(clean, y) + self.beta * kl, adv.detach())
+
+
+@trainers.register("fgsm-rs")
+class FGSMRS:
+    """Fast adversarial training (Wong et al., 2020): FGSM from a uniform random start in the
+    ball, one step of ``step_size`` x eps (default 1.25), projected back: robustlab's PGD with
+    one step. Prone to catastrophic overfitting (PGD accuracy collapses while FGSM accuracy rises);
+    the loop detects it on its held-out batch each epoch (``on_co`` of the ``trained`` model).
+    """
+
+    needs_grad = True
+
+    def __init__(
+        self,
+        eps: Positive = 0.1,
+        step_size: Positive = 1.25,
+        norm: Norm = "inf",
+        lr: Positive = 1e-3,
+        batch_size: PositiveInt = 128,
+    ) -> None:
+        self.eps = eps
+        self.step_size = step_size
+        self.norm = norm
+        self.lr = lr
+        self.batch_size = batch_size
+
+    def step(self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG) -> Step:
+        attack = PGD(steps=1, step_size=self.step_size, random_start=True, early_stop=False)
+        x_adv = _attack(clf, attack, x, y, ThreatModel(self.norm, self.eps), rng)
+        logits = _forward(clf, x_adv)
+        return Step(F.cross_entropy(logits, y), logits.detach())
