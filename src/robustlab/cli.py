@@ -1,4 +1,4 @@
-"""The ``robustlab`` command line: demo, run, list, runs, show, compare, report, validate.
+"""The ``robustlab`` command line: demo, run, list, runs, show, compare, report, validate, train.
 
 Every user error prints one line naming the culprit and exits with status 2; the store is never
 left half-written (units are written atomically).
@@ -385,6 +385,31 @@ def report(
     rid = st.resolve(run_id)
     html, js = write_report(st, rid, _report_dir(store, out_dir))
     out.print(f"report: {html}\njson:   {js}")
+
+
+@app.command()
+@user_errors
+def train(
+    spec: Annotated[str, typer.Argument(help="Training spec YAML (see docs/training.md)")],
+    out_dir: Annotated[
+        str, typer.Option("--out", help="Folder for model.pt, model.torchscript.pt, provenance")
+    ] = "trained-model",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+) -> None:
+    """Train a model from a spec (cached, resumable), write it to files and compare before/after."""
+    from robustlab.training.command import run_spec
+
+    res = run_spec(spec, out_dir, progress)
+    t = Table(
+        title=f"{res['data']} ({res['n']} examples), PGD at eps={res['eps']:g} ({res['norm']})"
+    )
+    for col in ("model", "clean accuracy", "PGD accuracy"):
+        t.add_column(col)
+    for name, row in res["rows"].items():
+        t.add_row(name, f"{row['clean']:.3f}", f"{row['pgd']:.3f}")
+    out.print(t)
+    for what, path in res["paths"].items():
+        out.print(f"{what}: {path}")
 
 
 def main() -> None:
