@@ -1,0 +1,235 @@
+"""Training (issue 17 foundation): trainers on real data, cache, resume after a kill, bad input, CLI.
+
+Real data: scikit-learn digits (8x8), an untrained ``small-cnn`` base, a few epochs each. The claims
+checked are the seeds' qualitative ones at small scale: PGD-AT and TRADES raise PGD robust
+accuracy over standard training at the same epochs; TRADES' beta trades clean for robust accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import robustlab
+from robustlab.attacks.pgd import PGD
+from robustlab.cli import app
+from robustlab.core.errors import CapabilityError, ConfigError, DomainError, RobustlabError
+from robustlab.core.registry import REGISTRIES, datasets, models, trainers
+from robustlab.core.rng import ExampleRNG
+from robustlab.core.types import ThreatModel
+from robustlab.training.checkpoint import TrainingFolder
+from robustlab.training.loop import TrainingError, overfitting
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+BASE = {"name": "small-cnn", "params": {"side": 8}}
+DATA = {"name": "digits", "params": {"split": "train"}}
+EPS = 0.1
+
+
+def spec(trainer: str, epochs: int = 5, **params: Any) -> dict[str, Any]:
+    return {
+        "base": BASE,
+        "data": DATA,
+        "trainer": {"name": trainer, "params": {"lr": 3e-3, **params}},
+        "epochs": epochs,
+        "holdout": 128,
+        "eval_eps": EPS,
+    }
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One model cache for the module: models trained by one test are cache hits in the next."""
+    root = tmp_path_factory.mktemp("train-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROBUSTLAB_CACHE", str(root))
+        yield root
+
+
+def accuracies(clf: Any) -> tuple[float, float]:
+    """Clean and PGD-10 (eps 0.1) accuracy on the 360 digits test images."""
+    te = datasets.create("digits", {"split": "test"})
+    with torch.no_grad():
+        clean = float((clf.logits(te.x).argmax(1) == te.y).float().mean())
+    res = PGD(steps=10)(
+        clf, te.x, te.y, ThreatModel("inf", EPS), rng=ExampleRNG.from_seed(0, te.ids)
+    )
+    return clean, 1.0 - float(res.success.float().mean())
+
+
+def test_trainers_registry_and_spec_errors(cache: Path) -> None:
+    assert REGISTRIES["trainers"] is trainers
+    assert {"standard", "pgd-at", "trades", "fgsm-rs"} <= set(trainers.names())
+    with pytest.raises(ConfigError, match="did you mean 'pgd-at'"):
+        robustlab.train(spec("pgd_at"))
+    with pytest.raises(ConfigError, match="eps"):  # checked before any training or data loading
+        robustlab.train(spec("pgd-at", eps=float("nan")))
+    with pytest.raises(ConfigError, match="base"):
+        robustlab.train({**spec("standard"), "base": "small-cnn"})
+    assert not list(cache.glob("models/trained-*"))
+
+
+def test_pgd_at_raises_robust_accuracy_over_standard(cache: Path) -> None:
+    std = robustlab.train(spec("standard"))
+    at = robustlab.train(spec("pgd-at", eps=EPS))
+    (c_std, r_std), (c_at, r_at) = accuracies(std), accuracies(at)
+    assert c_std > 0.9 and c_at > 0.9  # both learnt the task
+    assert r_at >= r_std + 0.1, (r_std, r_at)  # measured: 0.572 -> 0.792
+    hist = at.provenance["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5]
+    for key in ("train_loss", "train_acc", "clean_loss", "clean_acc", "fgsm_acc", "pgd_loss"):
+        assert all(isinstance(h[key], float) for h in hist), key
+    assert hist[-1]["pgd_acc"] > hist[0]["pgd_acc"]  # held-out robust accuracy improved
+    assert at.provenance["train_examples"] + at.provenance["holdout_examples"] == 1437
+
+
+def test_trades_beta_trades_clean_for_robust(cache: Path) -> None:
+    std = robustlab.train(spec("standard"))
+    low = robustlab.train(spec("trades", eps=EPS, beta=0.3))
+    high = robustlab.train(spec("trades", eps=EPS, beta=6.0))
+    (_, r_std), (c_low, r_low), (c_high, r_high) = map(accuracies, (std, low, high))
+    assert r_high >= r_std + 0.1, (r_std, r_high)  # measured: 0.572 -> 0.811
+    assert c_high < c_low and r_high > r_low, (
+        c_low,
+        r_low,
+        c_high,
+        r_high,
+    )  # 0.969/0.722 vs 0.947/0.811
+
+
+def test_second_call_is_a_cache_hit(cache: Path) -> None:
+    s = spec("standard", epochs=2)
+    first = robustlab.train(s)
+    folder = Path(first.provenance["cache"])
+    assert (folder / "model.pt").is_file() and not (folder / "checkpoint.pt").exists()
+    calls: list[int] = []
+    again = robustlab.train(s, on_epoch=lambda row: calls.append(row["epoch"]))
+    assert calls == []  # nothing trained
+    assert again.provenance == first.provenance
+    for a, b in zip(
+        first.module.state_dict().values(), again.module.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    other = robustlab.train(spec("standard", epochs=2, batch_size=64))  # another spec: trains
+    assert other.provenance["cache"] != str(folder)
+
+
+KILLED = """
+import os, signal, sys, torch
+torch.set_num_threads(1)
+import robustlab
+
+def hook(row):
+    if row["epoch"] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+robustlab.train(__SPEC__, progress=False, on_epoch=hook)
+"""
+
+
+def test_resume_after_kill_equals_uninterrupted(cache: Path, tmp_path: Path) -> None:
+    s = spec("pgd-at", epochs=3, eps=EPS, steps=2)  # random starts: resume must restore them
+    env = {**os.environ, "ROBUSTLAB_CACHE": str(tmp_path / "killed")}
+    code = KILLED.replace("__SPEC__", repr(s))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    (ckpt,) = (tmp_path / "killed").glob("models/trained-*/checkpoint.pt")
+    assert len(torch.load(ckpt, weights_only=True)["history"]) == 1
+    assert not (ckpt.parent / "model.pt").exists()
+
+    os.environ["ROBUSTLAB_CACHE"] = str(tmp_path / "killed")  # restored by the cache fixture
+    epochs: list[int] = []
+    resumed = robustlab.train(s, on_epoch=lambda row: epochs.append(row["epoch"]))
+    assert epochs == [2, 3]  # epoch 1 came from the checkpoint
+    os.environ["ROBUSTLAB_CACHE"] = str(tmp_path / "whole")
+    whole = robustlab.train(s)
+    os.environ["ROBUSTLAB_CACHE"] = str(cache)
+    assert resumed.provenance["history"] == whole.provenance["history"]
+    for a, b in zip(
+        resumed.module.state_dict().values(), whole.module.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_nan_loss_stops_naming_epoch_and_parameter(cache: Path) -> None:
+    s = spec("standard", epochs=3, lr=1e30)
+    finished = set(cache.glob("models/trained-*/model.pt"))
+    with pytest.raises(TrainingError, match=r"epoch 1: .*parameter '[\w.]+' is no longer finite"):
+        robustlab.train(s)
+    assert issubclass(TrainingError, RobustlabError)  # the CLI prints it as one line, exit 2
+    assert set(cache.glob("models/trained-*/model.pt")) == finished  # nothing cached as a model
+
+
+def test_black_box_base_and_wrong_shapes_are_refused(cache: Path) -> None:
+    with pytest.raises(CapabilityError, match="'pgd-at' needs input gradients.*'digits-logreg'"):
+        robustlab.train({**spec("pgd-at", eps=EPS), "base": {"name": "digits-logreg"}})
+    with pytest.raises(CapabilityError, match="'standard' needs trainable torch weights"):
+        robustlab.train({**spec("standard"), "base": {"name": "digits-logreg"}})
+    with pytest.raises(DomainError, match=r"shape \(1, 8, 8\), model expects \(1, 28, 28\)"):
+        robustlab.train({**spec("standard"), "base": {"name": "small-cnn"}})
+
+
+def test_overfitting_rule() -> None:
+    rows = [
+        {"epoch": 1, "pgd_acc": 0.30, "fgsm_acc": 0.35},
+        {"epoch": 2, "pgd_acc": 0.40, "fgsm_acc": 0.45},
+    ]
+    assert not overfitting(rows[:1], rows[1])  # improving
+    assert overfitting(rows, {"epoch": 3, "pgd_acc": 0.05, "fgsm_acc": 0.80})  # collapse, FGSM up
+    assert not overfitting(rows, {"epoch": 3, "pgd_acc": 0.05, "fgsm_acc": 0.10})  # both fell
+    assert not overfitting(rows, {"epoch": 3, "pgd_acc": 0.25, "fgsm_acc": 0.80})  # drop < 0.2
+    assert not overfitting([], {"epoch": 1, "pgd_acc": 0.0, "fgsm_acc": 1.0})
+    assert not overfitting(rows, {"epoch": 3})  # no robust evaluation (standard, no eval_eps)
+
+
+def test_cli_train_writes_loadable_files(cache: Path, tmp_path: Path) -> None:
+    s = spec("standard", epochs=2)
+    text = json.dumps({**s, "evaluate": {"limit": 200, "steps": 5}})  # JSON is YAML
+    (tmp_path / "spec.yaml").write_text(text)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        app, ["train", str(tmp_path / "spec.yaml"), "--out", str(out), "--no-progress"],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "before" in r.output and "after" in r.output and "digits-test (200 examples)" in r.output
+    trained = robustlab.train(s)  # the same spec: a cache hit
+    x = datasets.create("digits", {"split": "test"}).x[:32]
+    want = trained.logits(x)
+    scripted = torch.jit.load(str(out / "model.torchscript.pt"))
+    assert torch.allclose(scripted(x), want, atol=1e-5)
+    as_file = models.create("file", {"path": str(out / "model.torchscript.pt"), "num_classes": 10})
+    assert torch.allclose(as_file.logits(x), want, atol=1e-5)
+    net = models.create("small-cnn", {"side": 8}).module
+    net.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    assert torch.allclose(net.eval()(x), want, atol=1e-5)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [h["epoch"] for h in prov["history"]] == [1, 2]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        textwrap.dedent("base: {name: small-cnn}\ntrainer: {name: pgd-at, params: {eps: .nan}}\n")
+    )
+    r = CliRunner().invoke(app, ["train", str(bad), "--out", str(out)])
+    assert r.exit_code == 2 and "eps" in r.output
+
+
+def test_checkpoint_written_for_another_spec_is_ignored(tmp_path: Path) -> None:
+    folder = TrainingFolder({"v": 1, "a": 1}, root=tmp_path)
+    folder.save_checkpoint({"key": {"v": 1, "a": 2}, "history": [{"epoch": 1}]})
+    with pytest.warns(UserWarning, match="another spec"):
+        assert folder.load_checkpoint() is None
+    folder.checkpoint.write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert folder.load_checkpoint() is None
+    assert not folder.checkpoint.exists()
