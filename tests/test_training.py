@@ -233,3 +233,32 @@ def test_checkpoint_written_for_another_spec_is_ignored(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="unreadable"):
         assert folder.load_checkpoint() is None
     assert not folder.checkpoint.exists()
+
+
+def test_trained_models_run_in_a_suite(cache: Path, tmp_path: Path) -> None:
+    """A trained model is a model spec like any other: validated, run, stored; PGD-AT stays more
+    robust than standard training under the runner's own PGD probe."""
+    from robustlab.runner import ComponentSpec, ModelSpec, ProbeSpec, Suite, run_suite
+    from robustlab.runner.validation import validate_suite
+    from robustlab.store import Store
+
+    def model(label: str, trainer: str, **params: Any) -> ModelSpec:
+        return ModelSpec(name="trained", label=label, params=spec(trainer, **params))
+
+    suite = Suite(
+        name="trained",
+        models=[model("standard", "standard"), model("pgd-at", "pgd-at", eps=EPS)],
+        data=ComponentSpec(name="digits", params={"split": "test"}),
+        probes=[ProbeSpec(kind="attack", name="pgd", params={"steps": 10}, levels=[EPS])],
+    )
+    validate_suite(suite)
+    bad = suite.model_dump(mode="json")
+    bad["models"][1]["params"]["trainer"]["params"]["steps"] = 0
+    with pytest.raises(ConfigError, match=r"trainer 'pgd-at' parameter 'steps' must be greater"):
+        validate_suite(Suite.model_validate(bad))
+    st = Store(tmp_path / "store.db")
+    rid = run_suite(suite, st, progress=False)
+    rec = st.records(rid)
+    st.engine.dispose()
+    robust = rec[rec["probe"] != "clean"].groupby("model")["correct"].mean()
+    assert robust["pgd-at"] >= robust["standard"] + 0.1, robust

@@ -17,21 +17,40 @@ docs/training.md. ``small-cnn`` and ``mlp`` are *untrained* architectures (weigh
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import AfterValidator
 
+from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models
 from robustlab.core.types import Domain, NonNegativeInt, Positive, PositiveInt, Seed
 from robustlab.models.nets import MLP, SmallCNN
 from robustlab.models.torch_adapter import TorchClassifier
 
 
+def _spec(kind: str) -> Any:
+    """A ``{name, params}`` mapping checked against registry ``kind`` (name and parameters) when
+    the ``trained`` model's parameters are validated: a suite is refused before anything runs."""
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        from robustlab.core.registry import REGISTRIES
+        from robustlab.training.api import component
+
+        try:
+            component(value, kind, REGISTRIES[kind])
+        except ConfigError as e:
+            raise ValueError(f"a valid {kind[:-1]} spec ({e})") from None
+        return value
+
+    return Annotated[dict[str, Any], AfterValidator(check)]
+
+
 @models.register("trained")
 def trained(
-    base: dict[str, Any],
-    data: dict[str, Any] | None = None,
-    trainer: dict[str, Any] | None = None,
+    base: _spec("models"),  # type: ignore[valid-type]
+    data: _spec("datasets") | None = None,  # type: ignore[valid-type]
+    trainer: _spec("trainers") | None = None,  # type: ignore[valid-type]
     seed: Seed = 0,
     epochs: PositiveInt = 10,
     holdout: NonNegativeInt = 256,

@@ -88,9 +88,9 @@ def build(
     """The ``trained`` model (see :func:`robustlab.models.trained.trained` for the parameters)."""
     data = DEFAULT_DATA if data is None else data
     trainer = {"name": "standard"} if trainer is None else trainer
-    t_name, t_params = _component(trainer, "trainer", trainers)
-    d_name, d_params = _component(data, "data", datasets)
-    b_name, b_params = _component(base, "base", models)
+    t_name, t_params = component(trainer, "trainers", trainers)
+    d_name, d_params = component(data, "datasets", datasets)
+    b_name, b_params = component(base, "models", models)
     method = trainers.create(t_name, t_params)
     clf = models.create(b_name, b_params)
     _check_trainable(clf, b_name, t_name, method)
@@ -188,8 +188,9 @@ def _channels(v: Any, default: float) -> torch.Tensor:
     return t.view(1, -1, 1, 1)
 
 
-def _component(spec: Any, what: str, registry: Any) -> tuple[str, dict[str, Any]]:
+def component(spec: Any, kind: str, registry: Any) -> tuple[str, dict[str, Any]]:
     """``(name, params)`` of a ``{name, params}`` mapping, both checked against ``registry``."""
+    what = {"models": "base", "datasets": "data", "trainers": "trainer"}[kind]
     if not isinstance(spec, dict) or "name" not in spec or set(spec) - {"name", "params"}:
         raise ConfigError(
             f"trained model parameter {what!r} must be a mapping {{name: ..., params: {{...}}}}, "
@@ -200,7 +201,7 @@ def _component(spec: Any, what: str, registry: Any) -> tuple[str, dict[str, Any]
         raise ConfigError(f"trained model parameter {what!r}: name must be a string and params "
                           f"a mapping, got {spec!r}")  # fmt: skip
     factory = registry.get(name)
-    return name, check_params(factory, dict(params), f"{what} {registry.kind[:-1]} {name!r}")
+    return name, check_params(factory, dict(params), f"{registry.kind[:-1]} {name!r}")
 
 
 def _full(registry: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
