@@ -262,3 +262,34 @@ def test_trained_models_run_in_a_suite(cache: Path, tmp_path: Path) -> None:
     st.engine.dispose()
     robust = rec[rec["probe"] != "clean"].groupby("model")["correct"].mean()
     assert robust["pgd-at"] >= robust["standard"] + 0.1, robust
+
+
+@pytest.mark.slow
+def test_fast_at_catastrophic_overfitting_is_detected_and_restored(cache: Path) -> None:
+    """FGSM-RS with a 2 eps step at eps 0.2 on Fashion-MNIST overfits catastrophically (Wong et
+    al., 2020): measured held-out PGD accuracy 0.297 (epoch 2) -> 0.074 (epoch 7) while FGSM
+    accuracy rose 0.434 -> 0.660. ``on_co: restore`` stops there with the epoch-2 weights."""
+    from robustlab.core.rng import seed_from
+    from robustlab.training.api import _split
+    from robustlab.training.loop import CatastrophicOverfittingWarning, LoopConfig, evaluate
+
+    s = {
+        "base": {"name": "small-cnn", "params": {"side": 28, "width": 8}},
+        "data": {"name": "fashion-mnist", "params": {"split": "train", "limit": 3000}},
+        "trainer": {"name": "fgsm-rs", "params": {"eps": 0.2, "step_size": 2.0, "lr": 3e-3}},
+        "epochs": 12,
+        "on_co": "restore",
+    }
+    with pytest.warns(CatastrophicOverfittingWarning, match="catastrophic overfitting at epoch"):
+        clf = robustlab.train(s)
+    hist = clf.provenance["history"]
+    last = hist[-1]
+    assert last["co"] and last["stopped"] and len(hist) < 12
+    best = max(hist, key=lambda h: h["pgd_acc"])
+    assert last["restored_epoch"] == best["epoch"]
+    assert best["pgd_acc"] - last["pgd_acc"] >= 0.2 and last["fgsm_acc"] >= best["fgsm_acc"]
+    # the model returned is the restored one: its held-out numbers are the best epoch's
+    _, hold = _split(datasets.create("fashion-mnist", s["data"]["params"]), 256, 0)
+    cfg = LoopConfig(epochs=12, seed=0, eval_eps=0.2)
+    again = evaluate(clf, hold, cfg, seed_from("holdout", 0, best["epoch"]))
+    assert again["pgd_acc"] == best["pgd_acc"] and again["clean_acc"] == best["clean_acc"]
