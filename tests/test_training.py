@@ -28,7 +28,7 @@ from robustlab.core.registry import REGISTRIES, datasets, models, trainers
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
 from robustlab.training.checkpoint import TrainingFolder
-from robustlab.training.loop import TrainingError, overfitting
+from robustlab.training.loop import LoopConfig, TrainingError, evaluate, overfitting
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,6 +92,13 @@ def test_pgd_at_raises_robust_accuracy_over_standard(cache: Path) -> None:
         assert all(isinstance(h[key], float) for h in hist), key
     assert hist[-1]["pgd_acc"] > hist[0]["pgd_acc"]  # held-out robust accuracy improved
     assert at.provenance["train_examples"] + at.provenance["holdout_examples"] == 1437
+    # the held-out evaluation does not depend on its chunk size (per-example random streams)
+    te = datasets.create("digits", {"split": "test"})
+    cfg = LoopConfig(epochs=5, seed=0, eval_eps=EPS)
+    whole, chunked = evaluate(at, te, cfg, 7), evaluate(at, te, cfg, 7, chunk=50)
+    for k in ("clean_acc", "fgsm_acc", "pgd_acc"):
+        assert whole[k] == chunked[k], k
+    assert whole["pgd_loss"] == pytest.approx(chunked["pgd_loss"], rel=1e-5)
 
 
 def test_trades_beta_trades_clean_for_robust(cache: Path) -> None:

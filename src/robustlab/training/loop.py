@@ -128,30 +128,36 @@ def fit(
     return history
 
 
-def evaluate(clf: Any, data: Dataset, cfg: LoopConfig, seed: int) -> dict[str, Any]:
-    """Clean loss/accuracy and, with ``cfg.eval_eps``, FGSM accuracy and PGD loss/accuracy."""
+def evaluate(
+    clf: Any, data: Dataset, cfg: LoopConfig, seed: int, chunk: int = 512
+) -> dict[str, Any]:
+    """Clean loss/accuracy and, with ``cfg.eval_eps``, FGSM accuracy and PGD loss/accuracy on
+    ``data`` (in chunks of ``chunk`` examples; per-example random streams, so chunking does not
+    change the attacks)."""
     dev = clf.device
-    x, y = _tensor(data.x, dev), _tensor(data.y, dev)
-    clf.module.eval()
-    with torch.no_grad():
-        logits = clf.logits(x)
-    out: dict[str, Any] = {
-        "clean_loss": float(F.cross_entropy(logits, y)),
-        "clean_acc": float((logits.argmax(1) == y).float().mean()),
-    }
-    if cfg.eval_eps is None:
-        return out
-    threat = ThreatModel(cfg.eval_norm, cfg.eval_eps)
+    x_all, y_all = _tensor(data.x, dev), _tensor(data.y, dev)
     assert data.ids is not None
-    rng = ExampleRNG.from_seed(seed, data.ids)
-    x_f = FGSM()(clf, x, y, threat, rng=rng).x_adv
-    x_p = PGD(steps=cfg.eval_steps, early_stop=False)(clf, x, y, threat, rng=rng).x_adv
-    with torch.no_grad():
-        lf, lp = clf.logits(x_f), clf.logits(x_p)
-    out["fgsm_acc"] = float((lf.argmax(1) == y).float().mean())
-    out["pgd_loss"] = float(F.cross_entropy(lp, y))
-    out["pgd_acc"] = float((lp.argmax(1) == y).float().mean())
-    return out
+    threat = None if cfg.eval_eps is None else ThreatModel(cfg.eval_norm, cfg.eval_eps)
+    clf.module.eval()
+    sums = dict.fromkeys(("clean_loss", "clean_acc", "fgsm_acc", "pgd_loss", "pgd_acc"), 0.0)
+    for i in range(0, len(x_all), chunk):
+        x, y = x_all[i : i + chunk], y_all[i : i + chunk]
+        with torch.no_grad():
+            logits = clf.logits(x)
+        sums["clean_loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
+        sums["clean_acc"] += float((logits.argmax(1) == y).sum())
+        if threat is None:
+            continue
+        rng = ExampleRNG.from_seed(seed, data.ids[i : i + chunk])
+        x_f = FGSM()(clf, x, y, threat, rng=rng).x_adv
+        x_p = PGD(steps=cfg.eval_steps, early_stop=False)(clf, x, y, threat, rng=rng).x_adv
+        with torch.no_grad():
+            lf, lp = clf.logits(x_f), clf.logits(x_p)
+        sums["fgsm_acc"] += float((lf.argmax(1) == y).sum())
+        sums["pgd_loss"] += float(F.cross_entropy(lp, y, reduction="sum"))
+        sums["pgd_acc"] += float((lp.argmax(1) == y).sum())
+    keys = list(sums) if threat is not None else ["clean_loss", "clean_acc"]
+    return {k: sums[k] / len(x_all) for k in keys}
 
 
 def overfitting(history: list[dict[str, Any]], row: dict[str, Any]) -> bool:
