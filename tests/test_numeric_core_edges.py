@@ -116,9 +116,10 @@ def test_rank_metrics_on_ragged_graded_and_tied_lists() -> None:
 
 # bootstrap --------------------------------------------------------------------------------------
 def test_bootstrap_in_chunks_equals_one_shot_resampling() -> None:
-    """20,000 values: the resampling runs in chunks of 200 rows; the means must be exactly those of
-    one (1000 x 20,000) draw from the same generator, and the interval their quantiles."""
-    v = np.random.default_rng(5).normal(1.0, 2.0, 20_000)
+    """10,000 values: the resampling runs in chunks of 400 rows (400 + 400 + 200 for 1000); the
+    means must be exactly those of one (1000 x 10,000) draw from the same generator, and the
+    interval their quantiles."""
+    v = np.random.default_rng(5).normal(1.0, 2.0, 10_000)
     for alpha in (0.05, 0.2):
         means = v[np.random.default_rng(3).integers(0, len(v), size=(1000, len(v)))].mean(1)
         want = np.quantile(means, [alpha / 2, 1 - alpha / 2])
@@ -126,6 +127,18 @@ def test_bootstrap_in_chunks_equals_one_shot_resampling() -> None:
     # a single value: a degenerate interval, not NaN
     assert bootstrap_ci(np.array([0.7])) == (0.7, 0.7)
     assert paired_bootstrap_diff(np.array([0.2]), np.array([0.7]))[0] == pytest.approx(0.5)
+
+
+def test_paired_bootstrap_diff_interval_equals_one_shot_resampling() -> None:
+    rng = np.random.default_rng(6)
+    a = rng.normal(0.0, 1.0, 300)
+    b = a + rng.normal(0.3, 0.5, 300)
+    for alpha in (0.05, 0.3):
+        d = b - a
+        means = d[np.random.default_rng(2).integers(0, len(d), size=(800, len(d)))].mean(1)
+        want = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+        got = paired_bootstrap_diff(a, b, paired=True, n_boot=800, alpha=alpha, seed=2)
+        assert got == (float(d.mean()), *want)
 
 
 def test_unpaired_bootstrap_diff_is_b_minus_a() -> None:
