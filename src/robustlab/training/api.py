@@ -114,6 +114,7 @@ def build(
     }  # fmt: skip
     folder = TrainingFolder(key)
     clf = copy.deepcopy(clf)  # never train a model object its factory may share
+    clf.name = f"trained-{t_name}"
     done = folder.load_final()
     if done is not None:
         clf.module.load_state_dict(done["model"])

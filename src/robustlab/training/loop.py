@@ -93,7 +93,8 @@ def fit(
                 break
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
                 torch.manual_seed(seed_from("train", cfg.seed, epoch))
-                perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                gen = torch.Generator().manual_seed(seed_from("perm", cfg.seed, epoch))
+                perm = torch.randperm(n, generator=gen)
                 loss_sum = torch.zeros((), device=dev)
                 correct = torch.zeros((), device=dev, dtype=torch.long)
                 for i in range(0, n, bs):
