@@ -57,7 +57,7 @@ def _attack(
 
 @trainers.register("standard")
 class Standard:
-    """Empirical risk minimisation: cross-entropy on clean inputs (Adam, learning rate ``lr``)."""
+    """Standard training: cross-entropy on clean inputs (Adam, learning rate ``lr``)."""
 
     needs_grad = False  # no input gradients: any torch module with trainable weights
 
@@ -72,9 +72,11 @@ class Standard:
 
 @trainers.register("pgd-at")
 class PGDAT:
-    """PGD adversarial training (Madry et al., 2018): minimise the cross-entropy at the point
-    ``steps`` of robustlab's PGD found in the ``norm`` ball of radius ``eps`` (random start;
-    ``step_size`` relative to eps, default PGD's own ``max(2.5 / steps, 1 / 4)``).
+    """PGD adversarial training (Madry et al., 2018) with robustlab's PGD as the inner max.
+
+    Minimises the cross-entropy at the point ``steps`` of robustlab's PGD found in the ``norm``
+    ball of radius ``eps`` (random start; ``step_size`` relative to eps, default PGD's own
+    ``max(2.5 / steps, 1 / 4)``).
 
     Cost per batch: ``steps`` forward/backward passes of the attack plus one training pass.
     """
@@ -118,10 +120,12 @@ class Divergence:
 
 @trainers.register("trades")
 class TRADES:
-    """TRADES (Zhang et al., 2019): cross-entropy on clean inputs plus ``beta`` times
-    KL(f(x) || f(x')), where x' maximises that KL in the ball (robustlab's PGD with the
-    :class:`Divergence` goal, ``steps`` steps of ``step_size`` x eps from a random start).
-    Larger ``beta`` trades clean accuracy for robustness.
+    """TRADES (Zhang et al., 2019): clean cross-entropy + beta x KL to the adversarial output.
+
+    The loss is the cross-entropy on clean inputs plus ``beta`` times KL(f(x) || f(x')), where
+    x' maximises that KL in the ball (robustlab's PGD with the :class:`Divergence` goal,
+    ``steps`` steps of ``step_size`` x eps from a random start). Larger ``beta`` trades clean
+    accuracy for robustness.
     """
 
     needs_grad = True
@@ -157,10 +161,11 @@ class TRADES:
 
 @trainers.register("fgsm-rs")
 class FGSMRS:
-    """Fast adversarial training (Wong et al., 2020): FGSM from a uniform random start in the
-    ball, one step of ``step_size`` x eps (default 1.25), projected back: robustlab's PGD with
-    one step. Prone to catastrophic overfitting (PGD accuracy collapses while FGSM accuracy rises);
-    the loop detects it on its held-out batch each epoch (``on_co`` of the ``trained`` model).
+    """Fast adversarial training (Wong et al., 2020): FGSM from a random start, 1.25 eps step.
+
+    FGSM from a uniform random start in the ball, one step of ``step_size`` x eps (default 1.25),
+    projected back: robustlab's PGD with one step. Prone to catastrophic overfitting (PGD
+    accuracy collapses while FGSM accuracy rises); the loop detects it on its held-out batch each epoch (``on_co`` of the ``trained`` model).
     """
 
     needs_grad = True
