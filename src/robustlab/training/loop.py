@@ -34,6 +34,7 @@ from robustlab.core.rng import ExampleRNG, seed_from
 from robustlab.core.types import ThreatModel
 from robustlab.data.base import Dataset
 from robustlab.training.checkpoint import TrainingFolder
+from robustlab.training.trainers import Position
 
 CO_DROP = 0.2  # held-out PGD accuracy below its best by this much (absolute) = collapse
 
@@ -101,7 +102,8 @@ def fit(
                     idx = perm[i : i + bs]
                     xb, yb = x[idx.to(dev)], y[idx.to(dev)]
                     rng = ExampleRNG.from_seed(f"train|{cfg.seed}|{epoch}", ids[idx])
-                    step = trainer.step(clf, xb, yb, rng)
+                    at = Position(epoch, cfg.epochs, i // bs, math.ceil(n / bs))
+                    step = trainer.step(clf, xb, yb, rng, at)
                     opt.zero_grad(set_to_none=True)
                     step.loss.backward()
                     opt.step()

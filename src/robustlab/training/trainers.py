@@ -1,7 +1,7 @@
 """Registered trainers: the per-batch objective of standard and adversarial training.
 
 A trainer is a small object (hyperparameters in ``__init__``, scikit-learn style) whose
-``step(clf, x, y, rng)`` returns the loss to minimise on one batch and the logits its accuracy is
+``step(clf, x, y, rng, at)`` returns the loss to minimise on one batch and the logits its accuracy is
 read from; the loop (:mod:`robustlab.training.loop`) owns the optimizer, epochs, checkpoints and
 evaluation. Every inner maximisation calls robustlab's own attack core (:class:`~robustlab.attacks.
 pgd.PGD`), the same code that evaluates robustness: there is no second PGD implementation.
@@ -15,13 +15,13 @@ Example::
 
     from robustlab.core.registry import trainers
     t = trainers.create("pgd-at", {"eps": 0.1, "steps": 7})
-    loss, logits = t.step(clf, x, y, rng)
+    loss, logits = t.step(clf, x, y, rng, Position())
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,31 @@ import torch.nn.functional as F
 from robustlab.attacks.pgd import PGD
 from robustlab.core.registry import trainers
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import NonNegative, Norm, Positive, PositiveInt, ThreatModel
+from robustlab.core.types import (
+    NonNegative,
+    NonNegativeInt,
+    Norm,
+    Positive,
+    PositiveInt,
+    Rate,
+    ThreatModel,
+)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the loop is: ``epoch`` (1-based) of ``epochs``, ``batch`` (0-based) of ``batches``
+    per epoch; for trainers whose objective follows a schedule (IBP's eps and kappa ramps)."""
+
+    epoch: int = 1
+    epochs: int = 1
+    batch: int = 0
+    batches: int = 1
+
+    @property
+    def fraction(self) -> float:
+        """Batches done before this one over all batches of the training, in [0, 1)."""
+        return ((self.epoch - 1) * self.batches + self.batch) / (self.epochs * self.batches)
 
 
 @dataclass
@@ -65,7 +89,9 @@ class Standard:
         self.lr = lr
         self.batch_size = batch_size
 
-    def step(self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG) -> Step:
+    def step(
+        self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
+    ) -> Step:
         logits = _forward(clf, x)
         return Step(F.cross_entropy(logits, y), logits.detach())
 
@@ -99,7 +125,9 @@ class PGDAT:
         self.lr = lr
         self.batch_size = batch_size
 
-    def step(self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG) -> Step:
+    def step(
+        self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
+    ) -> Step:
         attack = PGD(steps=self.steps, step_size=self.step_size, early_stop=False)
         x_adv = _attack(clf, attack, x, y, ThreatModel(self.norm, self.eps), rng)
         logits = _forward(clf, x_adv)
@@ -148,7 +176,9 @@ class TRADES:
         self.lr = lr
         self.batch_size = batch_size
 
-    def step(self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG) -> Step:
+    def step(
+        self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
+    ) -> Step:
         clf.module.eval()
         with torch.no_grad():
             p = F.softmax(clf.logits(x), dim=1)
@@ -184,8 +214,110 @@ class FGSMRS:
         self.lr = lr
         self.batch_size = batch_size
 
-    def step(self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG) -> Step:
+    def step(
+        self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
+    ) -> Step:
         attack = PGD(steps=1, step_size=self.step_size, random_start=True, early_stop=False)
         x_adv = _attack(clf, attack, x, y, ThreatModel(self.norm, self.eps), rng)
         logits = _forward(clf, x_adv)
         return Step(F.cross_entropy(logits, y), logits.detach())
+
+
+@trainers.register("noise")
+class Noise:
+    """Gaussian-noise training for randomized smoothing (Cohen et al., 2019), optional consistency.
+
+    Cross-entropy on ``x + N(0, sigma^2)`` (unclipped: the noise the smoothing certifier adds);
+    ``consistency > 0`` draws two noisy copies and adds ``consistency`` x the mean KL of each
+    copy's prediction from their average (Jeong & Shin, 2020); ``view: dual`` noises one of the
+    two half images, as ``dual-smoothing`` queries the model. Per-example noise streams.
+    """
+
+    needs_grad = False
+
+    def __init__(
+        self,
+        sigma: Positive = 0.25,
+        consistency: NonNegative = 0.0,
+        view: Literal["full", "dual"] = "full",
+        lr: Positive = 1e-3,
+        batch_size: PositiveInt = 128,
+    ) -> None:
+        self.sigma = sigma
+        self.consistency = consistency
+        self.view = view
+        self.lr = lr
+        self.batch_size = batch_size
+
+    def step(
+        self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
+    ) -> Step:
+        from robustlab.certify.dual import split_halves, upsample_half
+
+        copies = 2 if self.consistency > 0 else 1
+        views = []
+        for _ in range(copies):
+            if self.view == "full":
+                views.append(x + self.sigma * rng.normal(*x.shape[1:], device=x.device))
+                continue
+            h0, h1 = split_halves(x)
+            pick = rng.uniform(device=x.device).view(-1, *[1] * (x.dim() - 1)) < 0.5
+            half = torch.where(pick, h1, h0)
+            noise = rng.normal(*half.shape[1:], device=x.device)
+            views.append(upsample_half(half + self.sigma * noise))
+        logits = _forward(clf, torch.cat(views)).view(copies, len(x), -1)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(copies))
+        if self.consistency > 0:
+            logp = logits.log_softmax(dim=-1)
+            mean_p = logp.exp().mean(dim=0, keepdim=True)
+            kl = (mean_p * (mean_p.clamp_min(1e-12).log() - logp)).sum(-1).mean()
+            loss = loss + self.consistency * kl
+        return Step(loss, logits[0].detach())
+
+
+@trainers.register("ibp")
+class IBP:
+    """Certified training with interval bound propagation (Gowal et al., 2018) at Linf ``eps``.
+
+    Minimises ``kappa CE(f(x), y) + (1 - kappa) CE(worst-case logits over the ball)``; after
+    ``warmup`` epochs the training radius ramps linearly from 0 to ``eps_factor`` x eps and kappa
+    from 1 to ``kappa_end`` over ``ramp`` epochs (:func:`robustlab.defenses.ibp_training.ibp_loss`).
+    The base must be IBP-traceable in training mode: no BatchNorm, no Dropout (e.g. ``mlp``).
+    """
+
+    needs_grad = False  # bounds, not input gradients
+
+    def __init__(
+        self,
+        eps: Positive = 0.1,
+        warmup: NonNegativeInt = 1,
+        ramp: NonNegativeInt = 5,
+        kappa_end: Rate = 0.5,
+        eps_factor: Positive = 1.1,
+        lr: Positive = 1e-3,
+        batch_size: PositiveInt = 128,
+    ) -> None:
+        self.eps = eps
+        self.warmup = warmup
+        self.ramp = ramp
+        self.kappa_end = kappa_end
+        self.eps_factor = eps_factor
+        self.lr = lr
+        self.batch_size = batch_size
+        self.norm = "inf"
+
+    def step(
+        self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
+    ) -> Step:
+        from robustlab.defenses.ibp_training import ibp_loss, schedule
+
+        t = schedule(
+            (at.epoch - 1) * at.batches + at.batch, at.epochs * at.batches,
+            self.warmup * at.batches, self.ramp * at.batches,
+        )  # fmt: skip
+        clf.module.train()
+        eps_t, kappa = t * self.eps_factor * self.eps, 1 - t * (1 - self.kappa_end)
+        loss = ibp_loss(clf.module, x, y, eps_t, kappa, clf.domain, clf.mean, clf.std)
+        with torch.no_grad():
+            logits = clf.logits(x)
+        return Step(loss, logits)
