@@ -93,14 +93,16 @@ def test_rank_metrics_on_ragged_graded_and_tied_lists() -> None:
     scores = [
         [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
         [0.2, 0.9, 0.5],  # shorter: padded inside rank_metrics
-        [0.5, 0.5, 0.5, 0.1, 0.5],  # ties keep the candidate order
+        [0.5, 0.5, 0.5, 0.1, 0.5],  # ties keep the candidate order (here and below)
         [0.1, 0.3, 0.2, 0.9],
+        [1.0 if i % 7 == 0 else 0.0 for i in range(40)],  # 40 candidates, many ties
     ]
     rel = [
         [0.0, 1.0, 0.0, 3.0, 2.0, 0.0],  # graded, several relevant, the best one low
         [1.0, 0.0, 2.0],
         [0.0, 0.0, 1.0, 0.0, 2.0],
         [0.0, 2.0, 0.0, 0.0],
+        [2.0 if i in (3, 22) else 1.0 if i == 14 else 0.0 for i in range(40)],
     ]
     for k, rk in ((3, 3), (2, 4)):
         m = rank_metrics(
@@ -158,6 +160,8 @@ def test_permutation_pvalue_extremes() -> None:
     assert permutation_pvalue(np.zeros(40), ones, paired=True, n_perm=999) == 1 / 1000
     a, b = np.arange(30) * 1e-3, 5 + np.arange(30) * 1e-3
     assert permutation_pvalue(a, b, paired=False, n_perm=999) == 1 / 1000
+    # a difference of exactly 1 is a difference like any other (0/1 correctness columns)
+    assert permutation_pvalue(np.zeros(30), np.ones(30), paired=False, n_perm=999) == 1 / 1000
     # identical means (unpaired): nothing to test
     assert permutation_pvalue(np.array([1.0, 2.0]), np.array([2.0, 1.0]), paired=False) == 1.0
     assert np.isnan(permutation_pvalue(np.array([np.nan]), np.array([1.0, 2.0]), paired=False))
@@ -193,6 +197,35 @@ def test_clopper_pearson_lower_bound_at_the_ends() -> None:
     want = [0.0] + [stats.beta.ppf(alpha, int(j), n - int(j) + 1) for j in k[1:]]
     torch.testing.assert_close(ours.double(), torch.tensor(want, dtype=torch.float64))
     assert float(ours[1]) > 0  # one success: a small but positive bound
+
+
+def test_smoothing_abstains_on_a_coin_flip_and_certifies_a_constant() -> None:
+    """Cohen et al.'s CERTIFY on two real callables over 4 pixels at 0.5: class 1 iff the noisy
+    first pixel is above 0.5 (p_A = 1/2: must abstain, pred -1, radius 0) and a constant class 2
+    (n_A = n: radius sigma * Phi^-1(alpha^(1/n)))."""
+    from robustlab.certify.smoothing import GaussianSmoothing
+    from robustlab.core.rng import ExampleRNG
+    from robustlab.models import CallableClassifier
+
+    dom = Domain(0.0, 1.0, (4,))
+    x, y = torch.full((6, 4), 0.5), torch.zeros(6, dtype=torch.long)
+    rng = ExampleRNG.from_seed(0, torch.arange(6))
+    sm = GaussianSmoothing(sigma=0.25, n0=20, n=300, alpha=0.001)
+    coin = CallableClassifier(
+        lambda z: torch.nn.functional.one_hot((z[:, 0] > 0.5).long(), 3).float(),
+        3,
+        dom,
+        version="c",
+    )
+    cert = sm.certify(coin, x, y, rng=rng)
+    assert cert.abstained.all() and (cert.pred == -1).all() and (cert.radius == 0).all()
+    assert (cert.extra["samples"] == 320).all() and (cert.extra["p_lower"] < 0.5).all()
+    const = CallableClassifier(lambda z: torch.eye(3)[[2] * len(z)], 3, dom, version="k")
+    cert = sm.certify(const, x, y, rng=rng)
+    radius = 0.25 * stats.norm.ppf(0.001 ** (1 / 300))
+    assert not cert.abstained.any() and (cert.pred == 2).all()
+    torch.testing.assert_close(cert.radius.double(), torch.full((6,), radius).double())
+    assert (cert.extra["samples"] == 320).all() and (cert.extra["count"] == 300).all()
 
 
 def test_conformal_quantile_at_k_equal_n() -> None:
