@@ -163,6 +163,28 @@ def test_second_call_is_a_cache_hit(cache: Path) -> None:
     assert other.provenance["cache"] != str(folder)
 
 
+def test_concurrent_requests_train_once(cache: Path) -> None:
+    """Two trainers of one spec at once (threads here; processes alike): the second waits on the
+    folder's lock and loads the first one's result instead of training it again."""
+    import threading
+
+    s = spec("standard", epochs=2, batch_size=32)
+    epochs: list[int] = []
+    results: list[Any] = []
+
+    def go() -> None:
+        results.append(robustlab.train(s, on_epoch=lambda row: epochs.append(row["epoch"])))
+
+    models.names(), datasets.names(), trainers.names()  # lazy discovery is not thread-safe
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(epochs) == [1, 2]  # trained once
+    assert results[0].provenance == results[1].provenance
+
+
 KILLED = """
 import os, signal, sys, torch
 torch.set_num_threads(1)

@@ -115,17 +115,28 @@ def build(
     folder = TrainingFolder(key)
     clf = copy.deepcopy(clf)  # never train a model object its factory may share
     clf.name = f"trained-{t_name}"
-    done = folder.load_final()
-    if done is not None:
-        clf.module.load_state_dict(done["model"])
-        clf.module.eval()
-        clf.provenance = done["provenance"]
-        return clf
-    train_set, hold = _split(dset, holdout, seed)
+    with folder.lock():  # another process training this spec: wait, then load its result
+        done = folder.load_final()
+        if done is not None:
+            clf.module.load_state_dict(done["model"])
+            clf.module.eval()
+            clf.provenance = done["provenance"]
+            return clf
+        train_set, hold = _split(dset, holdout, seed)
+        spec = {"base": base, "data": data, "trainer": trainer, "seed": seed, "epochs": epochs}
+        return _train(clf, train_set, hold, method, cfg, folder, on_epoch, spec)
+
+
+def _train(
+    clf: Any, train_set: Any, hold: Any, method: Any, cfg: LoopConfig, folder: TrainingFolder,
+    on_epoch: EpochHook | None, spec: dict[str, Any],
+) -> Any:  # fmt: skip
+    """Run the loop, attach the provenance and write the final model (under the folder's lock)."""
     history = fit(clf, train_set, hold, method, cfg, folder, on_epoch)
     clf.module.eval()
+    key = folder.key
     clf.provenance = {
-        "spec": {"base": base, "data": data, "trainer": trainer, "seed": seed, "epochs": epochs},
+        "spec": spec,
         "key": key,
         "cache": str(folder.path),
         "epochs_run": len(history),

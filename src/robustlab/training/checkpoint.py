@@ -5,7 +5,9 @@ and optimizer state, the history so far, the best epoch's weights when kept) whi
 and ``model.pt`` (weights + provenance) once it has finished; the checkpoint is then deleted. Files
 are written to a unique temporary name and renamed, so a kill at any point leaves either the
 previous file or the new one, never half of one. Everything is loaded with ``weights_only=True``
-(tensors and plain containers only: no pickled code runs).
+(tensors and plain containers only: no pickled code runs). :meth:`TrainingFolder.lock` (an
+exclusive ``flock`` on ``lock``) makes a second process asking for the same model wait for the
+first and then load its result, instead of training it again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,22 @@ class TrainingFolder:
     @property
     def checkpoint(self) -> Path:
         return self.path / "checkpoint.pt"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's exclusive lock (released when the process dies, even by SIGKILL)."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): concurrent trainers both train, atomically
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def load_final(self) -> dict[str, Any] | None:
         return self._load(self.final)
