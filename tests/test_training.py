@@ -144,6 +144,10 @@ def test_ibp_training_certifies(cache: Path) -> None:
     std = robustlab.train({**spec("standard", epochs=8), "base": mlp})
     ibp = robustlab.train({**spec("ibp", epochs=8, eps=EPS), "base": mlp})
     assert certified(std) <= 0.05 and certified(ibp) >= 0.15  # measured: 0.000 -> 0.253
+    epochs: list[int] = []
+    with pytest.raises(ConfigError, match="BatchNorm2d in training mode"):  # at the first batch
+        robustlab.train(spec("ibp", epochs=3, warmup=2), on_epoch=lambda r: epochs.append(1))
+    assert epochs == []
 
 
 def test_second_call_is_a_cache_hit(cache: Path) -> None:

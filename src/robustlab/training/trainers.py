@@ -282,7 +282,8 @@ class IBP:
     Minimises ``kappa CE(f(x), y) + (1 - kappa) CE(worst-case logits over the ball)``; after
     ``warmup`` epochs the training radius ramps linearly from 0 to ``eps_factor`` x eps and kappa
     from 1 to ``kappa_end`` over ``ramp`` epochs (:func:`robustlab.defenses.ibp_training.ibp_loss`).
-    The base must be IBP-traceable in training mode: no BatchNorm, no Dropout (e.g. ``mlp``).
+    The base must be IBP-traceable in training mode: no BatchNorm, no Dropout (e.g. ``mlp``); an
+    untraceable base is refused at the first batch.
     """
 
     needs_grad = False  # bounds, not input gradients
@@ -316,6 +317,8 @@ class IBP:
             self.warmup * at.batches, self.ramp * at.batches,
         )  # fmt: skip
         clf.module.train()
+        if at.epoch == 1 and at.batch == 0:  # refuse an untraceable base now, not after warmup
+            ibp_loss(clf.module, x[:2], y[:2], self.eps, 0.5, clf.domain, clf.mean, clf.std)
         eps_t, kappa = t * self.eps_factor * self.eps, 1 - t * (1 - self.kappa_end)
         loss = ibp_loss(clf.module, x, y, eps_t, kappa, clf.domain, clf.mean, clf.std)
         with torch.no_grad():
