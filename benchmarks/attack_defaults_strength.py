@@ -41,6 +41,7 @@ Models (trained here in seconds, cached; none is a model the presets were tuned 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from functools import partial
 from typing import Any
@@ -262,11 +263,12 @@ def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, args: argparse.Names
         candidates(clf, (x, y, ids), threat, args, ta_robs, rows, tally)
     if args.verify:
         for version in args.versions:
-            atk = attacks.create("autoattack", {"version": version})
+            members = preset(version)
+            atk = attacks.create("autoattack", {"attacks": list(members)})
             res, t = cpu(atk, clf, x, y, threat, rng=ExampleRNG.from_seed(0, ids))
             mine = robust(clf, res.x_adv, y)
             assert torch.equal(mine, ~res.success)
-            ce_p, t_p = VERSIONS[version][0], VERSIONS[version][1]
+            ce_p, t_p = members[0], members[1]
             label = f"CE{ce_p['steps']} T{t_p['n_targets']}x{t_p['steps']} Sq"
             label = next((k for k in rows if k.startswith(label)), None)
             union = (
@@ -281,6 +283,18 @@ def aa_part(clf: Any, x: Any, y: Any, ids: Any, eps: float, args: argparse.Names
                 f"{'/'.join(map(str, only_ta))}  cpu {t:.1f}s = {t / t_ta:.2f}x torchattacks'{union}"
             )
     return rows, ta_robs
+
+
+def preset(version: str) -> tuple[Any, ...]:
+    """A version's members, or ``CE<steps>-T<targets>x<steps>`` (+ Square 5,000)."""
+    if version in VERSIONS:
+        return VERSIONS[version]
+    ce, k, t = (int(v) for v in re.fullmatch(r"CE(\d+)-T(\d+)x(\d+)", version).groups())
+    return (
+        {"name": "apgd", "loss": "ce", "steps": ce},
+        {"name": "apgd_t", "loss": "dlr", "steps": t, "n_targets": k},
+        {"name": "square", "n_queries": 5000},
+    )
 
 
 def add(tally: dict, label: str, mine: Any, ta_robs: list, t: float = 0.0, t_ta: float = 0.0):
@@ -353,7 +367,9 @@ def main() -> None:
     ap.add_argument("--ce-steps", type=int, nargs="*", default=[50, 100])
     ap.add_argument("--ta-seeds", type=int, default=1, help="aa: torchattacks AutoAttack seeds")
     ap.add_argument("--verify", action="store_true", help="run the real --versions ensembles")
-    ap.add_argument("--versions", nargs="*", default=["fast", "standard"], choices=list(VERSIONS))
+    ap.add_argument(
+        "--versions", nargs="*", default=["fast", "standard"], help="names or CE50-T9x30 forms"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     tally: dict = {}
