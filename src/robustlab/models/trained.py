@@ -57,6 +57,7 @@ def trained(
     eval_eps: Positive | None = None,
     eval_steps: PositiveInt = 10,
     on_co: Literal["warn", "stop", "restore"] = "warn",
+    schedule: Literal["constant", "slow-start-fast-decay"] = "constant",
 ) -> TorchClassifier:
     """``base`` ({name, params}: a registered torch model, its weights the initialisation) trained
     on ``data`` (default: 5,000 Fashion-MNIST train images) by ``trainer`` ({name, params};
@@ -64,11 +65,16 @@ def trained(
 
     ``holdout`` examples are kept out of training and evaluated after every epoch (clean, FGSM and
     PGD with ``eval_steps`` steps at ``eval_eps``, default the trainer's eps); ``on_co``: what to do
-    on catastrophic overfitting (warn, stop, or restore the best epoch and stop).
+    on catastrophic overfitting (warn, stop, or restore the best epoch and stop). ``schedule``: the
+    learning rate over the batches, ``constant`` (the trainer's ``lr``) or ``slow-start-fast-decay``
+    (S36 adversarial fine-tuning, Jeddi et al., 2020: linear rise from 0 to ``lr`` over the first
+    60 % of the batches, then a linear fall to 0).
     """
     from robustlab.training.api import build
 
-    return build(base, data, trainer, seed, epochs, holdout, eval_eps, eval_steps, on_co)
+    return build(
+        base, data, trainer, seed, epochs, holdout, eval_eps, eval_steps, on_co, schedule
+    )  # fmt: skip
 
 
 def _untrained(net: torch.nn.Module, classes: int, shape: tuple[int, ...], name: str) -> Any:

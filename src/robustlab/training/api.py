@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import inspect
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def build(
     eval_eps: float | None,
     eval_steps: int,
     on_co: str,
+    schedule: str = "constant",
     progress: bool | None = None,
     on_epoch: EpochHook | None = None,
 ) -> Any:
@@ -100,7 +102,7 @@ def build(
         eval_eps = getattr(method, "eps", None)
     cfg = LoopConfig(
         epochs=epochs, seed=seed, eval_eps=eval_eps, eval_norm=str(getattr(method, "norm", "inf")),
-        eval_steps=eval_steps, on_co=on_co,
+        eval_steps=eval_steps, on_co=on_co, schedule=schedule,
         progress=sys.stderr.isatty() if progress is None else progress,
     )  # fmt: skip
     key = {
@@ -110,7 +112,7 @@ def build(
                  "fingerprint": hash_tensors([torch.as_tensor(dset.x), torch.as_tensor(dset.y)])},
         "trainer": {"name": t_name, "params": _full(trainers, t_name, t_params)},
         "seed": seed, "epochs": epochs, "holdout": holdout, "eval_eps": eval_eps,
-        "eval_steps": eval_steps, "on_co": on_co,
+        "eval_steps": eval_steps, "on_co": on_co, "schedule": schedule,
     }  # fmt: skip
     folder = TrainingFolder(key)
     clf = copy.deepcopy(clf)  # never train a model object its factory may share
@@ -132,7 +134,9 @@ def _train(
     on_epoch: EpochHook | None, spec: dict[str, Any],
 ) -> Any:  # fmt: skip
     """Run the loop, attach the provenance and write the final model (under the folder's lock)."""
+    start = time.perf_counter()
     history = fit(clf, train_set, hold, method, cfg, folder, on_epoch)
+    seconds = time.perf_counter() - start
     clf.module.eval()
     key = folder.key
     clf.provenance = {
@@ -143,6 +147,7 @@ def _train(
         "history": history,
         "train_examples": len(train_set),
         "holdout_examples": 0 if hold is None else len(hold),
+        "train_seconds": seconds,  # this process's wall time (a resumed run: the resumed part)
     }
     folder.save_final({"key": key, "model": clf.module.state_dict(), "provenance": clf.provenance})
     return clf

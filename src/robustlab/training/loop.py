@@ -57,6 +57,7 @@ class LoopConfig:
     eval_norm: str = "inf"
     eval_steps: int = 10
     on_co: str = "warn"  # warn | stop | restore
+    schedule: str = "constant"  # constant | slow-start-fast-decay (see learning_rate)
     progress: bool = False
 
 
@@ -103,6 +104,8 @@ def fit(
                     xb, yb = x[idx.to(dev)], y[idx.to(dev)]
                     rng = ExampleRNG.from_seed(f"train|{cfg.seed}|{epoch}", ids[idx])
                     at = Position(epoch, cfg.epochs, i // bs, math.ceil(n / bs))
+                    for group in opt.param_groups:  # a function of the position: resume-safe
+                        group["lr"] = learning_rate(trainer.lr, cfg.schedule, at)
                     step = trainer.step(clf, xb, yb, rng, at)
                     opt.zero_grad(set_to_none=True)
                     step.loss.backward()
@@ -129,6 +132,20 @@ def fit(
     if history and history[-1].get("restored_epoch") is not None and best is not None:
         net.load_state_dict(best["model"])
     return history
+
+
+SLOW_START = 0.6  # slow-start-fast-decay: the peak, as a fraction of all batches
+
+
+def learning_rate(lr: float, schedule: str, at: Position) -> float:
+    """The learning rate of the batch at ``at``: ``lr`` (``constant``), or for
+    ``slow-start-fast-decay`` (S36, Jeddi et al., 2020) a linear rise from ~0 to ``lr`` over the
+    first :data:`SLOW_START` of the batches and a linear fall to ~0 over the rest (batch centres:
+    neither end is exactly 0, so every batch moves the weights)."""
+    if schedule == "constant":
+        return lr
+    t = at.fraction + 0.5 / (at.epochs * at.batches)
+    return lr * (t / SLOW_START if t <= SLOW_START else (1 - t) / (1 - SLOW_START))
 
 
 def evaluate(
