@@ -23,6 +23,7 @@ import importlib
 import inspect
 import math
 import pkgutil
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from robustlab.core.errors import ConfigError, UnknownComponentError
 from robustlab.core.types import Levels
 
 T = TypeVar("T")
+_DISCOVERY = threading.RLock()  # held while a registry imports its built-in modules
 
 
 class Registry(Generic[T]):
@@ -46,7 +48,8 @@ class Registry(Generic[T]):
         self.kind = kind
         self._builtin_modules = builtin_modules
         self._items: dict[str, T] = {}
-        self._loaded = False
+        self._loaded = False  # discovery started
+        self._ready = False  # discovery finished
         self.default_levels = levels  # the level domain of components that declare none
 
     def register(self, name: str, *, levels: Levels | None = None) -> Callable[[T], T]:
@@ -79,14 +82,21 @@ class Registry(Generic[T]):
         return dom(**check_params(obj, dict(params or {}), f"{self.kind[:-1]} {name!r}"))
 
     def _load(self) -> None:
-        if self._loaded:
+        """Discover the built-ins once. Another thread's first lookup waits until discovery is
+        complete (it used to see a half-filled registry: "unknown models 'trained'"); a lookup
+        from the discovering thread itself (a module that looks up at import time) returns."""
+        if self._ready:
             return
-        self._loaded = True
-        for mod in self._builtin_modules:
-            _import_tree(mod)
-        for ep in entry_points(group=f"robustlab.{self.kind}"):
-            if ep.name not in self._items:
-                self._items[ep.name] = ep.load()
+        with _DISCOVERY:  # one lock for all registries: discovery of one imports others
+            if self._loaded:
+                return
+            self._loaded = True
+            for mod in self._builtin_modules:
+                _import_tree(mod)
+            for ep in entry_points(group=f"robustlab.{self.kind}"):
+                if ep.name not in self._items:
+                    self._items[ep.name] = ep.load()
+            self._ready = True
 
     def get(self, name: str) -> T:
         """Return the component called ``name``; unknown names raise with a suggestion."""
