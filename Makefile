@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test` (each sets up what it needs first).
-.PHONY: setup setup-dev demo test test-slow lint bench
+.PHONY: setup setup-dev demo test test-slow lint bench mutation
 
 setup:
 	bash scripts/setup.sh
@@ -21,3 +21,7 @@ lint:
 
 bench: setup-dev
 	.venv/bin/python benchmarks/runner_overhead.py
+
+# mutation testing of the numeric core (scripts/mutation.py; counts and survivors: docs/testing.md)
+mutation: setup-dev
+	.venv/bin/python scripts/mutation.py --jobs 2

@@ -143,10 +143,6 @@ ACCEPTED: dict[str, str] = {
         "the threshold is lowered by a relative 1e-12 (float rounding of the permuted means), so "
         "a tie at exactly the threshold does not occur"
     ),
-    "significance: permutation_pvalue: >= -> > in `np.abs(signs @ d) >= t * len(d) * (1 - 1e-12)`": (
-        "the threshold is lowered by a relative 1e-12, so a tie at exactly the threshold does "
-        "not occur"
-    ),
     "significance: benjamini_hochberg: 1.0 -> 2.0 in `np.minimum(np.minimum.accumulate(scaled[::-1])[...`": (
         "the running minimum from the largest p-value (scaled by m / m = 1) never exceeds "
         "max p <= 1: the cap only guards against p-values above 1"
