@@ -328,3 +328,37 @@ probes:
     page = _browse(run["html"], tmp_path)
     _check_page(page)
     assert "Code generation robustness (ReCode)" in page["h2"]
+
+
+TRAINED = """
+name: trained-sections
+models:
+  - name: trained
+    label: fgsm-rs
+    params:
+      base: {name: small-cnn, params: {side: 8}}
+      data: {name: digits, params: {split: train}}
+      trainer: {name: fgsm-rs, params: {eps: 0.1, lr: 0.003}}
+      epochs: 3
+      holdout: 128
+      eval_eps: 0.1
+data: {name: digits, params: {split: test, test_fraction: 0.05}}
+probes:
+  - {kind: attack, name: pgd, params: {steps: 5}, levels: [0.1]}
+"""
+
+
+@pytest.mark.browser
+def test_training_section_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBUSTLAB_CACHE", str(tmp_path / "cache"))  # trained here, 3 epochs
+    run = _run(tmp_path, TRAINED)
+    page = _browse(run["html"], tmp_path)
+    _check_page(page)
+    sec = page["sections"]["Training provenance"]
+    (fig,) = sec["figures"]
+    assert {"epoch", "held-out clean", "held-out FGSM", "held-out PGD"} <= set(fig)
+    (tab,) = sec["tables"]
+    assert _column(tab, "model") == ["fgsm-rs#0"] and _column(tab, "epochs") == ["3"]
+    assert _column(tab, "trainer")[0].startswith("fgsm-rs(") and "eps=0.1" in tab[1][1]
+    history = run["content"]["run"]["environment"]["training"]["fgsm-rs#0"]["history"]
+    assert _column(tab, "held-out PGD") == [f"{100 * history[-1]['pgd_acc']:.1f}%"]

@@ -350,9 +350,29 @@ def test_trained_models_run_in_a_suite(cache: Path, tmp_path: Path) -> None:
     st = Store(tmp_path / "store.db")
     rid = run_suite(suite, st, progress=False)
     rec = st.records(rid)
-    st.engine.dispose()
     robust = rec[rec["probe"] != "clean"].groupby("model")["correct"].mean()
     assert robust["pgd-at"] >= robust["standard"] + 0.1, robust
+    # the provenance is stored with the run and shown in the report
+    training = st.run_info(rid)["environment"]["training"]
+    assert set(training) == {"standard#0", "pgd-at#0"}
+    assert training["pgd-at#0"]["spec"]["trainer"]["name"] == "pgd-at"
+    assert len(training["pgd-at#0"]["history"]) == training["pgd-at#0"]["epochs_run"] >= 1
+    from robustlab.report.build import build_report
+    from robustlab.report.html import render
+
+    section = build_report(st, rid)["extensions"]["training"]
+    rows = {r["model"]: r for r in section["data"]["rows"]}
+    assert (
+        rows["pgd-at#0"]["trainer"].startswith("pgd-at(")
+        and f"eps={EPS}" in rows["pgd-at#0"]["trainer"]
+    )
+    last = training["pgd-at#0"]["history"][-1]
+    assert rows["pgd-at#0"]["pgd_acc"] == last["pgd_acc"] and rows["standard#0"][
+        "trainer"
+    ].startswith("standard")
+    html = render(build_report(st, rid))
+    assert "Training provenance" in html and "held-out PGD" in html
+    st.engine.dispose()
 
 
 @pytest.mark.slow

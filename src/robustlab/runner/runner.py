@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -53,6 +54,29 @@ def environment(engine: str) -> dict[str, Any]:
     }
 
 
+def _training(suite: Suite, ctx: Any) -> dict[str, Any]:
+    """``"display#replicate"`` -> the provenance of each model trained by robustlab (spec,
+    per-epoch history, ...; see :mod:`robustlab.training`), as plain JSON data."""
+    out = {}
+    for m in suite.models:
+        for rep in m.replicates:
+            prov = getattr(ctx.model(m, rep), "provenance", None)  # loaded already: cached
+            if isinstance(prov, dict):
+                out[f"{m.display}#{rep}"] = _plain(json.loads(json.dumps(prov, default=str)))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """JSON data with non-finite floats as ``None`` (the report's JSON is strict)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
 def run_suite(
     suite: Suite,
     store: Store,
@@ -70,15 +94,19 @@ def run_suite(
     ctx = process_context()
     shards = validate_suite(suite, ctx)  # the same checks as `robustlab validate`
     fingerprints = validate_models(suite, ctx)  # loaded models against probes and data
+    env = environment(engine.name)
+    training = _training(suite, ctx)
+    if training:  # how trained models were made: stored with the run, shown in the report
+        env["training"] = training
     units = plan(suite, shards)
     suite_hash = suite.content_hash()
     run_id = store.find_resumable(suite_hash) if resume else None
     if run_id is not None:
-        store.resume_run(run_id, environment(engine.name))
+        store.resume_run(run_id, env)
     else:
         run_id = store.create_run(
             suite.name, suite_hash, json.dumps(suite.model_dump(mode="json")), suite.seed,
-            len(units), environment(engine.name), fingerprints,
+            len(units), env, fingerprints,
         )  # fmt: skip
     done = store.done_units(run_id)
     pending = [u for u in units if u.key not in done]
