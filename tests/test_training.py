@@ -372,6 +372,17 @@ def test_trained_models_run_in_a_suite(cache: Path, tmp_path: Path) -> None:
     ].startswith("standard")
     html = render(build_report(st, rid))
     assert "Training provenance" in html and "held-out PGD" in html
+    from typer.testing import CliRunner
+
+    from robustlab.cli import app
+
+    shown = CliRunner().invoke(app, ["show", rid, "--store", str(tmp_path / "store.db")])
+    assert shown.exit_code == 0, shown.output
+    epochs = training["pgd-at#0"]["epochs_run"]
+    assert (
+        f"trained pgd-at#0: pgd-at on digits, {epochs} epochs (held-out clean_acc" in shown.stdout
+    )
+    assert "'history'" not in shown.stdout  # the per-epoch rows are in the report, not printed
     st.engine.dispose()
 
 

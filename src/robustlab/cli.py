@@ -315,7 +315,19 @@ def show(
             f"owner: pid {info['owner_pid']} on {info['owner_host']}, last heartbeat {ago:.0f} s ago"
             + ("; rerun the same suite to resume" if info["status"] == "interrupted" else "")
         )
-    out.print(f"environment: {info['environment']}")
+    env = dict(info["environment"] or {})
+    training = env.pop("training", None) or {}
+    out.print(f"environment: {env}")
+    for name, prov in training.items():  # the full history is in the report and run_info
+        spec, last = prov.get("spec") or {}, (prov.get("history") or [{}])[-1]
+        accs = ", ".join(
+            f"{k} {last[k]:.3f}" for k in ("clean_acc", "pgd_acc") if last.get(k) is not None
+        )
+        out.print(
+            f"trained {name}: {(spec.get('trainer') or {}).get('name')} on "
+            f"{(spec.get('data') or {}).get('name')}, {prov.get('epochs_run')} epochs"
+            + (f" (held-out {accs})" if accs else "")
+        )
     out.print(f"models: {info['fingerprints']}")
     failed = [u for u in info["units"] if u["status"] == "failed"]
     out.print(f"units: {len(info['units'])}/{info['n_units']} finished, {len(failed)} failed")
