@@ -36,6 +36,8 @@ Models (trained here in seconds, cached; none is a model the presets were tuned 
     .venv/bin/python benchmarks/attack_defaults_strength.py --part aa --models digits-cnn-s1 --verify
     .venv/bin/python benchmarks/attack_defaults_strength.py --part aa --t-steps --verify \
         --versions fast --ta-seeds 2    # the real fast preset only, on every model
+    .venv/bin/python benchmarks/attack_defaults_strength.py --part aa --t-steps --verify \
+        --versions fast CE50-T3x30 --models held-out   # HELD_OUT: checked after the choice
 """
 
 from __future__ import annotations
@@ -65,10 +67,11 @@ def _trained(key: dict[str, Any], make: Any, data: Dataset, epochs: int) -> torc
     return cached_module({**key, "epochs": epochs, "v": 1}, make, train)
 
 
-def fashion_bn() -> TorchClassifier:
-    make = partial(SmallCNN, 1, 10, 28, 16)
+def fashion_bn(seed: int = 1, width: int = 16) -> TorchClassifier:
+    make = partial(SmallCNN, 1, 10, 28, width)
     data = datasets.get("fashion-mnist")(split="train", limit=10000)
-    net = _trained({"name": "bench-fashion-bn", "seed": 1, "limit": 10000}, make, data, 2)
+    key = {"name": "bench-fashion-bn", "seed": seed, "limit": 10000}
+    net = _trained(key if width == 16 else {**key, "width": width}, make, data, 2)
     return TorchClassifier(net, 10, Domain(0.0, 1.0, (1, 28, 28)), name="fashion-bn")
 
 
@@ -100,6 +103,20 @@ MODELS: dict[str, tuple[Any, Any, list[float]]] = {
                       [0.05, 0.1]),
     "digits-255": (digits_255, "digits", [0.05, 0.1]),
 }  # fmt: skip
+
+# held out: never used to choose a default (checked after the choice; not in the default --models)
+HELD_OUT: dict[str, tuple[Any, Any, list[float]]] = {
+    **{
+        f"digits-cnn-w{w}-s{s}": (
+            partial(models.create, "digits-cnn", {"seed": s, "width": w}),
+            "digits",
+            [0.1],
+        )
+        for w, seeds in ((8, (3, 4, 5, 6)), (16, (4, 5, 6, 7)))
+        for s in seeds
+    },
+    "fashion-bn-s2-w8": (partial(fashion_bn, 2, 8), "fashion", [8 / 255, 0.05]),
+}
 
 
 def load_data(kind: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -357,7 +374,9 @@ def aa_summary(tally: dict, n_setups: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["pgd", "aa", "all"], default="all")
-    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument(
+        "--models", nargs="*", default=list(MODELS), choices=[*MODELS, *HELD_OUT, "held-out"]
+    )
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--eps", type=float, nargs="*", default=None, help="override (0-1 units)")
     ap.add_argument("--pgd-budgets", nargs="*", default=["10x1", "50x5"])
@@ -375,8 +394,9 @@ def main() -> None:
     tally: dict = {}
     aa_tally: dict = {}
     n_setups = n_aa = 0
-    for name in args.models:
-        factory, kind, eps_list = MODELS[name]
+    names = [m for n in args.models for m in (HELD_OUT if n == "held-out" else [n])]
+    for name in names:
+        factory, kind, eps_list = {**MODELS, **HELD_OUT}[name]
         clf = factory()
         x, y, ids = load_data(kind, args.n)
         x = clf.domain.lo + x * (clf.domain.hi - clf.domain.lo)
