@@ -17,8 +17,9 @@ Versions (the member lists; ``attacks`` replaces them):
   targets, FAB-T, 10 steps each; Square 5,000) broke stayed robust, on all 14 setups. The earlier
   3-target APGD-T left 1 such image on 2 of them (only a 4th-9th target finds it); with the same
   streams, the first three target runs are unchanged, so the 9-target preset breaks every image
-  the 3-target one did. On 8 more held-out digits CNNs (Linf 0.1) it also never was weaker.
-  CPU time 0.49-0.99x torchattacks' on the 17 setups timed (Square is most of both runs):
+  the 3-target one did. On 10 held-out setups (8 digits CNNs at Linf 0.1, a Fashion CNN at 2
+  eps), checked after the choice, it was never weaker either. CPU time 0.49-0.99x torchattacks'
+  on the 19 setups timed (Square is most of both runs):
   about the same cost, not a promise of being faster (docs/vision-attacks.md, "Attack defaults
   by measured strength").
 
@@ -64,7 +65,7 @@ class AutoAttack:
     ``version``). ``version``: ``"standard"`` (the paper's budget: APGD-CE 100 steps, APGD-T 9
     targets x 100 steps, Square 5,000 queries) or ``"fast"`` (APGD-CE 50 steps, APGD-T 9 targets
     x 30 steps, Square 5,000 queries; per example never weaker than torchattacks' AutoAttack on
-    the 22 setups measured, module docstring). ``skip_unavailable``: members needing gradients are skipped on black-box
+    the 24 setups measured, module docstring). ``skip_unavailable``: members needing gradients are skipped on black-box
     adapters (so the ensemble degrades to its black-box members) instead of raising. ``fab``: add
     the FAB-like minimum-norm member (``True``: FAB^T, 9 targets, 100 steps, as in AutoAttack; or
     a dict of ``fab`` parameters) before Square (or last)."""
