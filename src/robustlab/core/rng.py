@@ -14,12 +14,28 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 _M32 = 0xFFFFFFFF
+
+
+_GLOBAL_SEEDING = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's global CPU generator seeded to ``seed`` (e.g. to initialise a
+    network's weights), restoring it afterwards. Holds a lock: two threads seeding the global
+    generator at once would interleave their draws (different weights for the same seed)."""
+    with _GLOBAL_SEEDING, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def seed_from(*parts: object) -> int:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from robustlab.core.errors import ConfigError
+from robustlab.core.rng import seeded
 from robustlab.core.types import Capabilities, Domain
 from robustlab.models.base import hash_tensors
 
@@ -94,8 +95,7 @@ def fit_linear_head(
     lr: float = 0.05, weight_decay: float = 1e-4,
 ) -> nn.Linear:  # fmt: skip
     """Multinomial logistic regression on fixed embeddings: full-batch Adam, seeded init."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         head = nn.Linear(emb.shape[1], num_classes)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.CrossEntropyLoss()

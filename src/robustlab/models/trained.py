@@ -24,6 +24,7 @@ from pydantic import AfterValidator
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models
+from robustlab.core.rng import seeded
 from robustlab.core.types import Domain, NonNegativeInt, Positive, PositiveInt, Seed
 from robustlab.models.nets import MLP, SmallCNN
 from robustlab.models.torch_adapter import TorchClassifier
@@ -91,8 +92,7 @@ def small_cnn(
 ) -> TorchClassifier:
     """An *untrained* BatchNorm CNN (robustlab's SmallCNN) for ``side`` x ``side`` images in
     [0, 1] with ``in_ch`` channels, weights drawn under ``init_seed``: a base for ``trained``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+    with seeded(init_seed):
         net = SmallCNN(in_ch, num_classes, side, width)
     return _untrained(net, num_classes, (in_ch, side, side), "small-cnn")
 
@@ -107,7 +107,6 @@ def mlp(
 ) -> TorchClassifier:
     """An *untrained* 2-hidden-layer ReLU MLP over flattened ``in_ch`` x ``side`` x ``side``
     images in [0, 1], weights drawn under ``init_seed``: a base for ``trained``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+    with seeded(init_seed):
         net = MLP(in_ch * side * side, hidden, num_classes)
     return _untrained(net, num_classes, (in_ch, side, side), "mlp")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from robustlab.core.paths import cache_dir
+from robustlab.core.rng import seeded
 from robustlab.data.base import Dataset
 
 
@@ -27,8 +28,7 @@ def train_classifier(
 ) -> nn.Module:
     """Train ``make()`` on ``data`` with Adam and cross-entropy, deterministically under ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         net = make()
     x, y = data.x, data.y
     assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
