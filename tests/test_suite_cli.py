@@ -604,6 +604,11 @@ def test_every_yaml_snippet_in_the_docs_validates(where, text):
     from robustlab.runner.validation import validate_suite
 
     data = load_yaml(text, where)
+    if isinstance(data, dict) and "base" in data:  # a `robustlab train` spec (docs/training.md)
+        from robustlab.training.command import check_spec
+
+        check_spec(data, where)
+        return
     assert isinstance(data, dict) and set(data) <= set(S.model_fields) | {"model"}, where
     whole = {"name", "data"} <= set(data) and ({"model", "models"} & set(data))
     base: dict = {"name": "snippet", "model": {"name": "digits-mlp"}, "data": {"name": "digits"}}

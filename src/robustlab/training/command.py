@@ -33,18 +33,26 @@ def evaluate_section(
     return {"data": data, "eps": eps, "steps": steps, "limit": limit}
 
 
+def check_spec(spec: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate a training spec without training: the ``trained`` model's parameters (nested
+    base/data/trainer specs against their registries and domains) and the ``evaluate`` section.
+    Returns the spec without ``evaluate`` and the checked ``evaluate`` settings."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: a training spec must be a mapping")
+    spec = dict(spec)
+    section = spec.pop("evaluate", None) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where}: 'evaluate' must be a mapping")
+    ev = evaluate_section(**check_params(evaluate_section, section, "training spec 'evaluate'"))
+    check_params(models.get("trained"), trained_params(spec), "model 'trained'")
+    return spec, ev
+
+
 def run_spec(path: str, out: str, progress: bool) -> dict[str, Any]:
     """Train the spec at ``path``, export to ``out`` and measure the base and trained models."""
     from robustlab.runner.loading import load_yaml, read_text
 
-    spec = load_yaml(read_text(Path(path)), path)
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: a training spec must be a mapping")
-    spec = dict(spec)
-    section = spec.pop("evaluate", None) or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: 'evaluate' must be a mapping")
-    ev = evaluate_section(**check_params(evaluate_section, section, "training spec 'evaluate'"))
+    spec, ev = check_spec(load_yaml(read_text(Path(path)), path), path)
     params = trained_params(spec)
     clf = train(spec, progress=progress)
     base = params["base"]
