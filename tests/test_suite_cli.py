@@ -641,3 +641,8 @@ def test_checks_on_loaded_models_refuse_before_the_store_opens(suite, message, t
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    # `validate` does not load models; `validate --models` runs the same checks as run
+    assert cli("validate", name, cwd=tmp_path)[0] == 0
+    code, _, stderr = cli("validate", name, "--models", cwd=tmp_path)
+    assert code == 2 and message in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -242,13 +242,27 @@ def validate(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a suite field: a.b=value")
     ] = None,
+    load_models: Annotated[
+        bool,
+        typer.Option(
+            "--models",
+            help="Also load (or train, cached) the models and check them against the probes and "
+            "data, as run does before it opens the store",
+        ),
+    ] = False,
 ) -> None:
     """Check a suite (names, parameters, level domains, data columns, size) without running it."""
-    from robustlab.runner.validation import validate_suite
+    from robustlab.runner.context import process_context
+    from robustlab.runner.validation import validate_models, validate_suite
 
     s = _load_suite(suite, set_ or [], seed)
     validate_suite(s)
-    out.print(f"suite {s.name!r} is valid: {len(s.models)} model(s), {len(s.probes)} probe(s)")
+    if load_models:
+        validate_models(s, process_context())
+    checked = " (models loaded and checked)" if load_models else ""
+    out.print(
+        f"suite {s.name!r} is valid: {len(s.models)} model(s), {len(s.probes)} probe(s){checked}"
+    )
 
 
 @app.command("list")
