@@ -362,3 +362,25 @@ def test_training_section_in_chromium(tmp_path: Path, monkeypatch: pytest.Monkey
     assert _column(tab, "trainer")[0].startswith("fgsm-rs(") and "eps=0.1" in tab[1][1]
     history = run["content"]["run"]["environment"]["training"]["fgsm-rs#0"]["history"]
     assert _column(tab, "held-out PGD") == [f"{100 * history[-1]['pgd_acc']:.1f}%"]
+
+
+MASKING = """
+name: masking-sections
+models: [{name: digits-cnn}]
+data: {name: digits, params: {split: test, test_fraction: 0.05}}
+probes:
+  - {kind: attack, name: fgsm, levels: [0.1, 0.5]}
+  - {kind: attack, name: pgd, params: {steps: 5}, levels: [0.1, 0.5]}
+  - {kind: attack, name: square, params: {n_queries: 100}, levels: [0.1]}
+"""
+
+
+@pytest.mark.browser
+def test_masking_section_in_chromium(tmp_path: Path) -> None:
+    run = _run(tmp_path, MASKING)
+    page = _browse(run["html"], tmp_path)
+    _check_page(page)
+    (tab,) = page["sections"]["Gradient-masking checks"]["tables"]
+    assert tab[0] == ["model", "norm", "check", "epsilon", "measured", "verdict"]
+    assert set(_column(tab, "verdict")) == {"ok"}
+    assert "0.5" in _column(tab, "epsilon")  # the unbounded-epsilon check ran at half the range

@@ -30,6 +30,7 @@ class FGSM:
     """
 
     needs_grad = True  # white-box: validation refuses it on a model without gradients
+    single_step = True  # the report's gradient-masking checks compare it with iterative attacks
 
     def __call__(
         self,

@@ -34,6 +34,8 @@ class HopSkipJump:
     """HSJA with ``steps`` iterations, ``init_evals``/``max_evals`` gradient probes and
     ``init_trials`` random starts; model calls are chunked to ``batch_size`` inputs."""
 
+    black_box = True  # queries only: compared with white-box attacks in the masking checks
+
     def __init__(
         self,
         steps: PositiveInt = 40,

@@ -161,6 +161,8 @@ class Square:
     """Square Attack with ``n_queries`` iterations and initial fraction ``p_init`` (0.8 as in
     AutoAttack)."""
 
+    black_box = True  # queries only: compared with white-box attacks in the masking checks
+
     def __init__(self, n_queries: PositiveInt = 5000, p_init: Rate = 0.8) -> None:
         self.n_queries = n_queries
         self.p_init = p_init

@@ -29,6 +29,7 @@ class StepLL:
     """One step of size eps towards the least-likely class; 2 forward passes, 1 backward."""
 
     needs_grad = True  # white-box: validation refuses it on a model without gradients
+    single_step = True  # the report's gradient-masking checks compare it with iterative attacks
 
     def __call__(
         self,

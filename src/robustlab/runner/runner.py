@@ -66,6 +66,18 @@ def _training(suite: Suite, ctx: Any) -> dict[str, Any]:
     return out
 
 
+def _domains(suite: Suite, ctx: Any) -> dict[str, list[float]]:
+    """``"display#replicate"`` -> ``[lo, hi]`` of each model's input domain (where it has one)."""
+    out = {}
+    for m in suite.models:
+        for rep in m.replicates:
+            domain = getattr(ctx.model(m, rep), "domain", None)
+            lo, hi = getattr(domain, "lo", None), getattr(domain, "hi", None)
+            if isinstance(lo, int | float) and isinstance(hi, int | float):
+                out[f"{m.display}#{rep}"] = [float(lo), float(hi)]
+    return out
+
+
 def _plain(v: Any) -> Any:
     """JSON data with non-finite floats as ``None`` (the report's JSON is strict)."""
     if isinstance(v, float):
@@ -98,6 +110,9 @@ def run_suite(
     training = _training(suite, ctx)
     if training:  # how trained models were made: stored with the run, shown in the report
         env["training"] = training
+    domains = _domains(suite, ctx)
+    if domains:  # the report's gradient-masking check needs the width of each input domain
+        env["input_domains"] = domains
     units = plan(suite, shards)
     suite_hash = suite.content_hash()
     run_id = store.find_resumable(suite_hash) if resume else None

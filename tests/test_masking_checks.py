@@ -1,0 +1,80 @@
+"""The report's gradient-masking checks (Carlini et al., 2019) on real models: a digits CNN passes
+them; the same CNN behind an input quantiser (zero gradients: the textbook masked defence) is
+flagged, because Square (black-box) and an unbounded epsilon expose what FGSM/PGD cannot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from robustlab.core.registry import models
+from robustlab.report.build import build_report
+from robustlab.report.html import render
+from robustlab.runner import Suite, run_suite
+from robustlab.store import Store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class Quantised(torch.nn.Module):
+    """Rounds inputs to 4 grey levels before the network: gradients through it are zero."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * 3) / 3)
+
+
+def _masked() -> Any:
+    from robustlab.models.torch_adapter import TorchClassifier
+
+    base = models.create("digits-cnn")
+    return TorchClassifier(Quantised(base.module), 10, base.domain, name="quantised-digits-cnn")
+
+
+if "quantised-digits-cnn" not in models:
+    models.register("quantised-digits-cnn")(_masked)
+
+SUITE = """
+name: masking
+models: [{{name: {model}}}]
+data: {{name: digits, params: {{split: test, test_fraction: 0.1}}}}
+probes:
+  - {{kind: attack, name: fgsm, levels: [0.1, 0.3, 0.5]}}
+  - {{kind: attack, name: pgd, params: {{steps: 10}}, levels: [0.1, 0.3, 0.5]}}
+  - {{kind: attack, name: square, params: {{n_queries: 200}}, levels: [0.1, 0.3, 0.5]}}
+"""
+
+
+def _section(tmp_path: Path, model: str) -> tuple[dict[str, Any], str]:
+    st = Store(tmp_path / f"{model}.db")
+    rid = run_suite(Suite.from_yaml(SUITE.format(model=model)), st, progress=False)
+    content = build_report(st, rid)
+    st.engine.dispose()
+    return content["extensions"]["masking"]["data"], render(content)
+
+
+def _verdicts(data: dict[str, Any], check: str) -> list[bool | None]:
+    return [r["ok"] for r in data["rows"] if r["check"] == check]
+
+
+def test_a_plain_cnn_passes_every_check(tmp_path: Path) -> None:
+    data, html = _section(tmp_path, "digits-cnn")
+    assert data["flagged"] == []
+    checks = {r["check"] for r in data["rows"]}
+    assert len(checks) == 4 and all(r["ok"] is True for r in data["rows"]), data["rows"]
+    assert _verdicts(data, "iterative attack at least as strong as single-step") == [True] * 3
+    assert "Gradient-masking checks" in html and "No check flagged" in html
+
+
+def test_a_quantised_input_defence_is_flagged(tmp_path: Path) -> None:
+    data, html = _section(tmp_path, "quantised-digits-cnn")
+    assert data["flagged"] == ["quantised-digits-cnn"]
+    assert False in _verdicts(data, "white-box attack at least as strong as black-box")
+    assert _verdicts(data, "accuracy near 0 at an unbounded epsilon") == [False]
+    assert "Possible gradient masking for quantised-digits-cnn" in html
