@@ -38,6 +38,7 @@ SECTIONS = [
     "Transformations",
     "Evaluation sets",
     "Attacks",
+    "Gradient-masking checks",  # the checks that can run on its attacks; the rest say what to add
     "All metrics",
 ]
 CHROMIUM = Path("/usr/bin/chromium")
