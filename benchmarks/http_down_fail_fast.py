@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
+import sys
 import time
+from pathlib import Path
 
 from robustlab.core.errors import ModelOutputError
 from robustlab.core.registry import models, tasks
 
-
-def refused_url() -> str:
-    """A loopback base URL on a port where nothing listens."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/v1"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from llm_server import refused_url  # noqa: E402
 
 
 def main() -> None:
