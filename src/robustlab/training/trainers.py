@@ -80,14 +80,14 @@ def _attack(
 
 
 @trainers.register("standard")
+@dataclass(eq=False)
 class Standard:
     """Standard training: cross-entropy on clean inputs (Adam, learning rate ``lr``)."""
 
     needs_grad = False  # no input gradients: any torch module with trainable weights
 
-    def __init__(self, lr: Positive = 1e-3, batch_size: PositiveInt = 128) -> None:
-        self.lr = lr
-        self.batch_size = batch_size
+    lr: Positive = 1e-3
+    batch_size: PositiveInt = 128
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -97,6 +97,7 @@ class Standard:
 
 
 @trainers.register("pgd-at")
+@dataclass(eq=False)
 class PGDAT:
     """PGD adversarial training (Madry et al., 2018) with robustlab's PGD as the inner max.
 
@@ -109,21 +110,12 @@ class PGDAT:
 
     needs_grad = True  # the inner maximisation needs input gradients
 
-    def __init__(
-        self,
-        eps: Positive = 0.1,
-        steps: PositiveInt = 7,
-        step_size: Positive | None = None,
-        norm: Norm = "inf",
-        lr: Positive = 1e-3,
-        batch_size: PositiveInt = 128,
-    ) -> None:
-        self.eps = eps
-        self.steps = steps
-        self.step_size = step_size
-        self.norm = norm
-        self.lr = lr
-        self.batch_size = batch_size
+    eps: Positive = 0.1
+    steps: PositiveInt = 7
+    step_size: Positive | None = None
+    norm: Norm = "inf"
+    lr: Positive = 1e-3
+    batch_size: PositiveInt = 128
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -147,6 +139,7 @@ class Divergence:
 
 
 @trainers.register("trades")
+@dataclass(eq=False)
 class TRADES:
     """TRADES (Zhang et al., 2019): clean cross-entropy + beta x KL to the adversarial output.
 
@@ -158,23 +151,13 @@ class TRADES:
 
     needs_grad = True
 
-    def __init__(
-        self,
-        eps: Positive = 0.1,
-        beta: NonNegative = 6.0,
-        steps: PositiveInt = 7,
-        step_size: Positive | None = None,
-        norm: Norm = "inf",
-        lr: Positive = 1e-3,
-        batch_size: PositiveInt = 128,
-    ) -> None:
-        self.eps = eps
-        self.beta = beta
-        self.steps = steps
-        self.step_size = step_size
-        self.norm = norm
-        self.lr = lr
-        self.batch_size = batch_size
+    eps: Positive = 0.1
+    beta: NonNegative = 6.0
+    steps: PositiveInt = 7
+    step_size: Positive | None = None
+    norm: Norm = "inf"
+    lr: Positive = 1e-3
+    batch_size: PositiveInt = 128
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -190,6 +173,7 @@ class TRADES:
 
 
 @trainers.register("fgsm-rs")
+@dataclass(eq=False)
 class FGSMRS:
     """Fast adversarial training (Wong et al., 2020): FGSM from a random start, 1.25 eps step.
 
@@ -200,19 +184,11 @@ class FGSMRS:
 
     needs_grad = True
 
-    def __init__(
-        self,
-        eps: Positive = 0.1,
-        step_size: Positive = 1.25,
-        norm: Norm = "inf",
-        lr: Positive = 1e-3,
-        batch_size: PositiveInt = 128,
-    ) -> None:
-        self.eps = eps
-        self.step_size = step_size
-        self.norm = norm
-        self.lr = lr
-        self.batch_size = batch_size
+    eps: Positive = 0.1
+    step_size: Positive = 1.25
+    norm: Norm = "inf"
+    lr: Positive = 1e-3
+    batch_size: PositiveInt = 128
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -224,6 +200,7 @@ class FGSMRS:
 
 
 @trainers.register("noise")
+@dataclass(eq=False)
 class Noise:
     """Gaussian-noise training for randomized smoothing (Cohen et al., 2019), optional consistency.
 
@@ -235,19 +212,11 @@ class Noise:
 
     needs_grad = False
 
-    def __init__(
-        self,
-        sigma: Positive = 0.25,
-        consistency: NonNegative = 0.0,
-        view: Literal["full", "dual"] = "full",
-        lr: Positive = 1e-3,
-        batch_size: PositiveInt = 128,
-    ) -> None:
-        self.sigma = sigma
-        self.consistency = consistency
-        self.view = view
-        self.lr = lr
-        self.batch_size = batch_size
+    sigma: Positive = 0.25
+    consistency: NonNegative = 0.0
+    view: Literal["full", "dual"] = "full"
+    lr: Positive = 1e-3
+    batch_size: PositiveInt = 128
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -276,6 +245,7 @@ class Noise:
 
 
 @trainers.register("ibp")
+@dataclass(eq=False)
 class IBP:
     """Certified training with interval bound propagation (Gowal et al., 2018) at Linf ``eps``.
 
@@ -287,25 +257,15 @@ class IBP:
     """
 
     needs_grad = False  # bounds, not input gradients
+    norm = "inf"  # IBP bounds an L-inf ball (read by the held-out check)
 
-    def __init__(
-        self,
-        eps: Positive = 0.1,
-        warmup: NonNegativeInt = 1,
-        ramp: NonNegativeInt = 5,
-        kappa_end: Rate = 0.5,
-        eps_factor: Positive = 1.1,
-        lr: Positive = 1e-3,
-        batch_size: PositiveInt = 128,
-    ) -> None:
-        self.eps = eps
-        self.warmup = warmup
-        self.ramp = ramp
-        self.kappa_end = kappa_end
-        self.eps_factor = eps_factor
-        self.lr = lr
-        self.batch_size = batch_size
-        self.norm = "inf"
+    eps: Positive = 0.1
+    warmup: NonNegativeInt = 1
+    ramp: NonNegativeInt = 5
+    kappa_end: Rate = 0.5
+    eps_factor: Positive = 1.1
+    lr: Positive = 1e-3
+    batch_size: PositiveInt = 128
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
