@@ -54,28 +54,24 @@ def environment(engine: str) -> dict[str, Any]:
     }
 
 
-def _training(suite: Suite, ctx: Any) -> dict[str, Any]:
-    """``"display#replicate"`` -> the provenance of each model trained by robustlab (spec,
-    per-epoch history, ...; see :mod:`robustlab.training`), as plain JSON data."""
-    out = {}
+def _model_facts(suite: Suite, ctx: Any) -> dict[str, dict[str, Any]]:
+    """What the report needs to know of the loaded models, keyed ``"display#replicate"``:
+    ``training``, the provenance of each model trained by robustlab (spec, per-epoch history;
+    see :mod:`robustlab.training`) as plain JSON data, and ``input_domains``, ``[lo, hi]`` of each
+    model's input domain (the gradient-masking check's unbounded epsilon). Empty ones are left out."""
+    training, domains = {}, {}
     for m in suite.models:
         for rep in m.replicates:
-            prov = getattr(ctx.model(m, rep), "provenance", None)  # loaded already: cached
+            model, key = ctx.model(m, rep), f"{m.display}#{rep}"  # loaded already: cached
+            prov = getattr(model, "provenance", None)
             if isinstance(prov, dict):
-                out[f"{m.display}#{rep}"] = _plain(json.loads(json.dumps(prov, default=str)))
-    return out
-
-
-def _domains(suite: Suite, ctx: Any) -> dict[str, list[float]]:
-    """``"display#replicate"`` -> ``[lo, hi]`` of each model's input domain (where it has one)."""
-    out = {}
-    for m in suite.models:
-        for rep in m.replicates:
-            domain = getattr(ctx.model(m, rep), "domain", None)
+                training[key] = _plain(json.loads(json.dumps(prov, default=str)))
+            domain = getattr(model, "domain", None)
             lo, hi = getattr(domain, "lo", None), getattr(domain, "hi", None)
             if isinstance(lo, int | float) and isinstance(hi, int | float):
-                out[f"{m.display}#{rep}"] = [float(lo), float(hi)]
-    return out
+                domains[key] = [float(lo), float(hi)]
+    facts = {"training": training, "input_domains": domains}
+    return {k: v for k, v in facts.items() if v}
 
 
 def _plain(v: Any) -> Any:
@@ -106,13 +102,7 @@ def run_suite(
     ctx = process_context()
     shards = validate_suite(suite, ctx)  # the same checks as `robustlab validate`
     fingerprints = validate_models(suite, ctx)  # loaded models against probes and data
-    env = environment(engine.name)
-    training = _training(suite, ctx)
-    if training:  # how trained models were made: stored with the run, shown in the report
-        env["training"] = training
-    domains = _domains(suite, ctx)
-    if domains:  # the report's gradient-masking check needs the width of each input domain
-        env["input_domains"] = domains
+    env = environment(engine.name) | _model_facts(suite, ctx)  # stored with the run
     units = plan(suite, shards)
     suite_hash = suite.content_hash()
     run_id = store.find_resumable(suite_hash) if resume else None
