@@ -415,3 +415,47 @@ def test_fast_at_catastrophic_overfitting_is_detected_and_restored(cache: Path) 
     cfg = LoopConfig(epochs=12, seed=0, eval_eps=0.2)
     again = evaluate(clf, hold, cfg, seed_from("holdout", 0, best["epoch"]))
     assert again["pgd_acc"] == best["pgd_acc"] and again["clean_acc"] == best["clean_acc"]
+
+
+def test_trainer_hooks_freeze_state_and_resume(tmp_path: Path) -> None:
+    """The optional trainer hooks: ``trainable`` trains only the selected parameters (the others
+    stay bit-identical and get ``requires_grad`` back), ``setup`` sees the training set,
+    ``Position.index`` holds each batch's training-set positions, and ``state_dict`` is saved in the
+    checkpoint and restored on resume (a resumed fit ends with the same trainer state)."""
+    from robustlab.training.loop import fit
+    from robustlab.training.trainers import Standard
+
+    class LastLayer(Standard):
+        def setup(self, clf: Any, train: Any) -> None:
+            self.seen = torch.zeros(len(train), dtype=torch.long)
+
+        def trainable(self, clf: Any) -> Any:
+            return list(clf.module.parameters())[-2:]
+
+        def step(self, clf: Any, x: Any, y: Any, rng: Any, at: Any) -> Any:
+            self.seen[at.index] += 1
+            return super().step(clf, x, y, rng, at)
+
+        def state_dict(self) -> dict[str, Any]:
+            return {"seen": self.seen.clone()}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.seen = state["seen"].clone()
+
+    data = datasets.create("digits", {"split": "train"}).take(torch.arange(300))
+    clf = models.create("small-cnn", {"side": 8})
+    before = [p.detach().clone() for p in clf.module.parameters()]
+    t = LastLayer(lr=3e-3, batch_size=64)
+    cfg = LoopConfig(epochs=2, seed=0)
+    history = fit(clf, data, None, t, cfg, TrainingFolder({"v": 0, "hooks": 1}, root=tmp_path))
+    assert len(history) == 2 and torch.equal(t.seen, torch.full((300,), 2))
+    after = list(clf.module.parameters())
+    assert all(p.requires_grad for p in after)
+    assert all(torch.equal(a, b) for a, b in zip(before[:-2], after[:-2], strict=True))
+    assert not torch.equal(before[-1], after[-1])
+    # resume: a fresh trainer object continues from the epoch-2 checkpoint to epoch 3
+    t2 = LastLayer(lr=3e-3, batch_size=64)
+    cfg3 = LoopConfig(epochs=3, seed=0)
+    folder = TrainingFolder({"v": 0, "hooks": 1}, root=tmp_path)
+    assert len(fit(clf, data, None, t2, cfg3, folder)) == 3
+    assert torch.equal(t2.seen, torch.full((300,), 3))

@@ -136,6 +136,7 @@ def _train(
     """Run the loop, attach the provenance and write the final model (under the folder's lock)."""
     start = time.perf_counter()
     history = fit(clf, train_set, hold, method, cfg, folder, on_epoch)
+    finish = method.finish(clf, train_set, hold) if hasattr(method, "finish") else None
     seconds = time.perf_counter() - start
     clf.module.eval()
     key = folder.key
@@ -149,6 +150,8 @@ def _train(
         "holdout_examples": 0 if hold is None else len(hold),
         "train_seconds": seconds,  # this process's wall time (a resumed run: the resumed part)
     }
+    if finish is not None:
+        clf.provenance["finish"] = finish
     folder.save_final({"key": key, "model": clf.module.state_dict(), "provenance": clf.provenance})
     return clf
 

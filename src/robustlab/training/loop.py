@@ -76,7 +76,37 @@ def fit(
     """Train ``clf.module`` in place with ``trainer`` (resuming ``folder``'s checkpoint); returns
     the per-epoch history. ``on_epoch(row)`` runs after each epoch's checkpoint is written."""
     net = clf.module
-    opt = torch.optim.Adam(net.parameters(), lr=trainer.lr)
+    if hasattr(trainer, "setup"):
+        trainer.setup(clf, train)
+    params = list(trainer.trainable(clf)) if hasattr(trainer, "trainable") else None
+    frozen = _freeze(net, params)
+    try:
+        return _fit(clf, train, holdout, trainer, cfg, folder, on_epoch, params)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _freeze(net: torch.nn.Module, params: list[torch.nn.Parameter] | None) -> list[Any]:
+    """Set ``requires_grad=False`` on the parameters of ``net`` not in ``params`` (None: all are
+    trained); returns those it froze."""
+    if params is None:
+        return []
+    if not params:
+        raise TrainingError("the trainer selected no parameters to train")
+    keep = {id(p) for p in params}
+    frozen = [p for p in net.parameters() if id(p) not in keep and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
+def _fit(
+    clf: Any, train: Dataset, holdout: Dataset | None, trainer: Any, cfg: LoopConfig,
+    folder: TrainingFolder, on_epoch: EpochHook | None, params: list[Any] | None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    net = clf.module
+    opt = torch.optim.Adam(net.parameters() if params is None else params, lr=trainer.lr)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     state = folder.load_checkpoint()
@@ -84,6 +114,8 @@ def fit(
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         history, best = list(state["history"]), state.get("best")
+        if hasattr(trainer, "load_state_dict") and state.get("trainer") is not None:
+            trainer.load_state_dict(state["trainer"])
     dev = clf.device
     x, y, ids = _tensor(train.x, dev), _tensor(train.y, dev), train.ids
     assert ids is not None
@@ -103,7 +135,7 @@ def fit(
                     idx = perm[i : i + bs]
                     xb, yb = x[idx.to(dev)], y[idx.to(dev)]
                     rng = ExampleRNG.from_seed(f"train|{cfg.seed}|{epoch}", ids[idx])
-                    at = Position(epoch, cfg.epochs, i // bs, math.ceil(n / bs))
+                    at = Position(epoch, cfg.epochs, i // bs, math.ceil(n / bs), idx)
                     for group in opt.param_groups:  # a function of the position: resume-safe
                         group["lr"] = learning_rate(trainer.lr, cfg.schedule, at)
                     step = trainer.step(clf, xb, yb, rng, at)
@@ -125,7 +157,8 @@ def fit(
             history.append(row)
             folder.save_checkpoint(
                 {"key": folder.key, "model": net.state_dict(), "optim": opt.state_dict(),
-                 "history": history, "best": best}
+                 "history": history, "best": best,
+                 "trainer": trainer.state_dict() if hasattr(trainer, "state_dict") else None}
             )  # fmt: skip
             if on_epoch is not None:
                 on_epoch(dict(row))

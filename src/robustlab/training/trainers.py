@@ -11,6 +11,19 @@ with the model's input domain. Adversarial examples are searched with the module
 (BatchNorm uses its running statistics, as in Zhang et al.'s TRADES code), and the weights are
 updated in train mode.
 
+Optional hooks a trainer may define (the loop and :func:`robustlab.training.api.build` call them
+when present):
+
+- ``setup(clf, train)``: once before the first batch (also after a resume), with the model and the
+  training :class:`~robustlab.data.base.Dataset` (allocate per-example state, build a teacher);
+- ``trainable(clf) -> iterable of parameters``: the parameters the optimizer updates (default: all);
+  the others get ``requires_grad=False`` for the fit and are restored afterwards;
+- ``state_dict() -> dict`` / ``load_state_dict(state)``: trainer state saved in every epoch's
+  checkpoint and restored on resume (so a resumed run equals an uninterrupted one);
+- ``finish(clf, train, holdout) -> dict | None``: after the last epoch, may change the weights
+  (RiFT's interpolation); its JSON-able result is stored as ``provenance["finish"]``. It must be a
+  deterministic function of the weights and data: a kill after the last epoch re-runs it.
+
 Example::
 
     from robustlab.core.registry import trainers
@@ -43,12 +56,15 @@ from robustlab.core.types import (
 @dataclass(frozen=True)
 class Position:
     """Where the loop is: ``epoch`` (1-based) of ``epochs``, ``batch`` (0-based) of ``batches``
-    per epoch; for trainers whose objective follows a schedule (IBP's eps and kappa ramps)."""
+    per epoch; for trainers whose objective follows a schedule (IBP's eps and kappa ramps).
+    ``index``: the batch's positions in the training set (int64 ``[B]``), for trainers that keep
+    per-example state (ELR's target estimates); None outside the loop."""
 
     epoch: int = 1
     epochs: int = 1
     batch: int = 0
     batches: int = 1
+    index: torch.Tensor | None = None
 
     @property
     def fraction(self) -> float:
