@@ -134,8 +134,12 @@ class ClassificationTask:
         if clean is None:
             clean = self.evaluate(model, x, y)
 
+        from robustlab.attacks.eot import for_attack  # EOT on randomized models
+
+        target = for_attack(model, attack)
+
         def run(pos: list[int]) -> Any:
-            return attack(model, take(x, pos), take(y, pos), threat, rng=take_rng(rng, pos))
+            return attack(target, take(x, pos), take(y, pos), threat, rng=take_rng(rng, pos))
 
         chunks, errs = isolate(run, n)
         nan = torch.full((n,), float("nan"))
