@@ -1,6 +1,9 @@
 """The report's gradient-masking checks (Carlini et al., 2019) on real models: a digits CNN passes
 them; the same CNN behind an input quantiser (zero gradients: the textbook masked defence) is
-flagged, because Square (black-box) and an unbounded epsilon expose what FGSM/PGD cannot."""
+flagged, because Square (black-box), an unbounded epsilon and a transfer attack from an undefended
+CNN expose what FGSM/PGD cannot. The registered ``quantized-input`` defence is flagged without
+BPDA (also by its own row) and passes with it; ``noisy-input`` is flagged when attacked without
+EOT."""
 
 from __future__ import annotations
 
@@ -42,18 +45,23 @@ if "quantised-digits-cnn" not in models:
 
 SUITE = """
 name: masking
-models: [{{name: {model}}}]
+models: [{model}]
 data: {{name: digits, params: {{split: test, test_fraction: 0.1}}}}
 probes:
   - {{kind: attack, name: fgsm, levels: [0.1, 0.3, 0.5]}}
   - {{kind: attack, name: pgd, params: {{steps: 10}}, levels: [0.1, 0.3, 0.5]}}
   - {{kind: attack, name: square, params: {{n_queries: 200}}, levels: [0.1, 0.3, 0.5]}}
+  - {{kind: attack, name: transfer, params: {{source: {{name: digits-cnn, params: {{seed: 1}}}}}},
+     levels: [0.1, 0.3, 0.5]}}
 """
 
+TRANSFER = "transfer attack no stronger than white-box"
 
-def _section(tmp_path: Path, model: str) -> tuple[dict[str, Any], str]:
-    st = Store(tmp_path / f"{model}.db")
-    rid = run_suite(Suite.from_yaml(SUITE.format(model=model)), st, progress=False)
+
+def _section(tmp_path: Path, model: str, suite: str = SUITE) -> tuple[dict[str, Any], str]:
+    st = Store(tmp_path / "run.db")
+    spec = model if model.startswith("{") else f"{{name: {model}}}"
+    rid = run_suite(Suite.from_yaml(suite.format(model=spec)), st, progress=False)
     content = build_report(st, rid)
     st.engine.dispose()
     return content["extensions"]["masking"]["data"], render(content)
@@ -67,7 +75,8 @@ def test_a_plain_cnn_passes_every_check(tmp_path: Path) -> None:
     data, html = _section(tmp_path, "digits-cnn")
     assert data["flagged"] == []
     checks = {r["check"] for r in data["rows"]}
-    assert len(checks) == 4 and all(r["ok"] is True for r in data["rows"]), data["rows"]
+    assert len(checks) == 5 and all(r["ok"] is True for r in data["rows"]), data["rows"]
+    assert _verdicts(data, TRANSFER) == [True] * 3
     assert _verdicts(data, "iterative attack at least as strong as single-step") == [True] * 3
     assert "Gradient-masking checks" in html and "No check flagged" in html
 
@@ -77,4 +86,24 @@ def test_a_quantised_input_defence_is_flagged(tmp_path: Path) -> None:
     assert data["flagged"] == ["quantised-digits-cnn"]
     assert False in _verdicts(data, "white-box attack at least as strong as black-box")
     assert _verdicts(data, "accuracy near 0 at an unbounded epsilon") == [False]
+    assert False in _verdicts(data, TRANSFER)  # the undefended CNN's examples fool it better
     assert "Possible gradient masking for quantised-digits-cnn" in html
+
+
+QUANTIZED = "{{name: quantized-input, label: q, params: {{base: {{name: digits-cnn}}, bpda: {}}}}}"
+
+
+@pytest.mark.parametrize("bpda", [False, True])
+def test_registered_quantized_defence_is_flagged_without_bpda_only(
+    tmp_path: Path, bpda: bool
+) -> None:
+    data, html = _section(tmp_path, QUANTIZED.format(str(bpda).lower()))
+    bpda_rows = _verdicts(data, "non-differentiable step attacked with BPDA")
+    assert bpda_rows and set(bpda_rows) == {bpda}
+    if bpda:  # honest: BPDA-PGD is the strongest attack, transfer and Square are not stronger
+        assert data["flagged"] == [], data["rows"]
+        assert _verdicts(data, TRANSFER) == [True] * 3
+    else:
+        assert data["flagged"] == ["q"]
+        assert False in _verdicts(data, TRANSFER)
+        assert "attacked without BPDA" in html

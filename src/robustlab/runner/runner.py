@@ -58,8 +58,10 @@ def _model_facts(suite: Suite, ctx: Any) -> dict[str, dict[str, Any]]:
     """What the report needs to know of the loaded models, keyed ``"display#replicate"``:
     ``training``, the provenance of each model trained by robustlab (spec, per-epoch history;
     see :mod:`robustlab.training`) as plain JSON data, and ``input_domains``, ``[lo, hi]`` of each
-    model's input domain (the gradient-masking check's unbounded epsilon). Empty ones are left out."""
-    training, domains = {}, {}
+    model's input domain (the gradient-masking check's unbounded epsilon), and ``defences``, what a
+    defended model declares of its defence (EOT, BPDA: read by the gradient-masking checks). Empty
+    ones are left out."""
+    training, domains, defences = {}, {}, {}
     for m in suite.models:
         for rep in m.replicates:
             model, key = ctx.model(m, rep), f"{m.display}#{rep}"  # loaded already: cached
@@ -70,7 +72,9 @@ def _model_facts(suite: Suite, ctx: Any) -> dict[str, dict[str, Any]]:
             lo, hi = getattr(domain, "lo", None), getattr(domain, "hi", None)
             if isinstance(lo, int | float) and isinstance(hi, int | float):
                 domains[key] = [float(lo), float(hi)]
-    facts = {"training": training, "input_domains": domains}
+            if isinstance(getattr(model, "defence", None), dict):
+                defences[key] = _plain(json.loads(json.dumps(model.defence, default=str)))
+    facts = {"training": training, "input_domains": domains, "defences": defences}
     return {k: v for k, v in facts.items() if v}
 
 

@@ -14,9 +14,17 @@ norm, from the attacks the suite ran (a check whose attacks are missing says wha
    (``environment.input_domains``) the best white-box attack (any attack, where the suite has no
    white-box one) leaves accuracy near 0 (at most 5 %).
 
+5. **transfer <= white-box**: a transfer attack (``transfer``: adversarial examples crafted on an
+   undefended source model; attacks declaring ``transfer``) leaves at least the accuracy the best
+   iterative white-box attack leaves, at every shared epsilon -- a defence that resists its own
+   gradients better than another model's adversarial examples hides its gradients.
+
 Differences smaller than a tolerance, max(2 examples, 1 % of them), are noise, not flags.
-Carlini et al.'s fifth check (transfer attacks from an undefended model no stronger than white-box
-ones) needs a transfer attack, which robustlab does not have yet.
+
+Adaptive attacks on defended models (``environment.defences``: what a defended model of
+:mod:`robustlab.models.defended` declares): a randomized model attacked without EOT (``eot``
+of 1) and a non-differentiable pre-processing attacked without BPDA (``bpda: false``) are flagged;
+with them, the row says how the white-box attacks went through the defence.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ def _attack_traits(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "single_step": bool(getattr(cls, "single_step", False)),
             "white_box": bool(getattr(cls, "needs_grad", False)),
             "black_box": bool(getattr(cls, "black_box", False)),
+            "transfer": bool(getattr(cls, "transfer", False)),
         }  # fmt: skip
     return out
 
@@ -69,12 +78,36 @@ def _checks(df: pd.DataFrame, info: dict[str, Any]) -> list[dict[str, Any]]:
     acc = att.groupby(["model", "probe", "level"])["correct"].agg(["mean", "size"]).reset_index()
     acc["norm"] = acc["probe"].map(lambda p: traits[p]["norm"])
     rows: list[dict[str, Any]] = []
+    defences = (info.get("environment") or {}).get("defences") or {}
     for (model, norm), g in acc.groupby(["model", "norm"], sort=True):
         widths = [hi - lo for k, (lo, hi) in domains.items() if k.rsplit("#", 1)[0] == model]
-        for check, level, detail, ok in _group_checks(g, traits, str(norm), widths):
+        checks = _group_checks(g, traits, str(norm), widths)
+        white = any(traits[p]["white_box"] for p in g["probe"].unique())
+        seen = {k.rsplit("#", 1)[0]: d for k, d in defences.items()}
+        if white and isinstance(seen.get(model), dict):
+            checks += _adaptive_checks(seen[model])
+        for check, level, detail, ok in checks:
             rows.append({"model": str(model), "norm": str(norm), "check": check,
                          "level": level, "detail": detail, "ok": ok})  # fmt: skip
     return rows
+
+
+def _adaptive_checks(defence: dict[str, Any]) -> list[tuple[str, Any, str, bool | None]]:
+    """Whether the white-box attacks went through a defended model's defence: EOT on a
+    randomized one, BPDA through a non-differentiable step."""
+    out: list[tuple[str, Any, str, bool | None]] = []
+    name = e(str(defence.get("name", "defence")))
+    if defence.get("randomized"):
+        n = int(defence.get("eot") or 1)
+        detail = (f"{name}: gradients averaged over {n} draws (EOT)" if n > 1 else
+                  f"{name} is randomized and was attacked without EOT (eot: 1)")  # fmt: skip
+        out.append(("randomized defence attacked with EOT", None, detail, n > 1))
+    if defence.get("non_differentiable"):
+        bpda = bool(defence.get("bpda"))
+        detail = (f"{name}: gradients through BPDA (identity)" if bpda else
+                  f"{name} has a non-differentiable step attacked without BPDA (bpda: false)")  # fmt: skip
+        out.append(("non-differentiable step attacked with BPDA", None, detail, bpda))
+    return out
 
 
 def _best(g: pd.DataFrame, traits: dict[str, Any], kind: str, level: float) -> Any:
@@ -106,13 +139,16 @@ def _compare(
 def _group_checks(
     g: pd.DataFrame, traits: dict[str, Any], norm: str, widths: list[float]
 ) -> list[tuple[str, Any, str, bool | None]]:
-    """The four checks on one model's attacks in one norm."""
+    """The five checks on one model's attacks in one norm."""
     out = _compare(g, traits, "white_box", "single_step",
                    "iterative attack at least as strong as single-step",
                    "a single-step (fgsm) and an iterative (pgd) attack")  # fmt: skip
     out += _compare(g, traits, "white_box", "black_box",
                     "white-box attack at least as strong as black-box",
                     "an iterative white-box (pgd) and a black-box (square) attack")  # fmt: skip
+    out += _compare(g, traits, "white_box", "transfer",
+                    "transfer attack no stronger than white-box",
+                    "an iterative white-box (pgd) and a transfer attack")  # fmt: skip
     rises, multi = [], False
     for probe, h in g.groupby("probe"):
         h = h.sort_values("level")
