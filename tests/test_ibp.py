@@ -195,7 +195,8 @@ def test_bad_input(digits: Any) -> None:
 
 
 def test_ibp_training_gives_certified_models(digits: Any) -> None:
-    from robustlab.defenses.ibp_training import ibp_loss, schedule, train_ibp
+    from robustlab.defenses.ibp_training import ibp_loss, schedule
+    from robustlab.training.api import train
 
     assert [schedule(s, 10, 2, 4) for s in (0, 1, 2, 3, 5, 9)] == [0, 0, 0.25, 0.5, 1, 1]
     rng = ExampleRNG.from_seed(0, digits.ids)
@@ -216,10 +217,16 @@ def test_ibp_training_gives_certified_models(digits: Any) -> None:
         nat = float(ibp_loss(net, x, y, 0.0, 1.0, dom))
         assert float(ibp_loss(net, x, y, 0.0, 0.0, dom)) == pytest.approx(nat, abs=1e-4)
         assert float(ibp_loss(net, x, y, 0.1, 0.0, dom)) >= nat
-    with pytest.raises(ConfigError, match="kappa_end"):
-        train_ibp(lambda: nn.Linear(64, 10), digits, seed=0, kappa_end=2.0)
+    # the registered models are `trained` specs of the `ibp` trainer (provenance attached)
+    prov = models.create("digits-mlp-ibp").provenance
+    assert prov["spec"]["trainer"]["name"] == "ibp" and prov["epochs_run"] == 30
+    assert prov["train_examples"] == len(datasets.get("digits")(split="train"))  # holdout 0
+    base = {"name": "mlp", "params": {"side": 8}}
+    for bad, match in ((dict(kappa_end=2.0), "kappa_end"), (dict(eps=0.0), "eps")):
+        with pytest.raises(ConfigError, match=match):
+            train({"base": base, "trainer": {"name": "ibp", "params": bad}, "epochs": 1})
     with pytest.raises(ConfigError, match="eps"):
-        train_ibp(lambda: nn.Linear(64, 10), digits, seed=0, eps=0.0)
+        models.create("digits-mlp-ibp", {"eps": 0.0})
 
 
 @pytest.mark.parametrize("name", ["cnn-norm", "residual", "digits-cnn"])

@@ -15,7 +15,6 @@ from robustlab.core.registry import certifiers, datasets
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import Domain
 from robustlab.models import CallableClassifier, TorchClassifier
-from robustlab.models.nets import MLP
 from robustlab.testing import check_certifier
 
 SIGMA = 0.25
@@ -24,22 +23,16 @@ DOMAIN = Domain(0.0, 1.0, (1, 8, 8))
 
 
 def train_noisy_mlp(sigma: float = SIGMA, epochs: int = 40, seed: int = 0) -> TorchClassifier:
-    """An MLP trained on digits with unclipped Gaussian noise augmentation (a few seconds)."""
-    d = datasets.get("digits")(split="train")
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = MLP(64, 128, 10)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        perm = torch.randperm(len(d), generator=g)
-        for i in range(0, len(d), 64):
-            idx = perm[i : i + 64]
-            x = d.x[idx] + sigma * torch.randn(d.x[idx].shape, generator=g)
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(net(x), d.y[idx]).backward()
-            opt.step()
-    return TorchClassifier(net.eval(), 10, DOMAIN, name="digits-mlp-noisy")
+    """An MLP trained on digits with unclipped Gaussian noise augmentation (a few seconds): the
+    ``noise`` trainer of robustlab's training loop on the ``mlp`` base (cached)."""
+    from robustlab.training.api import train
+
+    return train({
+        "base": {"name": "mlp", "params": {"side": 8, "init_seed": seed}},
+        "data": {"name": "digits", "params": {"split": "train"}},
+        "trainer": {"name": "noise", "params": {"sigma": sigma, "lr": 3e-3, "batch_size": 64}},
+        "seed": seed, "epochs": epochs, "holdout": 0,
+    })  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -50,20 +50,45 @@ def digits(split: str = "test", test_fraction: Fraction = 0.2, seed: Seed = 0) -
 def npz(path: str, x_key: str = "x", y_key: str = "y", lo: float = 0.0, hi: float = 1.0) -> Dataset:
     """Arrays from a ``.npz`` file (``x``: [N, ...] inputs in [lo, hi], ``y``: [N] class ids).
 
-    Loaded with ``allow_pickle=False``; any other array of length N becomes a metadata column.
+    Images: ``x`` as [N, C, H, W], or [N, H, W] (grey; read as [N, 1, H, W]), float in [lo, hi] or
+    ``uint8`` (divided by 255 when [lo, hi] is the default [0, 1]). Loaded with
+    ``allow_pickle=False``: a file holding pickled object arrays is refused. Any other array of
+    length N becomes a metadata column.
     """
+    import zipfile
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"npz data file {path!r} does not exist")
-    with np.load(p, allow_pickle=False) as f:
-        if x_key not in f or y_key not in f:
-            raise ConfigError(f"{path}: needs arrays {x_key!r} and {y_key!r}, has {list(f.keys())}")
-        x, y = f[x_key], f[y_key]
-        meta = {
-            k: f[k].tolist() for k in f.files if k not in (x_key, y_key) and len(f[k]) == len(x)
-        }
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            if x_key not in f or y_key not in f:
+                raise ConfigError(
+                    f"{path}: needs arrays {x_key!r} and {y_key!r}, has {list(f.keys())}"
+                )
+            x, y = f[x_key], f[y_key]
+            meta = {
+                k: f[k].tolist() for k in f.files if k not in (x_key, y_key) and len(f[k]) == len(x)
+            }
+    except ConfigError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise ConfigError(
+            f"npz data file {path!r} cannot be read as numeric arrays ({e}); object arrays are "
+            "refused (allow_pickle=False): save numeric arrays with np.savez"
+        ) from None
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise ConfigError(
+            f"{path}: {y_key!r} must be [N] integer class ids for the {len(x)} inputs, got "
+            f"shape {y.shape} dtype {y.dtype}"
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ConfigError(f"{path}: {x_key!r} must be numeric, got dtype {x.dtype}")
+    scale = 255.0 if x.dtype == np.uint8 and (lo, hi) == (0.0, 1.0) else 1.0
+    if x.ndim == 3:  # [N, H, W] grey images
+        x = x[:, None]
     return Dataset(
-        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32) / scale),
         torch.from_numpy(y.astype(np.int64)),
         name=p.stem,
         meta={k: [str(v) for v in vals] for k, vals in meta.items()},

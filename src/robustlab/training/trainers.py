@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from robustlab.attacks.pgd import PGD
+from robustlab.core.errors import ConfigError
 from robustlab.core.registry import trainers
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import (
@@ -81,9 +82,52 @@ class Step:
     logits: torch.Tensor
 
 
+def train_mode(net: torch.nn.Module) -> torch.nn.Module:
+    """``net.train()``, except submodules whose parameters are all frozen (left out by a
+    ``trainable`` hook or ``train_only``): they run in eval mode -- BatchNorm on its running
+    statistics, no dropout or drop-connect -- so a frozen backbone is a fixed function, not
+    changed by the batches it sees."""
+    net.train()
+    if all(p.requires_grad for p in net.parameters()):
+        return net
+    for m in net.modules():  # top-down: a frozen subtree goes to eval as a whole
+        ps = list(m.parameters())
+        if ps and not any(p.requires_grad for p in ps):
+            m.eval()
+    return net
+
+
 def _forward(clf: Any, x: torch.Tensor) -> torch.Tensor:
-    clf.module.train()
+    train_mode(clf.module)
     return clf.logits(x)
+
+
+def only(clf: Any, prefixes: list[str] | None, trainer: str) -> list[torch.nn.Parameter]:
+    """The parameters of ``clf.module`` named by ``prefixes`` (a module path such as
+    ``net._fc``, or a parameter name; None: all parameters), for a trainer's ``train_only``."""
+    named = list(clf.module.named_parameters())
+    if prefixes is None:
+        return [p for _, p in named]
+    picked = [p for n, p in named if any(n == q or n.startswith(q + ".") for q in prefixes)]
+    missing = [q for q in prefixes if not any(n == q or n.startswith(q + ".") for n, _ in named)]
+    if missing or not picked:
+        tops = sorted({n.rsplit(".", 1)[0] for n, _ in named})
+        shown = ", ".join(tops[:12]) + (", ..." if len(tops) > 12 else "")
+        raise ConfigError(
+            f"trainer {trainer!r}: train_only {missing or prefixes} names no parameter of the base "
+            f"model's module; modules with parameters: {shown}"
+        )
+    return picked
+
+
+class _TrainOnly:
+    """``train_only``: train only the parameters under these module paths (fine-tune a head); the
+    rest is frozen and runs in eval mode (:func:`train_mode`)."""
+
+    train_only: list[str] | None
+
+    def trainable(self, clf: Any) -> list[torch.nn.Parameter]:
+        return only(clf, self.train_only, getattr(self, "registered_name", type(self).__name__))
 
 
 def _attack(
@@ -97,13 +141,14 @@ def _attack(
 
 @trainers.register("standard")
 @dataclass(eq=False)
-class Standard:
+class Standard(_TrainOnly):
     """Standard training: cross-entropy on clean inputs (Adam, learning rate ``lr``)."""
 
     needs_grad = False  # no input gradients: any torch module with trainable weights
 
     lr: Positive = 1e-3
     batch_size: PositiveInt = 128
+    train_only: list[str] | None = None
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -114,7 +159,7 @@ class Standard:
 
 @trainers.register("pgd-at")
 @dataclass(eq=False)
-class PGDAT:
+class PGDAT(_TrainOnly):
     """PGD adversarial training (Madry et al., 2018) with robustlab's PGD as the inner max.
 
     Minimises the cross-entropy at the point ``steps`` of robustlab's PGD found in the ``norm``
@@ -132,6 +177,7 @@ class PGDAT:
     norm: Norm = "inf"
     lr: Positive = 1e-3
     batch_size: PositiveInt = 128
+    train_only: list[str] | None = None
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -156,7 +202,7 @@ class Divergence:
 
 @trainers.register("trades")
 @dataclass(eq=False)
-class TRADES:
+class TRADES(_TrainOnly):
     """TRADES (Zhang et al., 2019): clean cross-entropy + beta x KL to the adversarial output.
 
     The loss is the cross-entropy on clean inputs plus ``beta`` times KL(f(x) || f(x')), where
@@ -174,6 +220,7 @@ class TRADES:
     norm: Norm = "inf"
     lr: Positive = 1e-3
     batch_size: PositiveInt = 128
+    train_only: list[str] | None = None
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -190,7 +237,7 @@ class TRADES:
 
 @trainers.register("fgsm-rs")
 @dataclass(eq=False)
-class FGSMRS:
+class FGSMRS(_TrainOnly):
     """Fast adversarial training (Wong et al., 2020): FGSM from a random start, 1.25 eps step.
 
     FGSM from a uniform random start in the ball, one step of ``step_size`` x eps (default 1.25),
@@ -205,6 +252,7 @@ class FGSMRS:
     norm: Norm = "inf"
     lr: Positive = 1e-3
     batch_size: PositiveInt = 128
+    train_only: list[str] | None = None
 
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
@@ -223,7 +271,8 @@ class Noise:
     Cross-entropy on ``x + N(0, sigma^2)`` (unclipped: the noise the smoothing certifier adds);
     ``consistency > 0`` draws two noisy copies and adds ``consistency`` x the mean KL of each
     copy's prediction from their average (Jeong & Shin, 2020); ``view: dual`` noises one of the
-    two half images, as ``dual-smoothing`` queries the model. Per-example noise streams.
+    two half images, as ``dual-smoothing`` queries the model. Per-example noise streams. The
+    objective is :func:`robustlab.defenses.noise_training.noise_loss`.
     """
 
     needs_grad = False
@@ -237,27 +286,11 @@ class Noise:
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
     ) -> Step:
-        from robustlab.certify.dual import split_halves, upsample_half
+        from robustlab.defenses.noise_training import noise_loss
 
-        copies = 2 if self.consistency > 0 else 1
-        views = []
-        for _ in range(copies):
-            if self.view == "full":
-                views.append(x + self.sigma * rng.normal(*x.shape[1:], device=x.device))
-                continue
-            h0, h1 = split_halves(x)
-            pick = rng.uniform(device=x.device).view(-1, *[1] * (x.dim() - 1)) < 0.5
-            half = torch.where(pick, h1, h0)
-            noise = rng.normal(*half.shape[1:], device=x.device)
-            views.append(upsample_half(half + self.sigma * noise))
-        logits = _forward(clf, torch.cat(views)).view(copies, len(x), -1)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(copies))
-        if self.consistency > 0:
-            logp = logits.log_softmax(dim=-1)
-            mean_p = logp.exp().mean(dim=0, keepdim=True)
-            kl = (mean_p * (mean_p.clamp_min(1e-12).log() - logp)).sum(-1).mean()
-            loss = loss + self.consistency * kl
-        return Step(loss, logits[0].detach())
+        train_mode(clf.module)
+        loss, logits = noise_loss(clf.logits, x, y, rng, self.sigma, self.consistency, self.view)
+        return Step(loss, logits.detach())
 
 
 @trainers.register("ibp")
