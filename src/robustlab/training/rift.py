@@ -15,17 +15,18 @@ adversarial training leaves redundant capacity in some modules. RiFT
 
 Use it as the trainer of a ``trained`` model whose ``base`` is the adversarially trained model::
 
-    base: {name: trained, params: {base: {name: small-cnn, params: {side: 8}},
+    base: {name: trained, params: {base: {name: small-cnn, params: {side: 8, width: 8}},
                                    data: {name: digits, params: {split: train}},
-                                   trainer: {name: pgd-at, params: {eps: 0.2, lr: 0.003}},
-                                   epochs: 5}}
+                                   trainer: {name: pgd-at, params: {eps: 0.15, lr: 0.003}},
+                                   epochs: 8}}
     data: {name: digits, params: {split: train}}
-    trainer: {name: rift, params: {eps: 0.2, lr: 0.003}}
+    trainer: {name: rift, params: {eps: 0.15, lr: 0.003, tolerance: 0.02}}
     epochs: 3
 
 The criticality table, the chosen module, the interpolation curve on the held-out batch and the
 chosen alpha are stored in ``provenance["finish"]``. The held-out batch (``holdout`` of the
-``trained`` model, default 256) is required unless ``alpha`` is fixed.
+``trained`` model, default 256) is required unless ``alpha`` is fixed. Measured on digits (seeds
+0-3, docs/weight-space.md): clean accuracy +0.3 to +3.0 points, PGD accuracy -2.0 to +0.3.
 """
 
 from __future__ import annotations
