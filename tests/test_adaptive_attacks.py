@@ -97,8 +97,8 @@ def test_bpda_breaks_what_plain_pgd_reports_robust(cache: Any, test_set: Any) ->
     pgd = PGD(steps=10)
     plain, broken = (robust_acc(masked, m, pgd, test_set, 0.2) for m in (masked, bpda))
     assert plain >= 0.9 and broken <= 0.1, (plain, broken)  # measured 0.947 vs 0.0
-    for attack in (pgd, APGD(loss="dlr", steps=10)):  # invariants, deterministic model
-        check_attack(attack, bpda, test_set.x[:48], test_set.y[:48], ThreatModel("inf", 0.2))
+    check_attack(APGD(loss="dlr", steps=10), bpda, test_set.x[:32], test_set.y[:32],
+                 ThreatModel("inf", 0.2))  # invariants (ball, domain, ...) through BPDA  # fmt: skip
     check_adapter(bpda, test_set.x[:16])
 
 
@@ -136,7 +136,7 @@ def test_eot_averages_batched_draws_of_a_randomized_model(cache: Any, test_set: 
         assert torch.allclose(got, probs.mean(0).log(), atol=1e-5)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_pgd_without_eot_overestimates_a_randomized_defence(
     cache: Any, test_set: Any, seed: int
 ) -> None:
@@ -147,11 +147,12 @@ def test_pgd_without_eot_overestimates_a_randomized_defence(
     pgd = PGD(steps=10)
     without = robust_acc(noisy, noisy, pgd, test_set, 0.2)
     with_eot = robust_acc(noisy, for_attack(noisy, pgd), pgd, test_set, 0.2)
+    print(f"seed {seed}: PGD without EOT {without:.3f}, with EOT {with_eot:.3f}")
     assert without >= with_eot + 0.08, (without, with_eot)  # measured 0.499 vs 0.332 (seed 0)
     res = pgd(for_attack(noisy, pgd), test_set.x, test_set.y, ThreatModel("inf", 0.2),
               rng=ExampleRNG.from_seed(0, test_set.ids))  # fmt: skip
     assert float((res.x_adv - test_set.x).abs().max()) <= 0.2 + 1e-6
-    assert 0.0 <= float(res.x_adv.min()) and float(res.x_adv.max()) <= 1.0
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
 
 
 def test_transfer_attack_from_the_undefended_base(cache: Any, test_set: Any) -> None:

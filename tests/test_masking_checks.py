@@ -51,7 +51,7 @@ probes:
   - {{kind: attack, name: fgsm, levels: [0.1, 0.3, 0.5]}}
   - {{kind: attack, name: pgd, params: {{steps: 10}}, levels: [0.1, 0.3, 0.5]}}
   - {{kind: attack, name: square, params: {{n_queries: 200}}, levels: [0.1, 0.3, 0.5]}}
-  - {{kind: attack, name: transfer, params: {{source: {{name: digits-cnn, params: {{seed: 1}}}}}},
+  - {{kind: attack, name: transfer, params: {{source: {{name: digits-cnn, params: {{seed: 1, epochs: 3}}}}}},
      levels: [0.1, 0.3, 0.5]}}
 """
 
@@ -107,3 +107,40 @@ def test_registered_quantized_defence_is_flagged_without_bpda_only(
         assert data["flagged"] == ["q"]
         assert False in _verdicts(data, TRANSFER)
         assert "attacked without BPDA" in html
+
+
+EOT_SUITE = """
+name: eot
+models:
+  - {{name: noisy-input, label: eot1, params: {{base: {base}, sigma: 0.3, eot: 1}}}}
+  - {{name: noisy-input, label: eot16, params: {{base: {base}, sigma: 0.3, eot: 16}}}}
+data: {{name: digits, params: {{split: test}}}}
+probes:
+  - {{kind: attack, name: pgd, params: {{steps: 10}}, levels: [0.2]}}
+"""
+
+NOISE_CNN = (
+    "{name: trained, params: {base: {name: small-cnn, params: {side: 8}}, data: {name: digits, "
+    "params: {split: train}}, trainer: {name: noise, params: {sigma: 0.3, lr: 0.003}}, epochs: 5, "
+    "holdout: 128}}"
+)
+
+
+def test_runner_attacks_randomized_defences_with_eot(tmp_path: Path) -> None:
+    """The runner hands PGD the EOT view of a randomized model by itself (``eot: 16``): lower
+    accuracy than one draw per step (``eot: 1``), which the report flags."""
+    st = Store(tmp_path / "eot.db")
+    suite = Suite.from_yaml(EOT_SUITE.format(base=NOISE_CNN))
+    rid = run_suite(suite, st, progress=False)
+    df = st.records(rid)
+    content = build_report(st, rid)
+    st.engine.dispose()
+    att = df[df["kind"] == "attack"].groupby("model")["correct"].mean()
+    assert att["eot1"] >= att["eot16"] + 0.08, att  # measured 0.506 vs 0.344
+    data = content["extensions"]["masking"]["data"]
+    rows = {
+        r["model"]: r for r in data["rows"] if r["check"] == "randomized defence attacked with EOT"
+    }
+    assert rows["eot1"]["ok"] is False and rows["eot16"]["ok"] is True
+    assert "averaged over 16 draws" in rows["eot16"]["detail"]
+    assert data["flagged"] == ["eot1"]

@@ -142,6 +142,8 @@ def mixed(
     mixing network (``hidden`` units, weights drawn under ``init_seed``, starting at ``alpha``)
     that the ``mixer`` trainer trains; ``none`` mixes with the fixed ``alpha``. The model keeps
     the standard model as ``undefended`` (the ``transfer`` attack's default source)."""
+    if mixer == "learned" and not 0 < alpha < 1:
+        raise ConfigError(f"mixed: a learned mixer starts at alpha in (0, 1), got {alpha}")
     g_clf, g = base_module(standard, "model 'mixed' (standard)")
     h_clf, h = base_module(robust, "model 'mixed' (robust)")
     gd, hd = g_clf.domain, h_clf.domain
@@ -156,8 +158,6 @@ def mixed(
         )
     net = None
     if mixer == "learned":
-        if not 0 < alpha < 1:
-            raise ConfigError(f"mixed: a learned mixer starts at alpha in (0, 1), got {alpha}")
         with seeded(init_seed):
             net = MixingNet(g_clf.num_classes, hidden, alpha, reads)
     module = MixedModule(g, h, alpha, std_scale, rob_scale, net)
