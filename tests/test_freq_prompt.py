@@ -11,6 +11,7 @@ fixed, a frozen base, k-means against scikit-learn's, bad input.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,27 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield root
 
 
-def robust(clf: Any, attack: Any, n: int | None = None) -> tuple[float, float]:
-    """Clean and robust accuracy (Linf eps 0.1) of ``clf`` on the digits test images."""
+def correct(clf: Any, attack: Any = None, surrogate: Any = None) -> torch.Tensor:
+    """Per test image: is ``clf`` right on the clean image (``attack`` None) or on ``attack``'s
+    adversarial example (Linf eps 0.1), found on ``surrogate`` (default ``clf`` itself)?"""
     te = datasets.create("digits", {"split": "test"})
-    x, y, ids = te.x[:n], te.y[:n], te.ids[:n]
+    x = te.x
+    if attack is not None:
+        rng = ExampleRNG.from_seed(0, te.ids)
+        x = attack(surrogate or clf, te.x, te.y, ThreatModel("inf", EPS), rng=rng).x_adv
     with torch.no_grad():
-        clean = float((clf.logits(x).argmax(1) == y).float().mean())
-    res = attack(clf, x, y, ThreatModel("inf", EPS), rng=ExampleRNG.from_seed(0, ids))
-    return clean, 1.0 - float(res.success.float().mean())
+        return clf.logits(x).argmax(1) == te.y
+
+
+def acc(mask: torch.Tensor) -> float:
+    return float(mask.float().mean())
+
+
+def soft_surrogate(clf: Any, temperature: float = 0.1) -> Any:
+    """A copy of the defended model whose prompt selection is differentiable (attack surrogate)."""
+    sur = copy.deepcopy(clf)
+    sur.module.soft_selection(temperature)
+    return sur
 
 
 def test_band_mask_and_prompts_stay_in_band() -> None:
@@ -135,6 +149,11 @@ def test_zero_prompts_equal_base_and_gradient_fixes_selection(cache: Path) -> No
     xp = (x + net.prompts()[sel]).detach().requires_grad_(True)
     (g_ref,) = torch.autograd.grad(base.logits(xp)[:, 0].sum(), xp)
     assert torch.allclose(g, g_ref, atol=1e-6)
+    # the attack surrogate's soft selection tends to the hard one as its temperature goes to 0
+    sur = soft_surrogate(clf, 1e-4)
+    with torch.no_grad():
+        assert torch.allclose(sur.logits(x), clf.logits(x), atol=1e-4)
+    assert clf.module.soft is None
     # the base stays in eval mode when the wrapper trains (its BatchNorm statistics are frozen)
     net.train()
     assert not net.base.training and net.training
@@ -142,16 +161,28 @@ def test_zero_prompts_equal_base_and_gradient_fixes_selection(cache: Path) -> No
 
 
 def test_prompts_raise_robust_accuracy_through_the_defence(cache: Path) -> None:
-    """S6's claim at small scale: prompts on a frozen standard model raise its PGD/APGD robust
-    accuracy (attacks through the whole defence) and keep its clean accuracy."""
+    """S6's claim at small scale: prompts on a frozen standard model raise its robust accuracy
+    and keep its clean accuracy. Robust accuracy = per image, the worst of PGD-20 and APGD-30
+    through the whole defence (selection re-made at every step, held fixed in the gradient) and
+    PGD-30 on a soft-selection surrogate (gradient also steers the selection), judged on the
+    real model."""
     fp = robustlab.train(prompted_spec())
     std = models.create("trained", BASE["params"])
     base_before = {k: v.clone() for k, v in std.module.state_dict().items()}
-    (c_std, p_std), (c_fp, p_fp) = robust(std, PGD(steps=20)), robust(fp, PGD(steps=20))
-    (_, a_std), (_, a_fp) = robust(std, APGD(steps=30)), robust(fp, APGD(steps=30))
-    assert c_fp >= c_std - 0.03, (c_std, c_fp)  # measured 0.969 -> 0.961 (5 epochs)
-    assert p_fp >= p_std + 0.07, (p_std, p_fp)  # measured 0.517 -> 0.686 (5 epochs)
-    assert a_fp >= a_std + 0.07, (a_std, a_fp)  # APGD agrees: 0.517 -> 0.681
+    c_std, c_fp = acc(correct(std)), acc(correct(fp))
+    r_std = acc(correct(std, PGD(steps=20)) & correct(std, APGD(steps=30)))
+    soft = PGD(steps=30, early_stop=False)
+    each = [correct(fp, PGD(steps=20)), correct(fp, APGD(steps=30)),
+            correct(fp, soft, soft_surrogate(fp))]  # fmt: skip
+    r_fp = acc(each[0] & each[1] & each[2])
+    assert c_fp >= c_std - 0.03, (
+        c_std,
+        c_fp,
+    )  # measured 0.969 -> 0.964 (seeds 1, 2: 0.953 -> 0.961, 0.975 -> 0.969)
+    assert r_fp >= r_std + 0.05, (
+        r_std,
+        r_fp,
+    )  # measured 0.517 -> 0.644 (PGD 0.669, APGD 0.667, soft 0.650)
     # the base was frozen: its weights are bit-identical inside the trained defence
     inner = fp.module.base.state_dict()
     assert all(torch.equal(inner[k], base_before[k]) for k in base_before)
@@ -161,6 +192,7 @@ def test_prompts_raise_robust_accuracy_through_the_defence(cache: Path) -> None:
     again = robustlab.train(prompted_spec())  # cache hit: prompts and prototypes reloaded
     assert torch.equal(again.module.prototypes, fp.module.prototypes)
     assert torch.equal(again.module.coef_re, fp.module.coef_re)
+    assert again.module.soft is None  # the surrogate switch is not part of the saved model
 
 
 def test_bad_input(cache: Path) -> None:
@@ -175,16 +207,21 @@ def test_bad_input(cache: Path) -> None:
 
 
 @pytest.mark.slow
-def test_square_agrees_and_seed_variant(cache: Path) -> None:
-    """Black-box Square (no gradients; sees the real selection) confirms the gain, and the
-    white-box attacks are at least as strong as it (no sign of gradient masking); the seed's
-    feature clustering (the frozen model's logits) also helps, less than pixels at this scale."""
+def test_gain_survives_square_and_seed_variant(cache: Path) -> None:
+    """Black-box Square (no gradients; sees the real selection) added to the worst case: the gain
+    remains. Square is measured slightly *stronger* than the gradient attacks on the defence
+    (0.644 vs 0.667 at 1,000 queries): the hard selection hinders gradients a little, which is why
+    the robust accuracy reported is the per-image worst over all attacks. The seed's feature
+    clustering (the frozen model's logits) also helps, less than pixels at this scale."""
     std = models.create("trained", BASE["params"])
     fp = robustlab.train(prompted_spec())
-    (_, s_std), (_, s_fp) = robust(std, Square(n_queries=500)), robust(fp, Square(n_queries=500))
-    assert s_fp >= s_std + 0.05, (s_std, s_fp)  # measured 0.519 -> 0.664 (1000 queries)
-    (_, p_fp), (_, a_fp) = robust(fp, PGD(steps=20)), robust(fp, APGD(steps=30))
-    assert min(p_fp, a_fp) <= s_fp + 0.02, (p_fp, a_fp, s_fp)  # white-box >= black-box
+    sq = Square(n_queries=1000)
+    r_std = acc(correct(std, PGD(steps=20)) & correct(std, APGD(steps=30)) & correct(std, sq))
+    soft = PGD(steps=30, early_stop=False)
+    r_fp = acc(correct(fp, PGD(steps=20)) & correct(fp, APGD(steps=30)) & correct(fp, sq)
+               & correct(fp, soft, soft_surrogate(fp)))  # fmt: skip
+    assert r_fp >= r_std + 0.05, (r_std, r_fp)  # measured 0.511 -> 0.622
     lg = robustlab.train(prompted_spec("logits"))
-    (_, p_std), (_, p_lg) = robust(std, PGD(steps=20)), robust(lg, PGD(steps=20))
-    assert p_lg >= p_std + 0.03, (p_std, p_lg)  # measured 0.517 -> 0.611 (5 epochs)
+    r_lg = acc(correct(lg, PGD(steps=20)) & correct(lg, APGD(steps=30))
+               & correct(lg, soft, soft_surrogate(lg)))  # fmt: skip
+    assert r_lg >= r_std + 0.02, (r_std, r_lg)  # measured (5 epochs, PGD only) 0.517 -> 0.611

@@ -134,6 +134,18 @@ class FreqPromptNet(nn.Module):
         self.register_buffer("prototypes", torch.zeros(clusters, dim))
         self.register_buffer("mean", _channels(mean, 0.0, c))
         self.register_buffer("std", _channels(std, 1.0, c))
+        self.soft: float | None = None  # see soft_selection
+
+    def soft_selection(self, temperature: float | None) -> FreqPromptNet:
+        """Make the selection differentiable for an *attack surrogate* (None: the real, hard one).
+
+        With a ``temperature`` the forward pass adds the softmax(-distance^2 / temperature)
+        weighted mix of the prompts, with the gradient through the features too, so an attack
+        can also steer *which* prompt is chosen; its adversarial examples are then judged on the
+        hard model (a BPDA-style differentiable approximation, Athalye et al., 2018).
+        """
+        self.soft = temperature
+        return self
 
     def train(self, mode: bool = True) -> FreqPromptNet:
         super().train(mode)
@@ -167,6 +179,12 @@ class FreqPromptNet(nn.Module):
         self.prototypes.copy_(centroids.to(self.prototypes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.soft is not None:
+            feats = x.flatten(1) if self.features_kind == "pixels" else self._base(x)
+            w = torch.softmax(
+                -(torch.cdist(feats.float(), self.prototypes) ** 2) / self.soft, dim=1
+            )
+            return self._base(x + torch.einsum("bk,kchw->bchw", w, self.prompts()))
         sel = self.select(x)  # no gradient: BPDA-style, the selection is held fixed
         return self._base(x + self.prompts()[sel])
 
