@@ -1,12 +1,12 @@
 """S38 black-box tuning of frozen features (linear probe, MLP tuning, NMTune) on real data.
 
-A ``small-cnn`` pre-trained on Fashion-MNIST with 40 % symmetric label noise (the ``noisy-labels``
-transform) is the frozen extractor; heads are trained on 1,000 clean Fashion-MNIST test images and
-evaluated on 2,000 others (ID) and on those images corrupted by the perturbations registry
-(OOD: gaussian_noise, contrast, gaussian_blur, brightness at severity 3). What reproduces at this
-scale (see docs/noisy-labels.md): NMTune's regularisers make MLP tuning much better OOD at the
-same ID accuracy; the plain linear probe is as good or better OOD here (the paper's NMTune > linear
-probe claim does NOT reproduce at this scale, and no test pretends it does).
+A ``small-cnn`` pre-trained on digits with 40 % symmetric label noise (the ``noisy-labels``
+transform) is the frozen extractor; heads are trained on the clean digits training labels through
+its frozen features and evaluated on the 360 test images (ID) and on those images corrupted by the
+perturbations registry (OOD: gaussian_noise, contrast, gaussian_blur, brightness at severity 3).
+What reproduces at this scale (docs/noisy-labels.md): NMTune's regularisers do not cost ID
+accuracy and keep MLP tuning at least as good OOD; the paper's "NMTune beats the linear probe"
+does NOT reproduce here (the linear probe is clearly better OOD), and no test pretends it does.
 """
 
 from __future__ import annotations
@@ -30,16 +30,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PRE = {
     "name": "trained",
     "params": {
-        "base": {"name": "small-cnn", "params": {"side": 28}},
+        "base": {"name": "small-cnn", "params": {"side": 8}},
         "data": {"name": "noisy-labels", "params": {
-            "data": {"name": "fashion-mnist", "params": {"split": "train", "limit": 2000}},
-            "kind": "symmetric", "rate": 0.4}},
+            "data": {"name": "digits", "params": {"split": "train"}}, "kind": "symmetric",
+            "rate": 0.4}},
         "trainer": {"name": "standard", "params": {"lr": 3e-3}},
-        "epochs": 3,
+        "epochs": 10,
         "holdout": 0,
     },
 }  # fmt: skip
-DOWN = {"name": "fashion-mnist", "params": {"split": "test", "limit": 1000}}
+PRE_FAST = {"name": "trained", "params": {**PRE["params"], "epochs": 2}}
+DOWN = {"name": "digits", "params": {"split": "train"}}
 CORRUPTIONS = ["gaussian_noise", "contrast", "gaussian_blur", "brightness"]
 
 
@@ -53,14 +54,15 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def evaluation() -> tuple[Any, dict[str, torch.Tensor]]:
-    te = datasets.create("fashion-mnist", {"split": "test", "limit": 3000}).take(range(1000, 3000))
+    te = datasets.create("digits", {"split": "test"})
     rng = ExampleRNG.from_seed(0, te.ids)
     ood = {c: perturbations.create(c)(te.x, 3, rng).clamp(0, 1) for c in CORRUPTIONS}
     return te, ood
 
 
-def tuned(method: str, **params: Any) -> Any:
-    return models.create("feature-tuned", {"features": PRE, "data": DOWN, "method": method, **params})  # fmt: skip
+def tuned(method: str, pre: dict[str, Any] = PRE, **params: Any) -> Any:
+    spec = {"features": pre, "data": DOWN, "method": method, **params}
+    return models.create("feature-tuned", spec)
 
 
 def accuracies(clf: Any, evaluation: tuple[Any, dict[str, torch.Tensor]]) -> tuple[float, float]:
@@ -71,37 +73,42 @@ def accuracies(clf: Any, evaluation: tuple[Any, dict[str, torch.Tensor]]) -> tup
     return ida, sum(oo) / len(oo)
 
 
-def test_nmtune_beats_mlp_tuning_ood_at_linear_probe_id_accuracy(
+@pytest.mark.slow
+def test_nmtune_regularisers_keep_id_and_ood_against_mlp_tuning(
     cache: Path, evaluation: Any
 ) -> None:
+    """Slow (a 10-epoch pre-training and three heads). Measured, seeds 0/1/2: ID linear probe
+    0.961/0.981/0.961, MLP 0.989/0.975/0.981, NMTune 0.986/0.978/0.983; OOD 0.713/0.739/0.687,
+    0.524/0.580/0.529, 0.535/0.632/0.554."""
     lp_id, lp_ood = accuracies(tuned("linear-probe"), evaluation)
     mlp_id, mlp_ood = accuracies(tuned("mlp"), evaluation)
     nm_id, nm_ood = accuracies(tuned("nmtune"), evaluation)
-    assert nm_ood >= mlp_ood + 0.04, (mlp_ood, nm_ood)
-    assert abs(nm_id - lp_id) <= 0.03 and abs(nm_id - mlp_id) <= 0.03, (lp_id, mlp_id, nm_id)
-    assert lp_ood >= 0.4 and nm_id >= 0.7  # real features, not chance (0.1)
+    assert nm_ood >= mlp_ood, (mlp_ood, nm_ood)
+    assert nm_id >= mlp_id - 0.01 and nm_id >= lp_id - 0.01, (lp_id, mlp_id, nm_id)
+    assert lp_ood > nm_ood  # recorded, not the paper's claim: see the module docstring
+    assert min(lp_id, nm_id) >= 0.9
 
 
 def test_black_box_extractor_untouched_cached_and_attackable_end_to_end(
     cache: Path, evaluation: Any
 ) -> None:
-    pre = models.create("trained", PRE["params"])
+    pre = models.create("trained", PRE_FAST["params"])
     before = {k: v.clone() for k, v in pre.module.state_dict().items()}
-    clf = tuned("nmtune")
+    clf = tuned("nmtune", PRE_FAST, epochs=5)
     after = clf.module.extractor.net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: bit-identical
     assert not any(p.requires_grad for p in clf.module.extractor.parameters())
     clf.module.train()
     assert not clf.module.extractor.net.training  # BatchNorm keeps pre-training statistics
     clf.module.eval()
-    again = tuned("nmtune")  # cache hit: same head, same provenance
+    again = tuned("nmtune", PRE_FAST, epochs=5)  # cache hit: same head, same provenance
     assert again.provenance == clf.provenance and clf.provenance["feature_dim"] == 64
     ha, hb = clf.module.head.state_dict(), again.module.head.state_dict()
     assert all(torch.equal(ha[k], hb[k]) for k in ha)
     te, _ = evaluation
     x, y = te.x[:64], te.y[:64]
     res = PGD(steps=10)(
-        clf, x, y, ThreatModel("inf", 0.1), rng=ExampleRNG.from_seed(0, te.ids[:64])
+        clf, x, y, ThreatModel("inf", 0.2), rng=ExampleRNG.from_seed(0, te.ids[:64])
     )
     assert float(res.success.float().mean()) > 0.5  # gradients reach the input through both parts
 
@@ -145,7 +152,7 @@ def test_covariance_term_decorrelates_the_tuned_features() -> None:
 
 def test_bad_input_is_refused_with_the_reason(cache: Path) -> None:
     with pytest.raises(ConfigError, match="method"):
-        tuned("lp")
+        tuned("lp", PRE_FAST)
     with pytest.raises(ConfigError, match="did you mean"):
         models.create("feature-tuned", {"features": {"name": "small-cn"}, "data": DOWN})
     with pytest.raises(DomainError):  # 8x8 digits for a 28x28 extractor
