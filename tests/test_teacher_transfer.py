@@ -63,9 +63,10 @@ def test_small_teacher_raises_corruption_accuracy_of_large_model(cache: Any) -> 
     assert changed == {"head.1.weight", "head.1.bias", "head.3.weight", "head.3.bias"}
     tuned_params = sum(after[k].numel() for k in changed)
     assert tuned_params < 0.8 * n_large
-    # measured over seeds 0-2: blur-2 accuracy 0.44-0.51 -> 0.63-0.64; clean 0.96-0.97 -> 0.93
-    assert accuracy(tuned, 2) > accuracy(large, 2) + 0.08
-    assert accuracy(tuned, 0) > accuracy(large, 0) - 0.07
+    # measured over seeds 0-2: blur-2 accuracy 0.44-0.51 -> 0.65-0.70 (the teacher: 0.65-0.67);
+    # clean 0.96-0.97 -> 0.94-0.95
+    assert accuracy(tuned, 2) > accuracy(large, 2) + 0.12
+    assert accuracy(tuned, 0) > accuracy(large, 0) - 0.05
 
 
 def test_teacher_transfer_errors(cache: Any) -> None:

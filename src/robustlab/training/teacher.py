@@ -75,7 +75,7 @@ class TeacherTransfer:
     severities: float | list[float] = 3.0
     clean_fraction: Rate = 0.0
     temperature: Positive = 2.0
-    alpha: Rate = 0.9
+    alpha: Rate = 0.5
     lr: Positive = 1e-3
     batch_size: PositiveInt = 128
 
