@@ -225,6 +225,16 @@ def test_unique_titles_by_construction(vision: dict[str, Any]) -> None:
     assert re.findall(r'<a href="#([^"]+)">', html) == ids
 
 
+def test_registered_trained_model_shows_its_provenance(vision: dict[str, Any]) -> None:
+    """``digits-mlp-ibp`` is a ``trained`` spec (trainer ``ibp``): the run stores its provenance
+    and the report's Training provenance section lists it."""
+    prov = vision["content"]["run"]["environment"]["training"]["digits-mlp-ibp#0"]
+    assert prov["spec"]["trainer"]["name"] == "ibp" and prov["epochs_run"] == 30
+    rows = vision["content"]["extensions"]["training"]["data"]["rows"]
+    assert [r["model"] for r in rows] == ["digits-mlp-ibp#0"]
+    assert rows[0]["trainer"].startswith("ibp(") and rows[0]["holdout_examples"] == 0
+
+
 def test_registered_section_titles_are_distinct() -> None:
     from robustlab.core.registry import report_sections
     from robustlab.report.html import SECTIONS
