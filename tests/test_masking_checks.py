@@ -90,7 +90,9 @@ def test_a_quantised_input_defence_is_flagged(tmp_path: Path) -> None:
     assert "Possible gradient masking for quantised-digits-cnn" in html
 
 
-QUANTIZED = "{{name: quantized-input, label: q, params: {{base: {{name: digits-cnn}}, bpda: {}}}}}"
+QUANTIZED = (
+    "{{name: quantized-input, label: q, params: {{base: {{name: digits-cnn}}, levels: 8, bpda: {}}}}}"
+)
 
 
 @pytest.mark.parametrize("bpda", [False, True])
