@@ -7,7 +7,7 @@ model with ``augment`` vs ``teacher-transfer`` tuning its last ``--layers`` laye
 and clean accuracy, trainable parameters, and the training time of each run (process CPU time and
 wall time, one torch thread, fresh cache: every run trains). Timings depend on the machine's load:
 compare within one run. Usage: ``python benchmarks/teacher_transfer.py [--width 128] [--seed 0]``.
-Numbers: docs/weight-patches.md (S7 section).
+Numbers: docs/teacher-transfer.md.
 """
 
 from __future__ import annotations
