@@ -102,7 +102,7 @@ class TeacherTransfer:
             )
         t.domain.check(train.x[:2], f"training data for teacher {name!r}")
         self._teacher = copy.deepcopy(t)
-        self._teacher.module.to(clf.device).eval()
+        self._teacher.module.eval()  # on its own device; its logits are moved to the student's
         for p in self._teacher.module.parameters():
             p.requires_grad_(False)
         order = ws.layers(clf.module.state_dict())
@@ -139,7 +139,7 @@ class TeacherTransfer:
     ) -> Step:
         xc = self._augment.corrupt(x, rng)
         with torch.no_grad():
-            target = self._teacher.logits(xc)
+            target = self._teacher.logits(xc).to(xc.device)
         self._train_mode(clf)
         logits = clf.logits(xc)  # one student pass: frozen leading layers build no graph
         t = self.temperature
