@@ -115,10 +115,8 @@ class Preprocessed(nn.Module):
         tx = self.transform(x, self._generator(x.device))
         return self.net(straight_through(x, tx) if self.bpda else tx)
 
-    def __deepcopy__(self, memo: dict[int, object]) -> Preprocessed:
-        # torch.Generator cannot be deep-copied: the copy restarts its stream from the seed
-        import copy
-
-        new = Preprocessed(copy.deepcopy(self.net, memo), self.transform, self.bpda, self.seed)
-        new.train(self.training)
-        return new
+    def __getstate__(self) -> dict[str, object]:
+        # a torch.Generator neither pickles nor deep-copies: a copy restarts its stream from seed
+        state = self.__dict__.copy()
+        state["_gen"] = None
+        return state
