@@ -182,6 +182,11 @@ def test_patched_model_in_a_spec(world: Any) -> None:
          "robust": {"name": "trained", "params": world["RA_spec"]}}]},
     )  # fmt: skip
     assert same_bits(weights(clf), weights(on_the_fly))
+    assert clf.provenance["patches"] == [
+        {"corruption": "gaussian_blur", "bits": None, "layers": rws.extract(
+            world["CA"], world["RA"]).layers, "arch_hash": rws.architecture_hash(
+            rws.architecture(clf)), "scale": 1.0}
+    ]  # fmt: skip
     assert acc(clf, BLUR) > acc(world["CA"], BLUR) + 0.2
     assert abs(acc(clf, BLUR) - acc(world["RA"], BLUR)) <= 0.01  # C_A + (R_A - C_A) ~ R_A
     with pytest.raises(ConfigError, match="patches"):

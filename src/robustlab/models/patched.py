@@ -109,4 +109,10 @@ def patched(
     clf.module.eval()
     clf.name = f"patched-{getattr(clf, 'name', base['name'])}"
     clf.patches = [p.meta for p in loaded]
+    summary = [
+        {k: p.meta.get(k) for k in ("corruption", "bits", "layers", "arch_hash")} | {"scale": s}
+        for p, s in zip(loaded, scales or [1.0] * len(loaded), strict=True)
+    ]
+    if isinstance(getattr(clf, "provenance", None), dict):  # a trained base: say it is patched
+        clf.provenance = {**clf.provenance, "patches": summary}
     return clf
