@@ -106,6 +106,9 @@ def test_quantize_scale_compose_and_bit_exact_removal(world: Any) -> None:
     for q in (q8, q4):  # per-element error at most half a quantization step
         d, dq = full.delta(), q.delta()
         for k in d:
+            if k.endswith(("running_mean", "running_var")):
+                assert torch.equal(d[k], dq[k])  # BatchNorm statistics stay float
+                continue
             assert float((d[k] - dq[k]).abs().max()) <= q.scales[k] / 2 * (1 + 1e-5) + 1e-12
     with rws.apply(ca, [full]):
         float_acc = acc(ca, BLUR)

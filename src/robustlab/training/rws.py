@@ -14,7 +14,7 @@ What this module provides:
 - :func:`extract` -> :class:`Patch`: the difference of every floating-point tensor (BatchNorm
   running statistics included), optionally only of the first ``layers`` layers, optionally
   quantized per tensor (``bits`` 8 or 4: symmetric codes with one float scale per tensor; int4
-  codes packed two per byte), with metadata: the architecture (names, shapes, dtypes of every
+  codes packed two per byte; BatchNorm running statistics stay float), with metadata: the architecture (names, shapes, dtypes of every
   floating-point tensor and their hash), the corruption it was trained on, the quantization;
 - :meth:`Patch.save` / :meth:`Patch.load`: a plain ``torch.save`` of tensors, strings and numbers
   (loaded with ``weights_only=True``);
@@ -111,7 +111,8 @@ class Patch:
     """A robust weight signature: per-tensor weight differences and their metadata.
 
     ``tensors``: ``{name: delta}`` (float) or, quantized, ``{name: codes}`` (int8, or uint8 with
-    two int4 codes per byte) with ``scales[name]`` the float step of the codes; ``meta``: ``arch``
+    two int4 codes per byte) with ``scales[name]`` the float step of the codes (tensors without a
+    scale are float: BatchNorm statistics stay float in a quantized patch); ``meta``: ``arch``
     (see :func:`architecture`), ``arch_hash``, ``bits`` (None, 8 or 4), ``layers`` (the layers
     included), ``corruption`` and anything else given to :func:`extract`.
     """
@@ -130,15 +131,13 @@ class Patch:
 
     def delta(self) -> dict[str, torch.Tensor]:
         """The (dequantized) float differences ``{name: tensor}``."""
-        if self.bits is None:
-            return {
-                k: v.float() if v.dtype != torch.float64 else v for k, v in self.tensors.items()
-            }
         shapes = {a[0]: a[1] for a in self.meta["arch"]}
         out = {}
-        for k, codes in self.tensors.items():
-            n = math.prod(shapes[k])
-            q = _unpack4(codes, n) if self.bits == 4 else codes.to(torch.int32)
+        for k, t in self.tensors.items():
+            if k not in self.scales:  # stored as floats (unquantized patch, BatchNorm statistics)
+                out[k] = t.float() if t.dtype != torch.float64 else t
+                continue
+            q = _unpack4(t, math.prod(shapes[k])) if self.bits == 4 else t.to(torch.int32)
             out[k] = (q.float() * self.scales[k]).reshape(shapes[k])
         return out
 
@@ -231,7 +230,9 @@ def extract(
 def quantize(patch: Patch, bits: int) -> Patch:
     """``patch`` with per-tensor symmetric ``bits``-bit codes (8 or 4): ``step = max|d| /
     (2^(bits-1) - 1)``, ``codes = round(d / step)``; int4 codes are packed two per byte. The
-    error per element is at most ``step / 2``."""
+    error per element is at most ``step / 2``. BatchNorm running statistics (``running_mean``,
+    ``running_var``: two numbers per channel) stay float32: a rounded variance delta can push a
+    small variance below zero."""
     if bits not in (4, 8):
         raise ConfigError(f"bits must be 4 or 8 (or None for float32), got {bits!r}")
     if patch.bits is not None:
@@ -240,11 +241,17 @@ def quantize(patch: Patch, bits: int) -> Patch:
     codes, scales = {}, {}
     for k, d in patch.tensors.items():
         d = d.detach().float()
+        if k.endswith(_STATS):
+            codes[k] = d
+            continue
         top = float(d.abs().max()) if d.numel() else 0.0
         step = top / qmax if top > 0 else 1.0
         q = torch.round(d / step).clamp_(-qmax, qmax).to(torch.int8).flatten()
         codes[k], scales[k] = (_pack4(q) if bits == 4 else q), step
     return Patch(codes, {**patch.meta, "bits": bits}, scales)
+
+
+_STATS = ("running_mean", "running_var")
 
 
 def _pack4(q: torch.Tensor) -> torch.Tensor:
