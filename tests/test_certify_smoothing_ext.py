@@ -193,7 +193,9 @@ def test_denoiser_trainer_trains_only_the_denoiser() -> None:
     init = models.create("denoised", {"classifier": {"name": "digits-cnn"}, "init_seed": 0})
     assert den.provenance["spec"]["trainer"]["name"] == "denoiser"
     w = "residual.0.weight"
-    assert not torch.equal(init.module.denoiser.state_dict()[w], den.module.denoiser.state_dict()[w])
+    assert not torch.equal(
+        init.module.denoiser.state_dict()[w], den.module.denoiser.state_dict()[w]
+    )
     g = torch.Generator().manual_seed(5)
     noisy = test.x + SIGMA * torch.randn(test.x.shape, generator=g)
     with torch.no_grad():

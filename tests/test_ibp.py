@@ -18,6 +18,8 @@ from robustlab.core.types import Domain, ThreatModel
 from robustlab.models import TorchClassifier
 from robustlab.testing import check_certifier
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOL = 1e-4
 
 
