@@ -1,4 +1,11 @@
-"""Plain supervised training of small torch classifiers, seeded and cached on disk."""
+"""Plain supervised training of small torch classifiers, seeded and cached on disk.
+
+Used by the clean reference models ``digits-cnn`` / ``digits-mlp`` (:mod:`robustlab.models.zoo`),
+a text classifier head and some benchmarks. Robust and certified training (noise, denoiser, IBP,
+adversarial) runs in robustlab's one training loop instead (:mod:`robustlab.training`, the
+``trained`` model), as do the registered ``digits-cnn-noise``, ``digits-cnn-denoised``,
+``digits-*-ibp`` models.
+"""
 
 from __future__ import annotations
 
