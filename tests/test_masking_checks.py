@@ -90,9 +90,7 @@ def test_a_quantised_input_defence_is_flagged(tmp_path: Path) -> None:
     assert "Possible gradient masking for quantised-digits-cnn" in html
 
 
-QUANTIZED = (
-    "{{name: quantized-input, label: q, params: {{base: {{name: digits-cnn}}, levels: 8, bpda: {}}}}}"
-)
+QUANTIZED = "{{name: quantized-input, label: q, params: {{base: {{name: digits-cnn}}, levels: 8, bpda: {}}}}}"
 
 
 @pytest.mark.parametrize("bpda", [False, True])
@@ -138,7 +136,7 @@ def test_runner_attacks_randomized_defences_with_eot(tmp_path: Path) -> None:
     content = build_report(st, rid)
     st.engine.dispose()
     att = df[df["kind"] == "attack"].groupby("model")["correct"].mean()
-    assert att["eot1"] >= att["eot16"] + 0.08, att  # measured 0.506 vs 0.344
+    assert att["eot1"] >= att["eot16"] + 0.08, att  # measured 0.483 vs 0.303
     data = content["extensions"]["masking"]["data"]
     rows = {
         r["model"]: r for r in data["rows"] if r["check"] == "randomized defence attacked with EOT"
