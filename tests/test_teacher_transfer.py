@@ -85,3 +85,37 @@ def test_teacher_transfer_errors(cache: Any) -> None:
     spec["trainer"]["params"] = {"teacher": TEACHER, "layers": ["head.9"]}
     with pytest.raises(ConfigError, match="unknown layers \\['head.9'\\]"):
         robustlab.train(spec)
+
+
+def test_loss_matches_the_distillation_formula() -> None:
+    """The step's loss equals alpha T^2 KL(p_teacher || p_student) + (1 - alpha) CE computed
+    independently (numpy, from the two models' logits on the same corrupted batch)."""
+    import numpy as np
+
+    from robustlab.core.registry import models
+    from robustlab.core.rng import ExampleRNG
+    from robustlab.training.trainers import Position
+
+    teacher = {"name": "small-cnn", "params": {"side": 8, "width": 4, "init_seed": 3}}
+    t = trainers.create("teacher-transfer", {"teacher": teacher, "alpha": 0.3,
+                                             "temperature": 2.5, **AUG})  # fmt: skip
+    student = models.create("small-cnn", {"side": 8})
+    train = datasets.create("digits", {"split": "train"})
+    t.setup(student, train)
+    x, y = train.x[:64], train.y[:64]
+    rng = ExampleRNG.from_seed(0, torch.arange(64))
+    loss = float(t.step(student, x, y, rng, Position()).loss.detach())
+    xc = t._augment.corrupt(x, ExampleRNG.from_seed(0, torch.arange(64)))
+    with torch.no_grad():
+        t._train_mode(student)  # as in the step: train mode, the frozen BatchNorm in eval mode
+        s = student.logits(xc).double().numpy()
+        q = models.create("small-cnn", teacher["params"]).logits(xc).double().numpy()
+
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    lt, ls = log_softmax(q / 2.5), log_softmax(s / 2.5)
+    kl = (np.exp(lt) * (lt - ls)).sum(axis=1).mean() * 2.5**2
+    ce = -log_softmax(s)[np.arange(64), y.numpy()].mean()
+    assert loss == pytest.approx(0.3 * kl + 0.7 * ce, rel=1e-4)
