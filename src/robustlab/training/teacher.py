@@ -54,8 +54,8 @@ from robustlab.training.trainers import Position, Step
 @trainers.register("teacher-transfer")
 @dataclass(eq=False)
 class TeacherTransfer:
-    """Distil a robust (small) ``teacher`` into the first ``layers`` layers of the trained model on
-    corrupted inputs, plus clean cross-entropy (S7, Jain et al., ICCV 2023).
+    """Distil a robust (small) ``teacher`` into a few layers (default: the last two) of the
+    trained model on corrupted inputs, plus cross-entropy (S7, Jain et al., ICCV 2023).
 
     ``teacher``: a model spec (e.g. a ``trained`` small model with ``augment``), built once at
     setup (cached like any trained model); ``layers``: how many leading layers of the student
