@@ -58,11 +58,11 @@ class TeacherTransfer:
     trained model on corrupted inputs, plus cross-entropy (S7, Jain et al., ICCV 2023).
 
     ``teacher``: a model spec (e.g. a ``trained`` small model with ``augment``), built once at
-    setup (cached like any trained model); ``layers``: how many leading layers of the student
-    train: ``k > 0`` the first k, ``-k`` the last k (layers with weights, in state order, as in
+    setup (cached like any trained model); ``layers``: which layers of the student train:
+    ``k > 0`` the first k, ``-k`` the last k (layers with weights, in state order, as in
     :func:`robustlab.training.weightspace.layers`; a BatchNorm counts as one), or a list of layer
-    names; the last layers are the cheap ones (no backward below them); ``perturbations``, ``severities``,
-    ``clean_fraction``: the corruption of the distillation inputs, as the ``augment`` trainer;
+    names; the last layers are the cheap ones (no backward below them); ``perturbations``,
+    ``severities``, ``clean_fraction``: the corruption of the distillation inputs, as the ``augment`` trainer;
     ``temperature``: the distillation temperature T; ``alpha``: the weight of the distillation
     term (1 - alpha on the cross-entropy with the labels, on the same corrupted/clean batch).
     """
