@@ -8,10 +8,11 @@ large one, by knowledge distillation on perturbed inputs.
 The trainer ``teacher-transfer`` is used as the ``trainer`` of a ``trained`` model whose ``base``
 is the large (pre-trained) model: per batch, the inputs are corrupted exactly as the ``augment``
 trainer does (registered perturbations, severities, ``clean_fraction``; per-example streams); the
-loss is ``alpha * T^2 * KL(teacher(x') / T || student(x') / T) + (1 - alpha) * CE(student(x),
-y)`` (Hinton et al.'s distillation on the corrupted x', cross-entropy on the clean x). Only the
-selected ``layers`` train (by default the last two; the loop's ``trainable`` hook; the rest are frozen, and frozen
-BatchNorm layers keep their running statistics). Cost per example: one forward of the (small)
+loss is ``alpha * T^2 * KL(teacher(x') / T || student(x') / T) + (1 - alpha) * CE(student(x'),
+y)`` (Hinton et al.'s distillation plus cross-entropy, both on the batch x' whose examples are
+corrupted or, with probability ``clean_fraction``, clean). Only the selected ``layers`` train (by
+default the last two; the loop's ``trainable`` hook): the rest are frozen, and frozen BatchNorm
+layers keep their running statistics. Cost per example: one forward of the (small)
 teacher, one forward of the student and a backward through the tuned layers and those above them
 only (autograd builds no graph below the first tuned layer): tuning the last layers of a large
 model is cheaper per batch than fine-tuning all of it (measured in docs/teacher-transfer.md).
