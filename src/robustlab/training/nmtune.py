@@ -37,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Literal
 
@@ -64,8 +65,8 @@ def _last_linear(net: nn.Module) -> nn.Linear:
 
 
 class FeatureExtractor(nn.Module):
-    """The frozen penultimate representation of a torch classifier: ``forward(x)`` returns the
-    input of its last ``nn.Linear`` (the classifier's normalisation applied first). Always in
+    """The frozen penultimate representation of a torch classifier (a copy of its module):
+    ``forward(x)`` returns the input of its last ``nn.Linear`` (the classifier's normalisation applied first). Always in
     eval mode, parameters never trained; input gradients flow (for attacks through it)."""
 
     def __init__(self, clf: Any) -> None:
@@ -75,7 +76,7 @@ class FeatureExtractor(nn.Module):
                 f"feature tuning needs a torch classifier to read features from, got "
                 f"{type(clf).__name__}"
             )
-        self.net = clf.module
+        self.net = copy.deepcopy(clf.module)  # never freeze a module its factory may share
         self.dim = _last_linear(self.net).in_features
         for p in self.net.parameters():
             p.requires_grad_(False)
