@@ -114,5 +114,7 @@ def test_bad_input_is_refused_with_the_reason() -> None:
         noisy(DIGITS, kind="asymmetric", flips={3: 12})
     with pytest.raises(ConfigError, match="maps to itself"):
         inject(torch.tensor([0, 1]), 2, "asymmetric", 0.5, flips={1: 1})
+    with pytest.raises(ConfigError, match="asymmetric"):
+        noisy(DIGITS, kind="symmetric", flips={0: 1})
     with pytest.raises(ConfigError, match="noise_rate"):
         noisy(DIGITS, noise_rate=0.2)

@@ -131,6 +131,8 @@ def noisy_labels(
     if not isinstance(base.y, torch.Tensor) or base.y.dtype not in (torch.int64, torch.int32):
         raise ConfigError(f"noisy-labels: dataset {data['name']!r} has no integer class labels")
     k = len(base.classes) if base.classes else int(base.y.max()) + 1 if len(base.y) else 0
+    if kind == "symmetric" and flips is not None:
+        raise ConfigError("noisy-labels: flips is a class map for kind: asymmetric, not symmetric")
     if kind == "asymmetric" and flips is None:
         flips = default_flips(base)
         if flips is None:
