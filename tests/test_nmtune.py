@@ -103,6 +103,10 @@ def test_black_box_extractor_untouched_cached_and_attackable_end_to_end(
     clf.module.eval()
     again = tuned("nmtune", PRE_FAST, epochs=5)  # cache hit: same head, same provenance
     assert again.provenance == clf.provenance and clf.provenance["feature_dim"] == 64
+    from robustlab.report.sections.training import Training
+
+    row = Training().build(None, {"environment": {"training": {"m#0": clf.provenance}}})["rows"][0]
+    assert row["trainer"].startswith("feature-tuned/nmtune(") and row["epochs"] == 5
     ha, hb = clf.module.head.state_dict(), again.module.head.state_dict()
     assert all(torch.equal(ha[k], hb[k]) for k in ha)
     te, _ = evaluation

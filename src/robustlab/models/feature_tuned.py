@@ -34,7 +34,7 @@ from robustlab.models.trained import _spec
 from robustlab.training.nmtune import FeatureExtractor, Head, Method, Tuned, fit_head
 from robustlab.training.nmtune import features as read_features
 
-VERSION = 1  # bump when fit_head changes what a spec trains to
+VERSION = 2  # bump when fit_head changes what a spec trains to (or the provenance layout)
 
 
 @models.register("feature-tuned")
@@ -98,11 +98,17 @@ def feature_tuned(
             start = time.perf_counter()
             f = read_features(base, dset.x)
             head, history = fit_head(f, dset.y, k, **hp)
-            provenance = {
-                "spec": {"features": features_spec(features), "data": data, **hp},
-                "key": key, "cache": str(folder.path), "history": history,
-                "train_examples": len(dset), "feature_dim": extractor.dim,
-                "train_seconds": time.perf_counter() - start,
+            trainer = {
+                "name": f"feature-tuned/{method}",
+                "params": {k_: v for k_, v in hp.items() if k_ not in ("method", "seed")},
+            }
+            provenance = {  # the ``trained`` model's layout, so the report's training section reads it
+                "spec": {"base": features_spec(features), "data": data, "trainer": trainer,
+                         "seed": seed, "epochs": epochs},
+                "key": key, "cache": str(folder.path), "epochs_run": len(history),
+                "history": [{**row, "train_loss": row["loss"]} for row in history],
+                "train_examples": len(dset), "holdout_examples": 0,
+                "feature_dim": extractor.dim, "train_seconds": time.perf_counter() - start,
             }  # fmt: skip
             folder.save_final({"key": key, "model": head.state_dict(), "provenance": provenance})
     net = Tuned(extractor, head.to(base.device).eval())
