@@ -382,6 +382,8 @@ probes:
   - {kind: attack, name: fgsm, levels: [0.1, 0.5]}
   - {kind: attack, name: pgd, params: {steps: 5}, levels: [0.1, 0.5]}
   - {kind: attack, name: square, params: {n_queries: 100}, levels: [0.1]}
+  - {kind: attack, name: transfer, params: {source: {name: digits-cnn, params: {seed: 1, epochs: 3}}},
+     levels: [0.1]}
 """
 
 
