@@ -219,6 +219,8 @@ def test_denoiser_trainer_trains_only_the_denoiser() -> None:
     assert acc_stab > acc_plain + 0.05, (acc_plain, acc_stab)
     with pytest.raises(ConfigError, match="'denoised' model"):
         train({**spec, "base": {"name": "small-cnn", "params": {"side": 8}}})
+    with pytest.raises(ConfigError, match="did you mean 'digits-cnn'"):
+        models.create("denoised", {"classifier": {"name": "digits-cnnn"}})
 
 
 # ---- bad input --------------------------------------------------------------------------------
