@@ -48,7 +48,8 @@ def elr_grid(args: argparse.Namespace) -> None:
         base = {"name": "small-cnn", "params": {"side": 28}}
         inner = {"name": "fashion-mnist", "params": {"split": "train", "limit": args.limit}}
         test = datasets.create("fashion-mnist", {"split": "test", "limit": 2000})
-    print(f"data {args.data}, small-cnn, {args.epochs} epochs, lr {args.lr}, seeds {args.seeds}")
+    print(f"data {args.data}, small-cnn, {args.epochs} epochs, lr {args.lr}, seeds {args.seeds}, "
+          f"ELR lam {args.lam} beta {args.beta}")  # fmt: skip
     print("kind        rate  trainer   test acc        memorised       corrected  (mean over seeds; per seed)")  # fmt: skip
     for kind in args.kinds:
         for rate in args.rates:
@@ -58,7 +59,8 @@ def elr_grid(args: argparse.Namespace) -> None:
                     data = {"name": "noisy-labels", "params": {"data": inner, "kind": kind, "rate": rate, "seed": seed}}  # fmt: skip
                     clf = robustlab.train({
                         "base": base, "data": data, "seed": seed, "epochs": args.epochs,
-                        "holdout": 0, "trainer": {"name": trainer, "params": {"lr": args.lr}},
+                        "holdout": 0, "trainer": {"name": trainer, "params": {
+                            "lr": args.lr, **({"lam": args.lam, "beta": args.beta} if trainer == "elr" else {})}},
                     })  # fmt: skip
                     rows.append(scores(clf, datasets.create("noisy-labels", data["params"]), test))
                 cols = list(zip(*rows, strict=True))
@@ -116,6 +118,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=5000, help="Fashion-MNIST training images")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lam", type=float, default=3.0, help="ELR's lambda")
+    p.add_argument("--beta", type=float, default=0.7, help="ELR's target momentum")
     p.add_argument("--rates", default="0.2,0.4,0.6")
     p.add_argument("--kinds", default="symmetric,asymmetric")
     p.add_argument("--seeds", default="0")
