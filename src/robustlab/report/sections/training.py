@@ -19,6 +19,9 @@ from robustlab.report.format import e, pct, table
 
 CURVES = (("clean_acc", "held-out clean"), ("fgsm_acc", "held-out FGSM"),
           ("pgd_acc", "held-out PGD"))  # fmt: skip
+# plotted besides the held-out curves: the running training accuracy (on the trainer's own
+# inputs, e.g. adversarial ones), the only curve of a model trained with ``holdout: 0``
+TRAIN_CURVE = ("train_acc", "training (running)")
 
 
 def _spec_text(spec: Any) -> str:
@@ -91,7 +94,7 @@ def _plot(rows: list[dict[str, Any]]) -> str:
         fig, axes = plots._figure(len(with_history))
         for ax, r in zip(axes, with_history, strict=True):
             epochs = [h["epoch"] for h in r["history"]]
-            for (key, label), marker in zip(CURVES, plots._MARKERS, strict=False):
+            for (key, label), marker in zip((*CURVES, TRAIN_CURVE), plots._MARKERS, strict=False):
                 ys = [plots._num(h.get(key)) for h in r["history"]]
                 if any(y == y for y in ys):  # a curve the trainer measured
                     ax.plot(epochs, ys, marker=marker, label=label)
