@@ -135,6 +135,24 @@ def test_npz_uint8_grey_images_at_20x20_train_through_the_api(
     assert torch.equal(again.logits(d.x[:16]), clf.logits(d.x[:16]))
 
 
+@pytest.mark.parametrize("base", ["small-cnn", "mlp"])
+def test_non_square_images_train_with_height(cache: Path, tmp_path: Path, base: str) -> None:
+    """Non-square 20x24 Fashion-MNIST crops train on a base given ``side: 24, height: 20`` (the
+    domain is ``(1, 20, 24)``) to held-out accuracy far above chance (0.1)."""
+    d = datasets.create("fashion-mnist", {"split": "train", "limit": 600})
+    np.savez(tmp_path / "fm20x24.npz", x=d.x[:, 0, 4:24, 2:26].numpy(), y=d.y.numpy())
+    spec = {
+        "base": {"name": base, "params": {"side": 24, "height": 20}},
+        "data": {"name": "npz", "params": {"path": str(tmp_path / "fm20x24.npz")}},
+        "trainer": {"name": "standard", "params": {"lr": 3e-3, "batch_size": 64}},
+        "epochs": 3,
+        "holdout": 150,
+    }
+    clf = robustlab.train(spec)
+    assert tuple(clf.domain.shape) == (1, 20, 24)
+    assert clf.provenance["history"][-1]["clean_acc"] > 0.5, clf.provenance["history"]
+
+
 def test_wrong_shapes_and_bad_files_give_clear_errors(
     cache: Path, folders: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -144,10 +162,10 @@ def test_wrong_shapes_and_bad_files_give_clear_errors(
     rgb["data"]["params"]["channels"] = 3
     with pytest.raises(DomainError, match=r"data 'image-folder' for base model 'small-cnn'.*\(3, 16, 16\)"):  # fmt: skip
         robustlab.train(rgb)
-    # non-square images: small-cnn takes side x side images only
+    # non-square 20x24 images on a square base (small-cnn's height defaults to side)
     x = np.random.default_rng(0).random((40, 20, 24)).astype(np.float32)
     np.savez(tmp_path / "wide.npz", x=x, y=np.arange(40) % 3)
-    wide = {"base": {"name": "small-cnn", "params": {"side": 20}},
+    wide = {"base": {"name": "small-cnn", "params": {"side": 24}},
             "data": {"name": "npz", "params": {"path": str(tmp_path / "wide.npz")}}}  # fmt: skip
     with pytest.raises(DomainError, match=r"data 'npz' for base model 'small-cnn'.*\(1, 20, 24\)"):
         robustlab.train(wide)

@@ -6,11 +6,13 @@ from torch import nn
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 conv layers with BatchNorm, max-pool and a two-layer head; for small grayscale images."""
+    """Two 3x3 conv layers with BatchNorm, max-pool and a two-layer head; for small grayscale images
+    of ``side`` x ``side`` pixels, or ``height`` x ``side`` when ``height`` is given."""
 
     def __init__(
-        self, in_ch: int = 1, num_classes: int = 10, side: int = 8, width: int = 16
-    ) -> None:
+        self, in_ch: int = 1, num_classes: int = 10, side: int = 8, width: int = 16,
+        height: int | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_ch, width, 3, padding=1),
@@ -22,7 +24,7 @@ class SmallCNN(nn.Module):
         )
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(2 * width * (side // 2) ** 2, 64),
+            nn.Linear(2 * width * (side // 2) * ((side if height is None else height) // 2), 64),
             nn.ReLU(),
             nn.Linear(64, num_classes),
         )

@@ -89,12 +89,14 @@ def small_cnn(
     num_classes: PositiveInt = 10,
     width: PositiveInt = 16,
     init_seed: Seed = 0,
+    height: PositiveInt | None = None,
 ) -> TorchClassifier:
     """An *untrained* BatchNorm CNN (robustlab's SmallCNN) for ``side`` x ``side`` images in
-    [0, 1] with ``in_ch`` channels, weights drawn under ``init_seed``: a base for ``trained``."""
+    [0, 1] with ``in_ch`` channels (``height`` x ``side`` for non-square images), weights drawn
+    under ``init_seed``: a base for ``trained``."""
     with seeded(init_seed):
-        net = SmallCNN(in_ch, num_classes, side, width)
-    return _untrained(net, num_classes, (in_ch, side, side), "small-cnn")
+        net = SmallCNN(in_ch, num_classes, side, width, height)
+    return _untrained(net, num_classes, (in_ch, height or side, side), "small-cnn")
 
 
 @models.register("mlp")
@@ -104,9 +106,11 @@ def mlp(
     num_classes: PositiveInt = 10,
     hidden: PositiveInt = 128,
     init_seed: Seed = 0,
+    height: PositiveInt | None = None,
 ) -> TorchClassifier:
     """An *untrained* 2-hidden-layer ReLU MLP over flattened ``in_ch`` x ``side`` x ``side``
-    images in [0, 1], weights drawn under ``init_seed``: a base for ``trained``."""
+    images in [0, 1] (``height`` x ``side`` for non-square images), weights drawn under
+    ``init_seed``: a base for ``trained``."""
     with seeded(init_seed):
-        net = MLP(in_ch * side * side, hidden, num_classes)
-    return _untrained(net, num_classes, (in_ch, side, side), "mlp")
+        net = MLP(in_ch * (height or side) * side, hidden, num_classes)
+    return _untrained(net, num_classes, (in_ch, height or side, side), "mlp")
