@@ -220,8 +220,10 @@ def test_gain_survives_square_and_seed_variant(cache: Path) -> None:
     soft = PGD(steps=30, early_stop=False)
     r_fp = acc(correct(fp, PGD(steps=20)) & correct(fp, APGD(steps=30)) & correct(fp, sq)
                & correct(fp, soft, soft_surrogate(fp)))  # fmt: skip
-    assert r_fp >= r_std + 0.05, (r_std, r_fp)  # measured 0.511 -> 0.622
+    assert r_fp >= r_std + 0.05, (r_std, r_fp)  # measured seeds 0/1/2: +0.108, +0.081, +0.069
     lg = robustlab.train(prompted_spec("logits"))
     r_lg = acc(correct(lg, PGD(steps=20)) & correct(lg, APGD(steps=30))
                & correct(lg, soft, soft_surrogate(lg)))  # fmt: skip
-    assert r_lg >= r_std + 0.02, (r_std, r_lg)  # measured (5 epochs, PGD only) 0.517 -> 0.611
+    # measured (worst of PGD, APGD, soft-PGD; no Square): seeds 0/1/2 0.514 -> 0.575, 0.547 -> 0.597,
+    # 0.550 -> 0.583
+    assert r_lg >= r_std + 0.02, (r_std, r_lg)
