@@ -22,7 +22,7 @@ import robustlab
 from robustlab.attacks.apgd import APGD
 from robustlab.attacks.pgd import PGD
 from robustlab.attacks.square import Square
-from robustlab.core.errors import ConfigError
+from robustlab.core.errors import CapabilityError, ConfigError
 from robustlab.core.registry import datasets, models, trainers
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
@@ -198,6 +198,8 @@ def test_prompts_raise_robust_accuracy_through_the_defence(cache: Path) -> None:
 def test_bad_input(cache: Path) -> None:
     with pytest.raises(ConfigError, match="freq-prompted"):
         robustlab.train({**prompted_spec(), "base": BASE})  # trainer needs a freq-prompted base
+    with pytest.raises(CapabilityError, match="torch model"):
+        models.create("freq-prompted", {"base": {"name": "digits-logreg"}})  # black-box base
     with pytest.raises(ConfigError, match="clusters"):
         models.create("freq-prompted", {"base": BASE, "clusters": 0})
     with pytest.raises(ConfigError, match="features"):
