@@ -79,11 +79,11 @@ def _checks(df: pd.DataFrame, info: dict[str, Any]) -> list[dict[str, Any]]:
     acc["norm"] = acc["probe"].map(lambda p: traits[p]["norm"])
     rows: list[dict[str, Any]] = []
     defences = (info.get("environment") or {}).get("defences") or {}
+    seen = {k.rsplit("#", 1)[0]: d for k, d in defences.items()}  # by model, any replicate
     for (model, norm), g in acc.groupby(["model", "norm"], sort=True):
         widths = [hi - lo for k, (lo, hi) in domains.items() if k.rsplit("#", 1)[0] == model]
         checks = _group_checks(g, traits, str(norm), widths)
         white = any(traits[p]["white_box"] for p in g["probe"].unique())
-        seen = {k.rsplit("#", 1)[0]: d for k, d in defences.items()}
         if white and isinstance(seen.get(model), dict):
             checks += _adaptive_checks(seen[model])
         for check, level, detail, ok in checks:
