@@ -27,6 +27,7 @@ from robustlab.core.registry import datasets, models, trainers
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
 from robustlab.defenses.freq_prompt import FreqPromptNet, band_mask, kmeans
+from robustlab.training.api import export
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -193,6 +194,11 @@ def test_prompts_raise_robust_accuracy_through_the_defence(cache: Path) -> None:
     assert torch.equal(again.module.prototypes, fp.module.prototypes)
     assert torch.equal(again.module.coef_re, fp.module.coef_re)
     assert again.module.soft is None  # the surrogate switch is not part of the saved model
+    # exported (TorchScript) with the prompts and the selection inside: same logits anywhere
+    paths = export(fp, cache / "export")
+    x = datasets.create("digits", {"split": "test"}).x[:64]
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(paths["torchscript"]))(x), fp.logits(x), atol=1e-4)
 
 
 def test_bad_input(cache: Path) -> None:

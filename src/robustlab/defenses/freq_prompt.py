@@ -21,7 +21,7 @@ Example::
 
     from robustlab.defenses.freq_prompt import FreqPromptNet
     net = FreqPromptNet(base_module, shape=(1, 8, 8), clusters=8, band=0.25)
-    net.set_prototypes(kmeans(net.features(x_train), 8, seed=0))
+    net.set_prototypes(kmeans(net.features(x_train), 8, seed=0)[0])
     logits = net(x)        # raw inputs in [0, 1]; normalisation (if any) is inside
 """
 
