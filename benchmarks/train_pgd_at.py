@@ -221,6 +221,9 @@ def main() -> None:
           f"{args.steps} steps of {alpha:.4f} at eps {args.eps} (Linf, uniform start), Adam lr 1e-3, "
           f"SmallCNN width {args.width}, {dev}, layout {layout}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats} interleaved")  # fmt: skip
+    print("  all: sign steps, uniform random start, projection to the ball and [0, 1], eval-mode "
+          "attack / train-mode update, Adam; differences: batch order (each its own RNG; ART numpy), "
+          "loss reduction (mean vs sum: the sign step is the same)")  # fmt: skip
     if "art" in peers:
         print(f"  art: AdversarialTrainerMadryPGD, attack batch {args.art_attack_batch or args.batch}"
               " (ART default 32), numpy per call, +2 predicts per batch for its success log")  # fmt: skip
