@@ -140,7 +140,8 @@ def mixed(
     softmax(rob_scale h(x)))`` of the ``standard`` model ``g`` and the ``robust`` model ``h``
     ({name, params} torch models of one input domain and class count). ``mixer: learned`` adds a
     mixing network (``hidden`` units, weights drawn under ``init_seed``, starting at ``alpha``)
-    that the ``mixer`` trainer trains; ``none`` mixes with the fixed ``alpha``. The model keeps
+    that the ``mixer`` trainer trains (``reads``: both models' log-probabilities, or the robust
+    model's only); ``none`` mixes with the fixed ``alpha``. The model keeps
     the standard model as ``undefended`` (the ``transfer`` attack's default source)."""
     if mixer == "learned" and not 0 < alpha < 1:
         raise ConfigError(f"mixed: a learned mixer starts at alpha in (0, 1), got {alpha}")
