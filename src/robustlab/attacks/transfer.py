@@ -27,7 +27,7 @@ from robustlab.core.errors import ConfigError, DomainError
 from robustlab.core.registry import attacks, check_params, models
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import AttackResult, ThreatModel
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 
 DEFAULT_ATTACK = {"name": "pgd", "params": {"steps": 20}}
 
@@ -48,7 +48,7 @@ class Transfer:
 
     def __init__(
         self,
-        source: _spec("models") | None = None,  # type: ignore[valid-type]
+        source: spec_param("models") | None = None,  # type: ignore[valid-type]
         attack: dict[str, Any] | None = None,
     ) -> None:
         spec = DEFAULT_ATTACK if attack is None else attack

@@ -32,7 +32,7 @@ from robustlab.core.registry import models
 from robustlab.core.types import Positive, PositiveInt, Seed
 from robustlab.defenses.preprocess import Preprocessed, gaussian_noise, quantize, resize_pad
 from robustlab.models.torch_adapter import TorchClassifier
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 
 
 def base_module(spec: dict[str, Any], what: str) -> tuple[TorchClassifier, nn.Module]:
@@ -67,7 +67,7 @@ def _wrap(
 
 @models.register("quantized-input")
 def quantized_input(
-    base: _spec("models"),  # type: ignore[valid-type]
+    base: spec_param("models"),  # type: ignore[valid-type]
     levels: PositiveInt = 4,
     bpda: bool = True,
 ) -> TorchClassifier:
@@ -97,7 +97,7 @@ def _randomized(out: TorchClassifier, eot: int) -> TorchClassifier:
 
 @models.register("noisy-input")
 def noisy_input(
-    base: _spec("models"),  # type: ignore[valid-type]
+    base: spec_param("models"),  # type: ignore[valid-type]
     sigma: Positive = 0.25,
     eot: PositiveInt = 16,
     seed: Seed = 0,
@@ -115,7 +115,7 @@ def _noise(sigma: float, x: Any, gen: Any) -> Any:
 
 @models.register("resize-pad-input")
 def resize_pad_input(
-    base: _spec("models"),  # type: ignore[valid-type]
+    base: spec_param("models"),  # type: ignore[valid-type]
     low: PositiveInt = 6,
     eot: PositiveInt = 16,
     seed: Seed = 0,

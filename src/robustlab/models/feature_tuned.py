@@ -30,7 +30,7 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets, models
 from robustlab.core.types import NonNegative, Positive, PositiveInt, Seed
 from robustlab.models.torch_adapter import TorchClassifier
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 from robustlab.training.nmtune import FeatureExtractor, Head, Method, Tuned, fit_head
 from robustlab.training.nmtune import features as read_features
 
@@ -39,8 +39,8 @@ VERSION = 2  # bump when fit_head changes what a spec trains to (or the provenan
 
 @models.register("feature-tuned")
 def feature_tuned(
-    features: _spec("models"),  # type: ignore[valid-type]
-    data: _spec("datasets"),  # type: ignore[valid-type]
+    features: spec_param("models"),  # type: ignore[valid-type]
+    data: spec_param("datasets"),  # type: ignore[valid-type]
     method: Method = "nmtune",
     epochs: PositiveInt = 50,
     lr: Positive = 1e-3,

@@ -24,12 +24,12 @@ from robustlab.core.registry import models
 from robustlab.core.types import PositiveInt, Rate
 from robustlab.defenses.freq_prompt import Features, FreqPromptNet
 from robustlab.models.torch_adapter import TorchClassifier
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 
 
 @models.register("freq-prompted")
 def freq_prompted(
-    base: _spec("models"),  # type: ignore[valid-type]
+    base: spec_param("models"),  # type: ignore[valid-type]
     clusters: PositiveInt = 8,
     band: Rate = 0.25,
     features: Features = "logits",

@@ -29,13 +29,13 @@ from robustlab.core.errors import CapabilityError, ConfigError
 from robustlab.core.registry import models
 from robustlab.core.types import Rate
 from robustlab.models.torch_adapter import TorchClassifier
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 
 
 @models.register("interpolated")
 def interpolated(
-    a: _spec("models"),  # type: ignore[valid-type]
-    b: _spec("models"),  # type: ignore[valid-type]
+    a: spec_param("models"),  # type: ignore[valid-type]
+    b: spec_param("models"),  # type: ignore[valid-type]
     alpha: Rate = 0.5,
     layers: list[str] | None = None,
 ) -> TorchClassifier:

@@ -48,7 +48,7 @@ from robustlab.core.rng import seeded
 from robustlab.core.types import Positive, PositiveInt, Rate, Seed
 from robustlab.models.defended import base_module
 from robustlab.models.torch_adapter import TorchClassifier
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 
 
 class MixingNet(nn.Module):
@@ -126,8 +126,8 @@ class MixedModule(nn.Module):
 
 @models.register("mixed")
 def mixed(
-    standard: _spec("models"),  # type: ignore[valid-type]
-    robust: _spec("models"),  # type: ignore[valid-type]
+    standard: spec_param("models"),  # type: ignore[valid-type]
+    robust: spec_param("models"),  # type: ignore[valid-type]
     alpha: Rate = 0.5,
     mixer: Literal["none", "learned"] = "none",
     hidden: PositiveInt = 32,

@@ -25,7 +25,7 @@ from pydantic import AfterValidator
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models
 from robustlab.models.torch_adapter import TorchClassifier
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 
 _FROM_FILE = {"path"}
 _FROM_MODELS = {"clean", "robust", "layers", "bits", "corruption"}
@@ -49,7 +49,7 @@ def _check_source(value: Any) -> Any:
             f"{{path: <file>}} or {{clean: <model spec>, robust: <model spec>, layers?, bits?, "
             f"corruption?}}, got keys {sorted(keys)}"
         )
-    check = _spec("models").__metadata__[0].func
+    check = spec_param("models").__metadata__[0].func
     check(value["clean"]), check(value["robust"])
     layers, bits = value.get("layers"), value.get("bits")
     if layers is not None and (
@@ -81,7 +81,7 @@ def load_patch(source: Any) -> Any:
 
 @models.register("patched")
 def patched(
-    base: _spec("models"),  # type: ignore[valid-type]
+    base: spec_param("models"),  # type: ignore[valid-type]
     patches: list[PatchSource],
     scales: list[float] | None = None,
 ) -> TorchClassifier:

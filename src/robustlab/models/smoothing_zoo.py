@@ -26,7 +26,7 @@ from robustlab.core.rng import seeded
 from robustlab.core.types import NonNegative, Positive, PositiveInt, Seed
 from robustlab.defenses.denoiser import Denoised, ResidualDenoiser
 from robustlab.models.torch_adapter import TorchClassifier
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 
 DIGITS_TRAIN = {"name": "digits", "params": {"split": "train"}}
 LR, BATCH = 3e-3, 64  # the settings these models were tuned with
@@ -96,7 +96,7 @@ def digits_cnn_denoised(
 
 @models.register("denoised")
 def denoised(
-    classifier: _spec("models"),  # type: ignore[valid-type]
+    classifier: spec_param("models"),  # type: ignore[valid-type]
     width: PositiveInt = 32,
     init_seed: Seed = 0,
 ) -> TorchClassifier:

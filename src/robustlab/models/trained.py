@@ -30,7 +30,7 @@ from robustlab.models.nets import MLP, SmallCNN
 from robustlab.models.torch_adapter import TorchClassifier
 
 
-def _spec(kind: str) -> Any:
+def spec_param(kind: str) -> Any:
     """A ``{name, params}`` mapping checked against registry ``kind`` (name and parameters) when
     the ``trained`` model's parameters are validated: a suite is refused before anything runs."""
 
@@ -49,9 +49,9 @@ def _spec(kind: str) -> Any:
 
 @models.register("trained")
 def trained(
-    base: _spec("models"),  # type: ignore[valid-type]
-    data: _spec("datasets") | None = None,  # type: ignore[valid-type]
-    trainer: _spec("trainers") | None = None,  # type: ignore[valid-type]
+    base: spec_param("models"),  # type: ignore[valid-type]
+    data: spec_param("datasets") | None = None,  # type: ignore[valid-type]
+    trainer: spec_param("trainers") | None = None,  # type: ignore[valid-type]
     seed: Seed = 0,
     epochs: PositiveInt = 10,
     holdout: NonNegativeInt = 256,

@@ -46,7 +46,7 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models, trainers
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import Positive, PositiveInt, Rate
-from robustlab.models.trained import _spec
+from robustlab.models.trained import spec_param
 from robustlab.training import weightspace as ws
 from robustlab.training.augment import Augment, PerturbationNames
 from robustlab.training.trainers import Position, Step
@@ -70,7 +70,7 @@ class TeacherTransfer:
 
     needs_grad = False
 
-    teacher: _spec("models")  # type: ignore[valid-type]
+    teacher: spec_param("models")  # type: ignore[valid-type]
     layers: int | list[str] = -2
     perturbations: PerturbationNames = "gaussian_noise"
     severities: float | list[float] = 3.0
