@@ -43,7 +43,10 @@ FAST_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "patch": {"steps": 20},
         "universal_patch": {"steps": 20},
         "fab": {"steps": 10, "restarts": 2},
-        "transfer": {"source": {"name": "digits-mlp"}, "attack": {"name": "pgd", "params": {"steps": 5}}},
+        "transfer": {
+            "source": {"name": "digits-mlp"},
+            "attack": {"name": "pgd", "params": {"steps": 5}},
+        },
     },
 }
 # (registry, name, variant) -> reason, for bugs found by these checks (xfail, strict)
