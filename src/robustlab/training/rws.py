@@ -87,23 +87,13 @@ def architecture_hash(arch: Sequence[Sequence[Any]]) -> str:
 
 def check_architecture(arch: Sequence[Sequence[Any]], model: Any, what: str = "patch") -> None:
     """Raise :class:`ConfigError` naming the first tensor where ``model`` differs from ``arch``
-    (the architecture a patch was extracted from): a missing or extra tensor, another shape."""
-    have = {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in _state(model).items()
-            if torch.is_floating_point(v)}  # fmt: skip
-    want = {a[0]: (list(a[1]), a[2]) for a in arch}
-    for k in list(want) + [k for k in have if k not in want]:
-        if k not in have or k not in want:
-            where = "the model lacks it" if k not in have else "the patch's architecture lacks it"
-            raise ConfigError(
-                f"{what} is for another architecture: first mismatching tensor {k!r} ({where}); "
-                "a patch only fits models of the architecture it was extracted from"
-            )
-        if have[k] != want[k]:
-            raise ConfigError(
-                f"{what} is for another architecture: first mismatching tensor {k!r} is "
-                f"{want[k][0]} {want[k][1]} in the patch's architecture but {have[k][0]} "
-                f"{have[k][1]} in the model"
-            )
+    (the architecture a patch was extracted from): a missing or extra tensor, another shape
+    (:func:`~robustlab.training.weightspace.check_compatible` on the architecture as meta tensors)."""
+    want = {a[0]: torch.empty(a[1], dtype=getattr(torch, a[2]), device="meta") for a in arch}
+    have = {k: v for k, v in _state(model).items() if torch.is_floating_point(v)}
+    lead = (f"{what} is for another architecture (a patch only fits models of the architecture "
+            "it was extracted from)")  # fmt: skip
+    ws.check_compatible(want, have, ("the patch's architecture", "the model"), lead)
 
 
 @dataclass

@@ -60,22 +60,25 @@ def layers(state: State) -> list[str]:
     return list(out)
 
 
-def check_compatible(a: State, b: State, names: tuple[str, str] = ("a", "b")) -> None:
+def check_compatible(
+    a: State, b: State, names: tuple[str, str] = ("a", "b"), lead: str | None = None
+) -> None:
     """Raise :class:`ConfigError` naming the first tensor that differs in presence, shape or dtype
-    between ``a`` and ``b`` (states of different architectures cannot be combined)."""
+    between ``a`` and ``b`` (states of different architectures cannot be combined; tensors on the
+    ``meta`` device describe an architecture without weights). ``lead`` starts the message."""
     na, nb = names
+    lead = lead or f"weights of {na} and {nb} have different architectures"
     for k in list(a) + [k for k in b if k not in a]:
         if k not in a or k not in b:
             has, lacks = (na, nb) if k in a else (nb, na)
             raise ConfigError(
-                f"weights of {na} and {nb} have different architectures: tensor {k!r} is in "
-                f"{has} but not in {lacks}"
+                f"{lead}: first mismatching tensor {k!r} is in {has} but not in {lacks}"
             )
         ta, tb = a[k], b[k]
         if ta.shape != tb.shape or ta.dtype != tb.dtype:
             raise ConfigError(
-                f"weights of {na} and {nb} have different architectures: tensor {k!r} is "
-                f"{tuple(ta.shape)} {ta.dtype} in {na} but {tuple(tb.shape)} {tb.dtype} in {nb}"
+                f"{lead}: first mismatching tensor {k!r} is {tuple(ta.shape)} {ta.dtype} in {na} "
+                f"but {tuple(tb.shape)} {tb.dtype} in {nb}"
             )
 
 
