@@ -94,7 +94,7 @@ def test_loss_matches_the_distillation_formula() -> None:
 
     from robustlab.core.registry import models
     from robustlab.core.rng import ExampleRNG
-    from robustlab.training.trainers import Position
+    from robustlab.training.trainers import Position, train_mode
 
     teacher = {"name": "small-cnn", "params": {"side": 8, "width": 4, "init_seed": 3}}
     t = trainers.create("teacher-transfer", {"teacher": teacher, "alpha": 0.3,
@@ -107,7 +107,7 @@ def test_loss_matches_the_distillation_formula() -> None:
     loss = float(t.step(student, x, y, rng, Position()).loss.detach())
     xc = t._augment.corrupt(x, ExampleRNG.from_seed(0, torch.arange(64)))
     with torch.no_grad():
-        t._train_mode(student)  # as in the step: train mode, the frozen BatchNorm in eval mode
+        train_mode(student.module)  # as in the step (frozen layers in eval mode)
         s = student.logits(xc).double().numpy()
         q = models.create("small-cnn", teacher["params"]).logits(xc).double().numpy()
 

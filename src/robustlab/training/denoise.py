@@ -38,7 +38,7 @@ from robustlab.core.registry import trainers
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import Positive, PositiveInt
 from robustlab.defenses.denoiser import Denoised, denoiser_loss
-from robustlab.training.trainers import Position, Step
+from robustlab.training.trainers import Position, Step, train_mode
 
 
 def _denoised(clf: Any) -> Denoised:
@@ -79,8 +79,7 @@ class DenoiserTrainer:
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
     ) -> Step:
         net = _denoised(clf)
-        net.eval()  # the frozen classifier: BatchNorm on running statistics, no updates
-        net.denoiser.train()
+        train_mode(net)  # the frozen classifier in eval mode: BatchNorm on running statistics
         noisy = x + self.sigma * rng.normal(*x.shape[1:], device=x.device)
         loss, logits = denoiser_loss(net, x, noisy, self.objective)
         return Step(loss, logits)

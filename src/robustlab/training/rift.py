@@ -43,7 +43,7 @@ from robustlab.core.registry import trainers
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import Norm, Positive, PositiveInt, Rate, ThreatModel
 from robustlab.training import weightspace as ws
-from robustlab.training.trainers import Position, Step
+from robustlab.training.trainers import Position, Step, train_mode
 
 
 @trainers.register("rift")
@@ -108,11 +108,10 @@ class RiFT:
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
     ) -> Step:
-        """Clean cross-entropy; only the chosen module in train mode (other BatchNorm layers keep
-        their running statistics)."""
+        """Clean cross-entropy; only the chosen module in train mode (the loop froze the others:
+        their BatchNorm layers keep their running statistics)."""
         assert self.chosen is not None, "setup() first"
-        clf.module.eval()
-        clf.module.get_submodule(self.chosen).train()
+        train_mode(clf.module)
         logits = clf.logits(x)
         return Step(F.cross_entropy(logits, y), logits.detach())
 

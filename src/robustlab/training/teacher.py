@@ -49,7 +49,7 @@ from robustlab.core.types import Positive, PositiveInt, Rate
 from robustlab.models.trained import spec_param
 from robustlab.training import weightspace as ws
 from robustlab.training.augment import Augment, PerturbationNames
-from robustlab.training.trainers import Position, Step
+from robustlab.training.trainers import Position, Step, train_mode
 
 
 @trainers.register("teacher-transfer")
@@ -128,20 +128,13 @@ class TeacherTransfer:
         keep = set(self._names)
         return [p for n, p in clf.module.named_parameters() if ws.layer_of(n) in keep]
 
-    def _train_mode(self, clf: Any) -> None:
-        clf.module.train()
-        keep = set(self._names or [])
-        for name, m in clf.module.named_modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and name not in keep:
-                m.eval()  # frozen: keep the pre-trained running statistics
-
     def step(
         self, clf: Any, x: torch.Tensor, y: torch.Tensor, rng: ExampleRNG, at: Position
     ) -> Step:
         xc = self._augment.corrupt(x, rng)
         with torch.no_grad():
             target = self._teacher.logits(xc).to(xc.device)
-        self._train_mode(clf)
+        train_mode(clf.module)  # frozen layers (BatchNorm included) in eval mode
         logits = clf.logits(xc)  # one student pass: frozen leading layers build no graph
         t = self.temperature
         kd = F.kl_div(
