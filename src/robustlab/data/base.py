@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import os
+import uuid
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from robustlab.core.errors import ConfigError
@@ -71,3 +78,45 @@ class Dataset:
 
     def num_shards(self, size: int) -> int:
         return max(1, -(-len(self) // size))
+
+
+ARRAY_CACHE_FORMAT = 1  # bump when the layout of cached array files changes
+
+
+def cached_arrays(
+    key: dict[str, Any], build: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """``build()``'s arrays, cached on disk under the content hash of ``key`` (JSON data).
+
+    For data sources whose preparation costs more than reading the result (scikit-learn's digits:
+    importing scikit-learn and splitting take ~1 s, reading the cached split ~1 ms). ``key`` must
+    name everything the arrays depend on, library versions included: a changed key is a new entry.
+    Entries are ``.npz`` files under ``cache_dir()/data`` written atomically (temporary file, then
+    rename) and read with ``allow_pickle=False``; an unreadable entry is rebuilt. Each call returns
+    fresh arrays (never shared between callers). Arrays of objects cannot be cached: build them
+    as numeric or fixed-width string arrays.
+
+    Example::
+
+        arrays = cached_arrays({"name": "digits", "split": "test", "v": 1}, make_arrays)
+    """
+    from robustlab.core.paths import cache_dir
+
+    payload = json.dumps([ARRAY_CACHE_FORMAT, key], sort_keys=True)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:24]
+    path = cache_dir() / "data" / f"{key.get('name', 'data')}-{digest}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            path.unlink(missing_ok=True)  # corrupt entry: rebuild
+    arrays = build()
+    tmp = Path(f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")  # concurrent writers
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    except OSError:  # a read-only cache only costs the rebuild next time
+        tmp.unlink(missing_ok=True)
+    return arrays

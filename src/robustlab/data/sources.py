@@ -10,7 +10,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
 from robustlab.core.types import Domain, Fraction, Seed
-from robustlab.data.base import Dataset
+from robustlab.data.base import Dataset, cached_arrays
 
 
 @datasets.register("digits")
@@ -20,30 +20,49 @@ def digits(split: str = "test", test_fraction: Fraction = 0.2, seed: Seed = 0) -
     The split is stratified and fixed by ``seed``. Metadata: ``label`` (the digit) and ``ink``
     (mean pixel intensity tercile: light / medium / heavy), for slicing.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     if split not in ("train", "test", "all"):
         raise ConfigError(f"digits split must be 'train', 'test' or 'all', got {split!r}")
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]
-    y = d.target.astype(np.int64)
-    ids = np.arange(len(y))
-    if split != "all":
-        tr, te = train_test_split(ids, test_size=test_fraction, random_state=seed, stratify=y)
-        ids = np.sort(tr if split == "train" else te)
-    ink = x.reshape(len(x), -1).mean(1)
-    q1, q2 = np.quantile(ink, [1 / 3, 2 / 3])
-    ink_level = np.where(ink < q1, "light", np.where(ink < q2, "medium", "heavy"))
+    a = _digits_arrays(split, test_fraction, seed)
     return Dataset(
-        x=torch.from_numpy(x[ids]),
-        y=torch.from_numpy(y[ids]),
+        x=torch.from_numpy(a["x"]),
+        y=torch.from_numpy(a["y"]),
         name=f"digits-{split}",
-        ids=torch.from_numpy(ids),
-        meta={"label": [str(v) for v in y[ids]], "ink": ink_level[ids].tolist()},
+        ids=torch.from_numpy(a["ids"]),
+        meta={"label": a["label"].tolist(), "ink": a["ink"].tolist()},
         domain=Domain(0.0, 1.0, (1, 8, 8)),
         classes=[str(i) for i in range(10)],
     )
+
+
+def _digits_arrays(split: str, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """The split's arrays, cached on disk per scikit-learn version (:func:`cached_arrays`): a
+    warm cache skips importing scikit-learn (~1 s) and the stratified split."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def build() -> dict[str, np.ndarray]:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        d = load_digits()
+        x = (d.images / 16.0).astype(np.float32)[:, None]
+        y = d.target.astype(np.int64)
+        ids = np.arange(len(y))
+        if split != "all":
+            tr, te = train_test_split(ids, test_size=test_fraction, random_state=seed, stratify=y)
+            ids = np.sort(tr if split == "train" else te)
+        ink = x.reshape(len(x), -1).mean(1)
+        q1, q2 = np.quantile(ink, [1 / 3, 2 / 3])
+        ink_level = np.where(ink < q1, "light", np.where(ink < q2, "medium", "heavy"))
+        label = np.array([str(v) for v in y[ids]])
+        return {"x": x[ids], "y": y[ids], "ids": ids, "label": label, "ink": ink_level[ids]}
+
+    try:
+        sklearn = version("scikit-learn")
+    except PackageNotFoundError:  # pragma: no cover - build() then names the missing package
+        return build()
+    key = {"name": "digits", "split": split, "test_fraction": test_fraction, "seed": seed,
+           "sklearn": sklearn, "numpy": np.__version__, "v": 1}  # fmt: skip
+    return cached_arrays(key, build)
 
 
 @datasets.register("npz")

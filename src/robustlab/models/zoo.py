@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import partial
 
+from torch import nn
+
 from robustlab.core.registry import datasets, models
 from robustlab.core.types import Domain, Positive, PositiveInt, Seed
 from robustlab.models.loading import load_model_file
@@ -18,9 +20,11 @@ def digits_cnn(
 ) -> TorchClassifier:
     """A BatchNorm CNN trained on scikit-learn digits (train split) in a few seconds; cached."""
     make = partial(SmallCNN, 1, 10, 8, width)
-    train = partial(
-        train_classifier, make, datasets.get("digits")(split="train"), seed=seed, epochs=epochs
-    )
+
+    def train() -> nn.Module:  # the training data is loaded only on a cache miss
+        data = datasets.get("digits")(split="train")
+        return train_classifier(make, data, seed=seed, epochs=epochs)
+
     key = {"name": "digits-cnn", "seed": seed, "epochs": epochs, "width": width, "v": 1}
     net = cached_module(key, make, train)
     return TorchClassifier(net, 10, Domain(0.0, 1.0, (1, 8, 8)), name="digits-cnn")
@@ -32,9 +36,11 @@ def digits_mlp(
 ) -> TorchClassifier:
     """A 2-hidden-layer ReLU MLP trained on scikit-learn digits (train split); cached."""
     make = partial(MLP, 64, hidden, 10)
-    train = partial(
-        train_classifier, make, datasets.get("digits")(split="train"), seed=seed, epochs=epochs
-    )
+
+    def train() -> nn.Module:  # the training data is loaded only on a cache miss
+        data = datasets.get("digits")(split="train")
+        return train_classifier(make, data, seed=seed, epochs=epochs)
+
     key = {"name": "digits-mlp", "seed": seed, "epochs": epochs, "hidden": hidden, "v": 1}
     net = cached_module(key, make, train)
     return TorchClassifier(net, 10, Domain(0.0, 1.0, (1, 8, 8)), name="digits-mlp")
