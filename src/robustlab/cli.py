@@ -2,6 +2,12 @@
 
 Every user error prints one line naming the culprit and exits with status 2; the store is never
 left half-written (units are written atomically).
+
+Start-up is kept light: this module imports typer, rich and the registries' names only; torch,
+pandas, SQLAlchemy and the components are imported inside the commands that need them, so
+``--help``, ``list`` (from the cached catalog, :mod:`robustlab.core.catalog`) and ``runs`` (a
+local store read with :mod:`sqlite3`) take a fraction of a second
+(``tests/test_cli_startup.py``, ``benchmarks/cli_startup.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from robustlab.core.errors import ConfigError, RobustlabError
-from robustlab.core.registry import REGISTRIES, describe
+from robustlab.core.registry import REGISTRIES
 
 app = typer.Typer(
     help="Measure, certify and improve the robustness of ML models.",
@@ -271,6 +277,8 @@ def list_(
     kind: Annotated[str | None, typer.Argument(help="attacks, perturbations, ...")] = None,
 ) -> None:
     """Show registered components with one-line docs."""
+    from robustlab.core.catalog import listing
+
     kinds = [kind] if kind else list(REGISTRIES)
     for k in kinds:
         if k not in REGISTRIES:
@@ -281,9 +289,10 @@ def list_(
             raise ConfigError(
                 f"unknown component kind {k!r}{hint} (kinds: {', '.join(REGISTRIES)})"
             )
+    for k, entries in listing(kinds).items():
         table = Table(title=k, show_header=False, title_justify="left")
-        for name, obj in REGISTRIES[k].items():
-            table.add_row(f"[bold]{name}[/]", escape(getattr(obj, "doc", "") or describe(obj)))
+        for name, doc in entries:
+            table.add_row(f"[bold]{name}[/]", escape(doc))
         out.print(table)
 
 
@@ -291,11 +300,18 @@ def list_(
 @user_errors
 def runs(store: StoreOpt = None) -> None:
     """List the runs in the store, newest first."""
-    st = _open_store(store)
-    table = Table(title=f"runs in {escape(st.url)}")
+    from robustlab.store.readonly import run_rows
+
+    fast = run_rows(_store_location(store))  # a local store file, without SQLAlchemy and pandas
+    if fast is None:
+        st = _open_store(store)
+        url, rows = st.url, st.runs().to_dict("records")
+    else:
+        url, rows = fast
+    table = Table(title=f"runs in {escape(url)}")
     for col in ("id", "suite", "status", "units", "seconds", "message"):
         table.add_column(col, no_wrap=col == "id")
-    for r in st.runs().to_dict("records"):  # Python values, None where missing (never NaN)
+    for r in rows:  # Python values, None where missing (never NaN)
         cells = (r["id"], r["suite_name"], r["status"], r["n_units"], r["elapsed"], r["message"])
         table.add_row(*(escape(_cell(v)) for v in cells))
     out.print(table)

@@ -27,13 +27,13 @@ import threading
 import types
 import typing
 from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
-
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from robustlab.core.errors import ConfigError, UnknownComponentError
-from robustlab.core.types import Levels
+from robustlab.core.levels import Levels
+
+if TYPE_CHECKING:  # pydantic is imported where parameters are checked, not to list components
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 T = TypeVar("T")
 _DISCOVERY = threading.RLock()  # held while a registry imports its built-in modules
@@ -50,6 +50,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._loaded = False  # discovery started
         self._ready = False  # discovery finished
+        self.plugin_names: set[str] = set()  # names registered from entry points (not built in)
         self.default_levels = levels  # the level domain of components that declare none
 
     def register(self, name: str, *, levels: Levels | None = None) -> Callable[[T], T]:
@@ -93,10 +94,25 @@ class Registry(Generic[T]):
             self._loaded = True
             for mod in self._builtin_modules:
                 _import_tree(mod)
-            for ep in entry_points(group=f"robustlab.{self.kind}"):
+            for ep in plugin_entry_points(self.kind):
                 if ep.name not in self._items:
                     self._items[ep.name] = ep.load()
+                    self.plugin_names.add(ep.name)
             self._ready = True
+
+    def registered(self) -> list[tuple[str, T]]:
+        """What is registered in this process so far, sorted by name, without discovering."""
+        return sorted(self._items.items())
+
+    @property
+    def builtin_modules(self) -> tuple[str, ...]:
+        """The packages whose modules discovery imports."""
+        return self._builtin_modules
+
+    @property
+    def discovered(self) -> bool:
+        """Whether discovery has finished in this process (lookups are then free)."""
+        return self._ready
 
     def get(self, name: str) -> T:
         """Return the component called ``name``; unknown names raise with a suggestion."""
@@ -133,6 +149,13 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         self._load()
         return len(self._items)
+
+
+def plugin_entry_points(kind: str) -> list[Any]:
+    """The entry points of group ``robustlab.<kind>`` (third-party components, not loaded)."""
+    from importlib.metadata import entry_points  # costs ~50 ms: only where plugins are needed
+
+    return list(entry_points(group=f"robustlab.{kind}"))
 
 
 def _import_tree(name: str) -> None:
@@ -184,7 +207,7 @@ _YAML11_BOOLS = {
     "yes": True, "y": True, "on": True, "true": True,
     "no": False, "n": False, "off": False, "false": False,
 }  # fmt: skip
-_CONFIG = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+_CONFIG: ConfigDict = {"strict": True, "allow_inf_nan": False, "arbitrary_types_allowed": True}
 
 
 def check_value(value: Any, annotation: Any, what: str) -> Any:
@@ -198,6 +221,8 @@ def check_value(value: Any, annotation: Any, what: str) -> Any:
     adapter = _adapter(annotation)
     if adapter is None:
         return value
+    from pydantic import ValidationError
+
     try:
         adapter.validate_python(value)
         return value
@@ -307,6 +332,8 @@ def _is_annotated(annotation: Any) -> bool:
 
 @functools.lru_cache(maxsize=2048)
 def _adapter_cached(annotation: Any) -> TypeAdapter[Any] | None:
+    from pydantic import TypeAdapter
+
     try:
         return TypeAdapter(annotation, config=_CONFIG)
     except Exception:  # an annotation pydantic cannot check (a protocol, a forward reference)
@@ -319,6 +346,8 @@ def _adapter(annotation: Any) -> TypeAdapter[Any] | None:
     try:
         return _adapter_cached(annotation)
     except TypeError:  # unhashable annotation
+        from pydantic import TypeAdapter
+
         try:
             return TypeAdapter(annotation, config=_CONFIG)
         except Exception:

@@ -1,30 +1,48 @@
-"""Small value types shared by every component: input domains, threat models, results."""
+"""Small value types shared by every component: input domains, threat models, results.
+
+The tensor types live here; the parameter and level domains live in modules that import no torch
+(:mod:`robustlab.core.params`, :mod:`robustlab.core.levels`) and are re-exported here, so
+``from robustlab.core.types import PositiveInt, Levels`` keeps working.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BeforeValidator, Field
 
 from robustlab.core.errors import ConfigError, DomainError
+from robustlab.core.levels import (
+    EDIT_RATE,
+    INT64_MAX,
+    SEED_MAX,
+    VARIANT,
+    WORD_EDITS,
+    Levels,
+)
+from robustlab.core.params import (
+    AllowNonFinite,
+    Finite,
+    Fraction,
+    NonNegative,
+    NonNegativeInt,
+    Norm,
+    NormName,
+    Positive,
+    PositiveInt,
+    Rate,
+    Seed,
+    parse_norm,
+)
 
-NormName = Literal["inf", "2", "1"]
-
-
-def parse_norm(norm: str | float | int) -> str:
-    """Normalise a norm name: ``inf``/``linf``/``float('inf')`` -> ``"inf"``, ``2``/``l2`` -> ``"2"``."""
-    s = str(norm).lower().removeprefix("l")
-    if s in ("inf", "infinity", "oo"):
-        return "inf"
-    if s in ("2", "2.0"):
-        return "2"
-    if s in ("1", "1.0"):
-        return "1"
-    raise ConfigError(f"unknown norm {norm!r}; use 'inf', '2' or '1'")
+__all__ = [
+    "EDIT_RATE", "INT64_MAX", "SEED_MAX", "VARIANT", "WORD_EDITS", "AllowNonFinite",
+    "AttackResult", "Capabilities", "Certificate", "Domain", "Finite", "Fraction", "Levels",
+    "NonNegative", "NonNegativeInt", "Norm", "NormName", "Positive", "PositiveInt", "Rate",
+    "Seed", "ThreatModel", "lp_norm", "lp_project", "parse_norm",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -209,94 +227,3 @@ class Capabilities:
     grad: bool = False  # input gradients available (white-box)
     batch: bool = True  # accepts batches
     probs_only: bool = False  # outputs are probabilities/scores, not logits
-
-
-# parameter and level domains -------------------------------------------------------------------
-# A component declares its parameters' domains once, in its signature (``Annotated`` pydantic
-# constraints, checked by :func:`robustlab.core.registry.check_params`), and the domain of its probe
-# levels once, with its registration (``@perturbations.register("x", levels=Levels(0, 5))``).
-
-SEED_MAX = 2**32 - 1  # numpy / scikit-learn seeds are 32-bit; torch takes them unchanged
-INT64_MAX = 2**63 - 1  # the store's integers are 64-bit signed
-
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-"""A random seed that every consumer accepts (numpy's and scikit-learn's are 32-bit)."""
-Rate = Annotated[float, Field(ge=0, le=1)]
-"""A fraction or probability in [0, 1]."""
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-Norm = Annotated[str, BeforeValidator(lambda v: parse_norm(v) if isinstance(v, str | int | float) and not isinstance(v, bool) else v)]  # fmt: skip
-"""A norm name as :func:`parse_norm` reads it: ``2``, ``"l2"``, ``.inf``, ``"linf"`` ..."""
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-AllowNonFinite = Annotated[float, Field(allow_inf_nan=True)]
-"""Opt-in for a float parameter where ``inf`` means something (non-finite floats are refused by
-default everywhere else)."""
-
-
-@dataclass(frozen=True)
-class Levels:
-    """The domain of a probe's levels (severities, eps, radii): finite numbers in ``[lo, hi]``
-    (``lo_open``/``hi_open`` exclude an end), integers only if ``integer``.
-
-    ``what`` names the level in messages ("severity", "edit rate", "eps", "radius").
-
-    Example::
-
-        Levels(0, 5, what="severity").check([1, 2.5, 7], "perturbation 'fog'")  # raises for 7
-    """
-
-    lo: float = -math.inf
-    hi: float = math.inf
-    integer: bool = False
-    lo_open: bool = False
-    hi_open: bool = False
-    what: str = "level"
-
-    def describe(self) -> str:
-        kind = "an integer" if self.integer else "a finite number"
-        lo, hi = _num(self.lo), _num(self.hi)
-        if self.lo == -math.inf and self.hi == math.inf:
-            return kind
-        if self.hi == math.inf:
-            return f"{kind} {'>' if self.lo_open else '>='} {lo}"
-        if self.lo == -math.inf:
-            return f"{kind} {'<' if self.hi_open else '<='} {hi}"
-        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-        return f"{kind} in {left}{lo}, {hi}{right}"
-
-    def contains(self, v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            return False
-        if self.integer and v != int(v):
-            return False
-        above = v > self.lo if self.lo_open else v >= self.lo
-        below = v < self.hi if self.hi_open else v <= self.hi
-        return above and below
-
-    def check(self, levels: Sequence[Any], what: str) -> None:
-        """Raise :class:`ConfigError` naming the first level outside this domain."""
-        for i, v in enumerate(levels):
-            if not self.contains(v):
-                shown = (
-                    _num(v) if isinstance(v, float | int) and not isinstance(v, bool) else repr(v)
-                )
-                raise ConfigError(
-                    f"{what}: level {i} ({shown}) is outside its domain: the {self.what} must be "
-                    f"{self.describe()}"
-                )
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if math.isfinite(v) and v == int(v) else f"{v:g}"
-
-
-EDIT_RATE = Levels(0, 1, what="edit rate")
-"""Levels of text perturbations and text/RAG attacks: the share of words edited."""
-VARIANT = Levels(0, SEED_MAX, integer=True, what="variant number")
-"""Levels that number variants (0 = unchanged; each number seeds one variant)."""
-WORD_EDITS = Levels(0, 10_000, integer=True, what="word-edit budget")
-"""Levels of ranking attacks: how many words may be edited."""
-Fraction = Annotated[float, Field(gt=0, lt=1)]
-"""A proper fraction in (0, 1): a split share, a significance level."""

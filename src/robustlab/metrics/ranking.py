@@ -17,16 +17,21 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from robustlab.core.registry import metrics
 from robustlab.metrics.base import Metric
 
+if TYPE_CHECKING:  # torch is imported where rankings are scored, not to summarise records
+    import torch
+
 
 def _pad(rows: Sequence[Sequence[float]] | Sequence[torch.Tensor], fill: float) -> torch.Tensor:
+    import torch
+
     n = max((len(r) for r in rows), default=0)
     out = torch.full((len(rows), max(n, 1)), fill, dtype=torch.float64)
     for i, r in enumerate(rows):
@@ -48,6 +53,8 @@ def rank_metrics(
     ``ideal[i]`` lists the grades of all relevant documents of query ``i`` (default: those in
     ``rel[i]``). Ties in score keep the candidate order (stable sort).
     """
+    import torch
+
     s = _pad(scores, -float("inf"))
     g = _pad(rel, 0.0)
     order = torch.argsort(s, dim=1, descending=True, stable=True)

@@ -1,0 +1,157 @@
+"""What ``robustlab list`` shows, every registered component's name and one-line doc, without
+importing the components (their modules import torch, pandas, scikit-learn ...).
+
+The built-in entries are what the registries hold after full discovery, cached in
+``cache_dir()/catalog-<install>.json`` under a key made of this Python, the installed robustlab
+source tree (every file's relative path, size and modification time), the registries' built-in
+packages and the entry points of the ``robustlab.<kind>`` groups. Any edit, install, upgrade or
+plugin change gives a new key, and the next listing discovers again (seconds: it imports
+everything) and rewrites the cache. Components from plugins are never read from the cache: their
+entry points are loaded on every listing, as discovery loads them. A cache that cannot be read or
+written is rebuilt or skipped; the listing is the same either way.
+
+Example::
+
+    listing(["attacks"])["attacks"][:1]   # [('apgd', 'Auto-PGD (Croce & Hein, 2020) ...')]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from robustlab.core.paths import cache_dir
+from robustlab.core.registry import REGISTRIES, Registry, describe
+
+FORMAT = 1  # bump when the cached layout or the one-line rule changes
+Entries = list[tuple[str, str]]
+
+
+def one_line(obj: Any) -> str:
+    """The line ``robustlab list`` shows for a component: its ``doc`` attribute if it has one
+    (metrics), else the first line of its docstring."""
+    return getattr(obj, "doc", "") or describe(obj)
+
+
+def listing(kinds: Sequence[str]) -> dict[str, Entries]:
+    """``(name, one-line doc)`` of every component of each of ``kinds`` (registry kinds), sorted
+    by name: exactly what the registries hold after discovery, without importing the components
+    where the cache is current."""
+    plugins = _entry_points()
+    builtin: dict[str, Entries] | None = None
+    out: dict[str, Entries] = {}
+    for kind in kinds:
+        reg = REGISTRIES[kind]
+        if reg.discovered:  # everything is imported already: the registry is the answer
+            out[kind] = [(name, one_line(obj)) for name, obj in reg.items()]
+            continue
+        if builtin is None:
+            builtin = _builtin(plugins)
+            if reg.discovered:  # the cache was stale: discovery just ran in this process
+                out[kind] = [(name, one_line(obj)) for name, obj in reg.items()]
+                continue
+        out[kind] = _with_plugins(reg, builtin[kind], plugins.get(kind, []))
+    return out
+
+
+def _with_plugins(reg: Registry[Any], builtin: Entries, eps: list[Any]) -> Entries:
+    """The built-in entries plus the plugins' (loaded now), as discovery adds them: an entry
+    point whose name is taken is skipped, and what a plugin's import registers is listed."""
+    entries = dict(builtin)
+    for ep in eps:
+        if ep.name not in entries:
+            entries[ep.name] = one_line(ep.load())
+    for name, obj in reg.registered():  # what the plugins' imports registered
+        entries.setdefault(name, one_line(obj))
+    return sorted(entries.items())
+
+
+def _builtin(plugins: dict[str, list[Any]]) -> dict[str, Entries]:
+    """The built-in entries of every kind: from the cache if its key is current, else by full
+    discovery (then cached)."""
+    file = cache_file()
+    key = source_key(Path(__file__).resolve().parents[1], plugins)
+    cached = _read(file, key)
+    if cached is not None:
+        return cached
+    fresh = {
+        kind: [(n, one_line(o)) for n, o in reg.items() if n not in reg.plugin_names]
+        for kind, reg in REGISTRIES.items()
+    }
+    _write(file, key, fresh)
+    return fresh
+
+
+def cache_file() -> Path:
+    """This installation's catalog cache (one file per robustlab source folder)."""
+    where = str(Path(__file__).resolve().parents[1])
+    return cache_dir() / f"catalog-{hashlib.sha256(where.encode()).hexdigest()[:16]}.json"
+
+
+def source_key(root: Path, plugins: dict[str, list[Any]] | None = None) -> str:
+    """A digest of everything the built-in listing depends on: the cache format, Python's version,
+    the source tree under ``root`` (relative path, size and mtime of every file outside
+    ``__pycache__``), the registries' built-in packages and the plugin entry points."""
+    h = hashlib.sha256()
+    h.update(json.dumps([FORMAT, sys.version, str(root)]).encode())
+    h.update(json.dumps({k: r.builtin_modules for k, r in REGISTRIES.items()}).encode())
+    eps = {k: sorted((e.name, e.value) for e in v) for k, v in sorted((plugins or {}).items())}
+    h.update(json.dumps(eps).encode())
+    for rel, size, mtime in sorted(_files(root, "")):
+        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+    return h.hexdigest()
+
+
+def _files(folder: Path, prefix: str) -> Iterator[tuple[str, int, int]]:
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                if e.name != "__pycache__":
+                    yield from _files(Path(e.path), f"{prefix}{e.name}/")
+            elif e.is_file():
+                st = e.stat()
+                yield f"{prefix}{e.name}", st.st_size, st.st_mtime_ns
+
+
+def _entry_points() -> dict[str, list[Any]]:
+    """The plugin entry points of every registry kind, in one scan of the installed packages."""
+    from importlib.metadata import entry_points  # ~50 ms: only for the listing
+
+    eps = entry_points()
+    return {kind: list(eps.select(group=f"robustlab.{kind}")) for kind in REGISTRIES}
+
+
+def _read(file: Path, key: str) -> dict[str, Entries] | None:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if data["format"] != FORMAT or data["key"] != key or set(data["kinds"]) != set(REGISTRIES):
+            return None
+        return {
+            kind: [(str(n), str(d)) for n, d in entries] for kind, entries in data["kinds"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write(file: Path, key: str, kinds: dict[str, Entries]) -> None:
+    """Write the cache atomically (a concurrent reader sees the old file or the new one); a cache
+    folder that cannot be written only costs the next listing its speed."""
+    text = json.dumps({"format": FORMAT, "key": key, "kinds": kinds}, indent=0)
+    with contextlib.suppress(OSError):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".catalog-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
