@@ -7,7 +7,10 @@ White-box, any Lp ball (Linf and L2 as in the paper; L1 uses the sparse steepest
 max(p_j - p_{j-1} - 0.03, 0.06)``) the step is halved and the iterate restarted from the best point
 when fewer than ``rho=75%`` of the steps since the last checkpoint increased the loss, or when the
 step was not halved and the best loss did not improve. Every example has its own step size and
-checkpoint state and leaves the batch when the goal is met (early stop).
+checkpoint state and leaves the batch when the goal is met (early stop). Examples that already
+meet the goal at the clean input are never iterated (AutoAttack's start-time skip): they are
+returned as they are (``x_adv = x``, fooled, one query, the clean forward pass that every example
+is charged for).
 
 Example::
 
@@ -29,6 +32,17 @@ from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import AttackResult, PositiveInt, ThreatModel
 
 __all__ = ["APGD", "APGDT", "apgd_run", "checkpoints", "dlr_loss"]
+
+
+def _at_start(
+    model: Any, x: torch.Tensor, y: torch.Tensor, goal: Goal
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at the clean input and which examples already meet the goal there (the start-time
+    skip of AutoAttack's APGD: such an example is adversarial as it is; it is recorded as fooled
+    with ``x_adv = x`` and one query, and never iterated)."""
+    with torch.no_grad():
+        z = model.logits(x)
+    return z, goal.success(z, y).to(x.device)
 
 
 class _APGDBase:
@@ -77,11 +91,14 @@ class APGD(_APGDBase):
         self._check(model, x, y)
         goal = goal or Misclassified()
         x, y = x.detach(), y.to(x.device)
+        _, fooled = _at_start(model, x, y, goal)
         return until_fooled(
             x,
             range(self.restarts),
             lambda todo, _: apgd_run(model, x[todo], y[todo], None, threat, goal, self.loss,
                                      self.steps, rng.take(todo), self.early_stop),
+            success=fooled,
+            queries=torch.ones(x.shape[0], dtype=torch.long, device=x.device),  # the pass at x
         )  # fmt: skip
 
 
@@ -123,13 +140,13 @@ class APGDT(_APGDBase):
             raise ConfigError("apgd_t is untargeted (it picks its own targets); use apgd instead")
         goal = goal or Misclassified()
         x, y = x.detach(), y.to(x.device)
-        with torch.no_grad():
-            z = model.logits(x)
+        z, fooled = _at_start(model, x, y, goal)
         order = z.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
         return until_fooled(
             x,
             range(min(self.n_targets, model.num_classes - 1)),
             lambda todo, k: apgd_run(model, x[todo], y[todo], order[todo, k], threat, goal,
                                      self.loss, self.steps, rng.take(todo), self.early_stop),
+            success=fooled,
             queries=torch.ones(x.shape[0], dtype=torch.long, device=x.device),  # the logits above
         )  # fmt: skip
