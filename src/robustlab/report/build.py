@@ -54,7 +54,7 @@ def _probe_order(suite: dict[str, Any], df: pd.DataFrame) -> list[str]:
         order = ["clean", *(p.display for p in Suite.parse(suite).probes)]
     except ConfigError:
         order = ["clean"]
-    return order + sorted(set(df["probe"].dropna()) - set(order)) if len(df) else order
+    return order + sorted(set(df["probe"].dropna().unique()) - set(order)) if len(df) else order
 
 
 def _clean_json(value: Any) -> Any:
@@ -184,7 +184,7 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
     df = store.records(run_id)
     suite = info.get("suite", {})
     models = [m.get("label") or m["name"] for m in suite.get("models", [])]
-    models += sorted(set(df["model"].dropna()) - set(models)) if len(df) else []
+    models += sorted(set(df["model"].dropna().unique()) - set(models)) if len(df) else []
 
     clean = tables.clean(df)
     reps = tables.clean_by_replicate(df)

@@ -11,6 +11,7 @@ moment leaves either all of a unit or none of it, and a rerun resumes with the m
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import random
 import sqlite3
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError, DatabaseError, InterfaceError, OperationalError
@@ -378,9 +380,20 @@ class Store:
                 cols["unit_key"] += [key] * n
                 for k, vals in blocks.decode(bytes(block), n).items():
                     cols[k] += vals
-        df = pd.DataFrame(cols)
-        if df.empty:
+        if not cols["model"]:
             return pd.DataFrame(columns=list(cols))
+        json_cols = ("extra", "meta")
+        if expand and all(all(type(v) is str for v in cols[k]) for k in json_cols):
+            # the expansion of frame(), parsing each distinct JSON text once (a run's meta repeats
+            # per example and most extras are "{}"): the same columns, values and dtypes
+            parts = [
+                _expand_json(cols.pop(k)).add_prefix(p)
+                for k, p in zip(json_cols, ("x.", "m."), strict=True)
+            ]
+            df = pd.DataFrame(cols)
+            df["correct"] = df["correct"].astype("float64")
+            return frame(pd.concat([df, *parts], axis=1))
+        df = pd.DataFrame(cols)
         df["correct"] = df["correct"].astype("float64")
         return frame(df) if expand else df
 
@@ -389,6 +402,18 @@ class Store:
             for t in (schema.record_blocks, schema.units):
                 c.execute(t.delete().where(t.c.run_id == run_id))
             c.execute(schema.runs.delete().where(schema.runs.c.id == run_id))
+
+
+def _expand_json(texts: list[str]) -> pd.DataFrame:
+    """JSON object texts (one per record) as columns: the distinct texts parsed in one
+    ``read_json`` call (as :func:`robustlab.core.records.frame` parses all of them), then spread
+    back to the records by their codes."""
+    codes, uniques = pd.factorize(np.asarray(texts, dtype=object))
+    if all(u == "{}" for u in uniques):
+        return pd.DataFrame(index=range(len(texts)))
+    text = "\n".join(u if u else "{}" for u in uniques)
+    table = pd.read_json(io.StringIO(text), lines=True, dtype=False, precise_float=True)
+    return table.take(codes).reset_index(drop=True)
 
 
 def _lease(now: float) -> dict[str, Any]:
