@@ -23,7 +23,7 @@ _ALPHA = 0.05
 # query counts) draw the resample counts of each distinct value from their multinomial instead:
 # the same bootstrap distribution, exactly, at O(n_boot x distinct values) instead of
 # O(n_boot x n) -- what keeps a 1M-record report in seconds.
-EXACT_DRAWS_MAX_N = 10_000
+EXACT_DRAWS_MAX_N = 2_000
 _INDEX_CHUNK = 4_000_000  # resample indices per block, as in metrics.base._boot_means
 
 
@@ -54,16 +54,19 @@ def summarize(
     keys = [k if isinstance(k, tuple) else (k,) for k in gb.size().index]
     order = np.argsort(ids, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=len(keys)))])
-    data = df.iloc[order]
     reps = _replicate_slices(df, by, ids, len(keys)) if "replicate" in df else None
-
-    by_rep = df.iloc[reps[0]] if reps is not None else None
     ms = [metrics.get(name) for name in names]
-    fasts = [_fast(m, data) for m in ms]
+    # only the columns a core metric reads are reordered (not the record's text columns)
+    needed = [c for m in ms for c in (_fast_columns(m) or ()) if c in df]
+    narrow = df[list(dict.fromkeys(needed))]
+    fasts = [_fast(m, narrow.iloc[order]) for m in ms]
     rep_fasts = [
-        _fast(m, by_rep) if by_rep is not None and f is not None else None
+        _fast(m, narrow.iloc[reps[0]]) if reps is not None and f is not None else None
         for m, f in zip(ms, fasts, strict=True)
     ]
+    slow = any(f is None for f in fasts)
+    data = df.iloc[order] if slow else None
+    by_rep = df.iloc[reps[0]] if slow and reps is not None else None
     rows, pending = [], []
     for i, key in enumerate(keys):
         a, b = int(bounds[i]), int(bounds[i + 1])
@@ -72,17 +75,19 @@ def summarize(
             if fast is not None:
                 value, per_example = fast(a, b)
             else:
+                assert data is not None
                 g = data.iloc[a:b] if g is None else g
                 value = m(g)
                 per_example = m.per_example(g) if m.per_example is not None else None
             if per_example is not None:
                 pending.append((len(rows), per_example))
             per_rep = []
-            if reps is not None and by_rep is not None:
+            if reps is not None:
                 spans = reps[1][i]
                 if rep_fast is not None:
                     per_rep = [rep_fast(x, y)[0] for x, y in spans]
                 else:
+                    assert by_rep is not None
                     per_rep = [m(by_rep.iloc[x:y]) for x, y in spans]
             std = float(np.std(per_rep, ddof=1)) if len(per_rep) > 1 else float("nan")
             rows.append(
@@ -100,9 +105,11 @@ def _replicate_slices(
 ) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
     """Row order sorting by (group, replicate), stably, and per group the ``(start, stop)`` of each
     replicate in that order (replicates ascending: the order of ``g.groupby("replicate")``)."""
-    sub_ids = df.groupby([*by, "replicate"], sort=True, dropna=False).ngroup().to_numpy()
-    order = np.argsort(sub_ids, kind="stable")
-    sizes = np.bincount(sub_ids)
+    rep_codes, rep_values = pd.factorize(df["replicate"], sort=True)
+    rows = np.flatnonzero(rep_codes >= 0)  # a missing replicate is in no block (groupby drops it)
+    sub_ids = ids[rows].astype(np.int64) * max(1, len(rep_values)) + rep_codes[rows]
+    order = rows[np.argsort(sub_ids, kind="stable")]
+    _, sizes = np.unique(sub_ids, return_counts=True)  # (group, replicate) blocks, ascending
     stops = np.cumsum(sizes)
     starts = stops - sizes
     owner = ids[order][starts]  # the group of each (group, replicate) block
@@ -114,6 +121,19 @@ def _replicate_slices(
 
 def _numeric(df: pd.DataFrame, col: str) -> pd.Series:
     return df[col] if col in df else pd.Series(np.nan, index=df.index)
+
+
+def _fast_columns(m: Metric) -> tuple[str, ...] | None:
+    """The record columns the fast path of core metric ``m`` reads (``None``: no fast path)."""
+    from robustlab.metrics import core
+
+    return {
+        id(core.accuracy): ("correct",),
+        id(core.error_rate): ("correct",),
+        id(core.failure_rate): ("error",),
+        id(core.attack_success_rate): ("x.success", "x.clean_correct"),
+        id(core.mean_queries): ("x.queries",),
+    }.get(id(m))
 
 
 def _fast(m: Metric, df: pd.DataFrame) -> Callable[[int, int], tuple[float, Any]] | None:

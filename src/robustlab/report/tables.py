@@ -116,6 +116,11 @@ def slices(
     ``by: col`` gives one slice per value of ``m.<col>``; ``where: {col: [values]}`` one named slice
     (all conditions must hold).
     """
+    # what slices and their accuracy read: keys, correctness, replicate, metadata (``m.*``); not
+    # the records' text columns, which cost most to copy into each slice of a large run
+    keep = [c for c in df if c in ("model", "replicate", "kind", "probe", "level", "correct")
+            or str(c).startswith("m.")]  # fmt: skip
+    df = df[keep]
     sub = pd.concat(
         [df[df["kind"] == "clean"], df.merge(worst, on=["model", "probe", "level"])],
         ignore_index=True,

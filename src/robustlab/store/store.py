@@ -383,7 +383,7 @@ class Store:
         if not cols["model"]:
             return pd.DataFrame(columns=list(cols))
         json_cols = ("extra", "meta")
-        if expand and all(all(type(v) is str for v in cols[k]) for k in json_cols):
+        if expand and all(set(map(type, cols[k])) == {str} for k in json_cols):
             # the expansion of frame(), parsing each distinct JSON text once (a run's meta repeats
             # per example and most extras are "{}"): the same columns, values and dtypes
             parts = [
