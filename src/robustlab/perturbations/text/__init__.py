@@ -14,8 +14,10 @@ sentences), ``paraphrase`` (local LLM). Word edits draw their numbers through :c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from robustlab.core.errors import ConfigError
@@ -46,20 +48,60 @@ class WordDraws:
     texts of very different lengths costs only its real words (checked equal to :func:`draws`).
 
     Uses one draw of the stream (:meth:`ExampleRNG.draw_base` / :meth:`ExampleRNG.uniform_at`).
+    :meth:`uniform` computes the same numbers in numpy (the same integer hash on ``uint64``; no
+    per-op tensor overhead) for the perturbations' hot path; ``text``/``word`` (torch) and
+    ``text_np``/``word_np`` index every word of the batch.
     """
 
     def __init__(self, rng: ExampleRNG, lengths: list[int], per_word: int) -> None:
         self.base = rng.draw_base()
+        self.base_np = self.base.cpu().numpy().astype(np.uint64)
         self.per_word = per_word
-        self.lengths = torch.tensor(lengths, dtype=torch.long)
-        self.text = torch.repeat_interleave(torch.arange(len(lengths)), self.lengths)
-        start = torch.cumsum(self.lengths, 0) - self.lengths
-        self.word = torch.arange(len(self.text)) - start[self.text]
+        n = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        self.text_np = np.repeat(np.arange(len(n)), n)
+        self.word_np = np.arange(len(self.text_np)) - np.repeat(np.cumsum(n) - n, n)
+        self.lengths = torch.from_numpy(n)
+        self.text = torch.from_numpy(self.text_np)
+        self.word = torch.from_numpy(self.word_np)
 
     def at(self, text: torch.Tensor, word: torch.Tensor, col: int) -> torch.Tensor:
         """float64 uniforms for ``(text[i], word[i], col)``, equal to ``draws(...)[t, w, col]``."""
         j = word * self.per_word + col
         return ExampleRNG.uniform_at(self.base[text], j, torch.float64)
+
+    def uniform(self, text: np.ndarray, word: np.ndarray, cols: Sequence[int]) -> np.ndarray:
+        """float64 ``[len(text), len(cols)]``: column ``k`` equals ``at(text, word, cols[k])``."""
+        j = word[:, None] * self.per_word + np.asarray(cols, dtype=np.int64)[None, :]
+        return uniform_at_np(self.base_np[text][:, None], j)
+
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def _hash32_np(x: np.ndarray) -> np.ndarray:
+    """``robustlab.core.rng.hash32`` in place on a uint64 array of values in [0, 2**32)."""
+    x ^= x >> np.uint64(16)
+    x *= np.uint64(0x7FEB352D)
+    x &= _M32
+    x ^= x >> np.uint64(15)
+    x *= np.uint64(0x846CA68B)
+    x &= _M32
+    x ^= x >> np.uint64(16)
+    return x
+
+
+def uniform_at_np(base: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """:meth:`ExampleRNG.uniform_at` (float64) in numpy: ``base`` uint64 keys, ``index`` int64
+    element indices (broadcast); bit-identical (tested), since the hash is exact integer arithmetic
+    modulo 2**32 in both."""
+    j = index.astype(np.uint64) * np.uint64(0x9E3779B9)
+    j &= _M32
+    h = _hash32_np(j ^ base)
+    h += base
+    h &= _M32
+    _hash32_np(h)
+    h >>= np.uint64(8)
+    return h.astype(np.float64) * (1.0 / (1 << 24))
 
 
 def match_case(new: str, old: str) -> str:

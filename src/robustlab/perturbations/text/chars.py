@@ -24,7 +24,7 @@ from pathlib import Path
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
-from robustlab.perturbations.text import match_case
+from robustlab.perturbations.text import match_case, vector
 from robustlab.perturbations.text.words import _WordEdit, split_word
 
 _LETTERS = string.ascii_lowercase
@@ -50,6 +50,8 @@ class CharSwap(_CharEdit):
 
     shortest = 3
 
+    vectorised = staticmethod(vector.char_swap)
+
     def char(self, w: str, u_pos: float, u_char: float) -> str:
         i = 1 + min(int(u_pos * (len(w) - 2)), len(w) - 3)
         return w[:i] + w[i + 1] + w[i] + w[i + 2 :]
@@ -61,6 +63,8 @@ class CharDelete(_CharEdit):
 
     shortest = 3
 
+    vectorised = staticmethod(vector.char_delete)
+
     def char(self, w: str, u_pos: float, u_char: float) -> str:
         i = min(int(u_pos * len(w)), len(w) - 1)
         return w[:i] + w[i + 1 :]
@@ -71,6 +75,8 @@ class CharInsert(_CharEdit):
     """Insert a random letter a-z into a word (upper case inside an all-caps word)."""
 
     shortest = 1
+
+    vectorised = staticmethod(vector.char_insert)
 
     def char(self, w: str, u_pos: float, u_char: float) -> str:
         i = min(int(u_pos * (len(w) + 1)), len(w))
@@ -101,6 +107,8 @@ class OCR(_CharEdit):
     :data:`OCR_CONFUSIONS`), at a uniformly drawn confusable position."""
 
     shortest = 1
+
+    vectorised = staticmethod(vector.ocr)
 
     def char(self, w: str, u_pos: float, u_char: float) -> str:
         spots = _ocr_spots(w)
@@ -137,6 +145,8 @@ def misspellings_table() -> dict[str, tuple[str, ...]]:
 @perturbations.register("misspelling")
 class Misspelling(_WordEdit):
     """Replace a word by one of its real misspellings (codespell dictionary; case kept)."""
+
+    vectorised = staticmethod(vector.misspelling)
 
     def one(self, word: str, u: list[float]) -> str:
         parts = split_word(word)

@@ -13,15 +13,26 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import perturbations
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import EDIT_RATE, PositiveInt
-from robustlab.perturbations.text import SEVERITIES, WordDraws, check_texts, draws, match_case
+from robustlab.perturbations.text import (
+    SEVERITIES,
+    WordDraws,
+    check_texts,
+    draws,
+    match_case,
+    vector,
+)
+from robustlab.perturbations.text.vector import Words
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 NEIGHBOURS = {
@@ -68,12 +79,17 @@ def typo_word(word: str, u_kind: float, u_pos: float, u_char: float) -> str:
 class _WordEdit:
     """Each word is picked with probability ``severity`` (column 0 of its draws); a picked word is
     rewritten by :meth:`one` (from its other ``per_word`` draws), or, for edits that move words,
-    the whole text by :meth:`edit`. Only the picked words' draws leave the tensor."""
+    the whole text by :meth:`edit`. Only the picked words' draws leave the tensor.
+
+    ``one`` and ``edit`` are the per-word specification; edits with a ``vectorised`` function
+    (:mod:`robustlab.perturbations.text.vector`) rewrite all picked words of the batch at once with
+    the same result, and word-moving edits override :meth:`edit_batch`."""
 
     modality = "text"
     level_domain = EDIT_RATE
     severities = SEVERITIES
     per_word = 1
+    vectorised: Callable[[Words, np.ndarray], list[str]] | None = None
 
     def one(self, word: str, u: list[float]) -> str:
         raise NotImplementedError
@@ -81,21 +97,59 @@ class _WordEdit:
     def edit(self, words: list[str], pick: list[bool]) -> list[str]:
         raise NotImplementedError
 
+    def edit_words(self, words: list[str], u: np.ndarray) -> list[str]:
+        """The picked ``words`` rewritten (``u``: their draws ``[k, per_word]``), as :meth:`one`."""
+        fn = type(self).vectorised
+        if fn is not None and words:
+            try:
+                return fn(Words(words), u)
+            except UnicodeEncodeError:  # a lone surrogate: no UTF-32 code-point array
+                pass
+        return [self.one(w, v) for w, v in zip(words, u.tolist(), strict=True)]
+
+    def edit_batch(
+        self, flat: list[str], lengths: np.ndarray, pick: np.ndarray
+    ) -> tuple[list[str], np.ndarray]:
+        """All words of the batch (``flat``, ``lengths`` per text) after :meth:`edit` per text,
+        and the new number of words per text."""
+        texts = [
+            self.edit(w, p.tolist())
+            for w, p in zip(
+                split_flat(flat, lengths), np.split(pick, np.cumsum(lengths)[:-1]), strict=True
+            )
+        ]
+        return list(itertools.chain.from_iterable(texts)), np.array([len(t) for t in texts])
+
     def __call__(self, x: list[str], severity: float, rng: ExampleRNG) -> list[str]:
         texts = check_texts(x, severity, type(self).__name__)
         if severity == 0:
             return list(x)
-        d = WordDraws(rng, [len(t) for t in texts], self.per_word + 1)
-        sel = d.at(d.text, d.word, 0) < severity
+        lengths = [len(t) for t in texts]
+        d = WordDraws(rng, lengths, self.per_word + 1)
+        sel = d.uniform(d.text_np, d.word_np, [0])[:, 0] < severity
+        flat = list(itertools.chain.from_iterable(texts))
         if type(self).one is _WordEdit.one:
-            pick = sel.split(d.lengths.tolist())
-            texts = [self.edit(w, pick[i].tolist()) for i, w in enumerate(texts)]
-        else:
-            b, j = d.text[sel], d.word[sel]
-            vals = torch.stack([d.at(b, j, c) for c in range(1, self.per_word + 1)], 1).tolist()
-            for bi, ji, v in zip(b.tolist(), j.tolist(), vals, strict=True):
-                texts[bi][ji] = self.one(texts[bi][ji], v)
-        return [" ".join(w) if w else x[i] for i, w in enumerate(texts)]
+            flat, n = self.edit_batch(flat, np.array(lengths, dtype=np.int64), sel)
+            return join_texts(flat, n, x)
+        idx = np.flatnonzero(sel)
+        u = d.uniform(d.text_np[idx], d.word_np[idx], range(1, self.per_word + 1))
+        pos = idx.tolist()
+        new = self.edit_words(list(map(flat.__getitem__, pos)), u)
+        for k, w in zip(pos, new, strict=True):
+            flat[k] = w
+        return join_texts(flat, lengths, x)
+
+
+def split_flat(flat: list[str], lengths: Sequence[int] | np.ndarray) -> list[list[str]]:
+    """``flat`` cut into consecutive lists of ``lengths`` words."""
+    ends = np.cumsum(lengths).tolist()
+    return [flat[e - n : e] for e, n in zip(ends, np.asarray(lengths).tolist(), strict=True)]
+
+
+def join_texts(flat: list[str], lengths: Sequence[int] | np.ndarray, x: Sequence[str]) -> list[str]:
+    """Per text, its words (consecutive in ``flat``) joined by single spaces; a text without words
+    is returned as it was."""
+    return [" ".join(w) if w else x[i] for i, w in enumerate(split_flat(flat, lengths))]
 
 
 @perturbations.register("typo")
@@ -103,6 +157,7 @@ class Typo(_WordEdit):
     """Keyboard typos in a share ``severity`` of the words (swap, drop, repeat, neighbour key)."""
 
     per_word = 3
+    vectorised = staticmethod(vector.typo)
 
     def one(self, word: str, u: list[float]) -> str:
         return typo_word(word, *u)
@@ -138,6 +193,23 @@ class WordOrder(_WordEdit):
             j += 1
         return out
 
+    def edit_batch(
+        self, flat: list[str], lengths: np.ndarray, pick: np.ndarray
+    ) -> tuple[list[str], np.ndarray]:
+        """:meth:`edit` on every text at once: a picked word that is not its text's last swaps
+        unless its left neighbour just swapped into it, i.e. every other one of a run of such
+        words, from the run's start (runs end at each text's last word, which never swaps)."""
+        last = np.cumsum(lengths) - 1
+        can = pick.copy()
+        can[last[lengths > 0]] = False
+        idx = np.arange(len(can))
+        start = can & np.concatenate(([True], ~can[:-1]))
+        first = np.maximum.accumulate(np.where(start, idx, 0)) if len(can) else idx
+        j = np.flatnonzero(can & ((idx - first) % 2 == 0))
+        order = idx.copy()
+        order[j], order[j + 1] = j + 1, j
+        return list(map(flat.__getitem__, order.tolist())), lengths
+
 
 @perturbations.register("word_deletion")
 class WordDeletion(_WordEdit):
@@ -146,6 +218,20 @@ class WordDeletion(_WordEdit):
     def edit(self, words: list[str], pick: list[bool]) -> list[str]:
         kept = [w for j, w in enumerate(words) if not pick[j]]
         return kept or words[:1]
+
+    def edit_batch(
+        self, flat: list[str], lengths: np.ndarray, pick: np.ndarray
+    ) -> tuple[list[str], np.ndarray]:
+        """:meth:`edit` on every text at once: the words not picked, or the first word of a text
+        whose words were all picked."""
+        keep = ~pick
+        ends = np.cumsum(lengths)
+        first = ends - lengths
+        c = np.concatenate(([0], np.cumsum(keep)))
+        none = (lengths > 0) & (c[ends] == c[first])
+        keep[first[none]] = True
+        c = np.concatenate(([0], np.cumsum(keep)))
+        return list(itertools.compress(flat, keep.tolist())), c[ends] - c[first]
 
 
 @perturbations.register("local_shuffle")
