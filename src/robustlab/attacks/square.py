@@ -151,6 +151,63 @@ class _LinfDraws:
         self.start = it
 
 
+class _Rejected:
+    """The Linf proposals each example has already been refused from its current point.
+
+    A Linf proposal is fixed by its window side, corner and per-channel signs (every value is
+    ``x +- eps`` clipped); late in the schedule the windows are small and the same proposal comes
+    again (a 1-pixel window on an 8x8 grey image has 64). While an example's point and margin are
+    unchanged, a proposal refused before is refused again: the model, asked the same input, gives
+    the same margin, which was not below the current one. So it is not asked again (the query is
+    still counted, as the attack made it); an accepted step forgets the example's refusals. Exact
+    for a deterministic model whose rows do not depend on the rest of the batch (what early stop
+    relies on too); off for models declaring ``randomized`` and where the table would be large
+    (side, corner and signs over :data:`MAX_KEYS` keys), and off the CPU (a new batch shape costs
+    a GPU a fresh plan; not measured there)."""
+
+    MAX_KEYS = 1 << 14  # keys per example (bools): 16 KB per example at most
+
+    def __init__(self, n: int, shape: torch.Size) -> None:
+        self.c, self.h = shape[0], shape[1]
+        self.side = -1
+        self.seen = torch.zeros(n, 0, dtype=torch.bool)
+        self.key = torch.zeros(n, dtype=torch.long)
+        self.pow = 1 << torch.arange(self.c)
+
+    @classmethod
+    def for_model(cls, model: Any, x: torch.Tensor) -> _Rejected | None:
+        """The table for this attack, or None where it does not apply."""
+        if getattr(model, "randomized", False) or x.device.type != "cpu" or x.shape[1] > 8:
+            return None
+        return cls(x.shape[0], x.shape[1:])
+
+    def ask(self, side: int, corner: torch.Tensor, sign: torch.Tensor) -> torch.Tensor | None:
+        """Rows to ask the model about (None: all of them)."""
+        if side != self.side:  # a new window size: new proposals
+            keys = max(self.h - side + 1, 1) ** 2 << self.c  # corners x signs
+            self.side = side
+            self.seen = torch.zeros(len(corner), keys if keys <= self.MAX_KEYS else 0,
+                                    dtype=torch.bool)  # fmt: skip
+        if self.seen.shape[1] == 0:
+            return None
+        self.key = (corner << self.c) + (sign.long() * self.pow).sum(1)
+        known = self.seen.gather(1, self.key[:, None]).squeeze(1)
+        return torch.nonzero(~known).flatten() if bool(known.any()) else None
+
+    def answered(self, better: torch.Tensor) -> None:
+        """Record the refusals of this iteration; an accepted step clears its row."""
+        if self.seen.shape[1] == 0:
+            return
+        self.seen.scatter_(1, self.key[:, None], ~better[:, None])
+        moved = torch.nonzero(better).flatten()
+        if moved.numel():
+            self.seen[moved] = False
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Examples ``index`` of the current batch stay (the others left)."""
+        self.seen = self.seen[index]
+
+
 def _linf_side(p: float, h: int, w: int) -> int:
     """Side of the Linf proposal window for the fraction ``p`` of an ``h`` x ``w`` image."""
     return min(max(int(round(math.sqrt(p * h * w))), 1), h - 1 if h > 1 else 1, w)
@@ -206,20 +263,36 @@ class Square:
             if not l2:  # every Linf value is x +- eps clipped to the domain: already in the ball
                 up, down = dom.clip(xa + eps), dom.clip(xa - eps)
                 draws = _LinfDraws(ra, x.shape[1:], self.p_init, self.n_queries, x.device)
+            memo = _Rejected.for_model(model, x) if not l2 else None
             for it in range(self.n_queries):
                 if act.numel() == 0:
                     break
                 if l2:
                     p = p_selection(self.p_init, it, self.n_queries)
                     new = threat.project(self._l2(xa, cur, p, eps, ra, dom), xa, dom)
+                    ask = None
                 else:
-                    new = self._linf(cur, up, down, *draws.next(it))
-                z = model.logits(new)
-                m = margin(z, ya, tg)
-                better = m < marg
+                    side, corner, plus = draws.next(it)
+                    new, sign = self._linf_step(cur, up, down, side, corner, plus)
+                    ask = memo.ask(side, corner, sign) if memo is not None else None
+                if ask is None:  # every row is a new query
+                    z = model.logits(new)
+                    m = margin(z, ya, tg)
+                    better = m < marg
+                    marg = torch.where(better, m, marg)
+                    hit = goal.success(z, ya) & better
+                else:  # only the rows whose proposal was not rejected before from this point
+                    better = torch.zeros_like(marg, dtype=torch.bool)
+                    hit = torch.zeros_like(better)
+                    if ask.numel():
+                        z, ys = model.logits(new[ask]), ya[ask]
+                        m = margin(z, ys, tg)
+                        b = m < marg[ask]
+                        better[ask], marg[ask] = b, torch.where(b, m, marg[ask])
+                        hit[ask] = goal.success(z, ys) & b
                 cur = torch.where(better.view(-1, 1, 1, 1), new, cur)
-                marg = torch.where(better, m, marg)
-                hit = goal.success(z, ya) & better
+                if memo is not None:
+                    memo.answered(better)
                 if bool(hit.any()):
                     gone = act[hit]
                     best[gone], success[gone], queries[gone] = cur[hit], True, it + 2
@@ -229,6 +302,8 @@ class Square:
                     if not l2:
                         up, down = up[keep], down[keep]
                         draws.keep(keep)
+                        if memo is not None:
+                            memo.keep(keep)
             if not l2:
                 draws.finish()
             if act.numel():  # never fooled: the lowest-margin point, queried at every iteration
@@ -237,17 +312,25 @@ class Square:
 
     @staticmethod
     def _linf(cur, up, down, side, corner, plus):  # type: ignore[no-untyped-def]
+        """The proposal of :meth:`_linf_step` alone."""
+        return Square._linf_step(cur, up, down, side, corner, plus)[0]
+
+    @staticmethod
+    def _linf_step(cur, up, down, side, corner, plus):  # type: ignore[no-untyped-def]
         """Set the window of side ``side`` at ``corner`` to ``up`` or ``down`` (``x +- eps``
         clipped) per channel as ``plus`` says; flip the sign where that would leave the window as
         it is. Works on the window's values only (gathered, then scattered into a copy of ``cur``)
-        where every window lies inside the image, else on masks of the whole image."""
+        where every window lies inside the image, else on masks of the whole image. Returns the
+        proposal and the signs it set (``[B, C]``, True: up): side, corner and signs determine the
+        proposal given ``cur``."""
         b, c, h, w = cur.shape
         if h > w:  # a window may stick out to the right: masks
             n = max(h - side + 1, 1)
             win = _windows(side, h, w, str(cur.device)).view(n * n, 1, h, w)[corner]
             prop = torch.where(plus, up, down)
             same = (prop - cur).abs_().mul_(win).amax((1, 2, 3)) < 1e-7  # no change: flip
-            return torch.where(win, torch.where(plus ^ same.view(-1, 1, 1, 1), up, down), cur)
+            sign = plus ^ same.view(-1, 1, 1, 1)
+            return torch.where(win, torch.where(sign, up, down), cur), sign.view(b, c)
         idx = _window_index(side, c, h, w, str(cur.device))[corner]  # [B, C * side**2]
         flat = cur.reshape(b, -1)
         now = flat.gather(1, idx)
@@ -255,7 +338,8 @@ class Square:
         pl = plus.view(b, c, 1).expand(b, c, side * side).reshape(b, -1)
         same = (torch.where(pl, hi, lo) - now).abs_().amax(1) < 1e-7  # no change: flip the sign
         vals = torch.where(pl ^ same[:, None], hi, lo)
-        return flat.clone().scatter_(1, idx, vals).view(b, c, h, w)
+        sign = plus.view(b, c) ^ same[:, None]
+        return flat.clone().scatter_(1, idx, vals).view(b, c, h, w), sign
 
     @staticmethod
     def _l2(x, cur, p, eps, r, dom):  # type: ignore[no-untyped-def]
