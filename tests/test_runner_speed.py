@@ -99,6 +99,19 @@ def test_digits_cache_equals_scikit_learn(data_cache: Path) -> None:
     assert not list(data_cache.glob("*.tmp*"))
 
 
+def test_photos_cache_equals_direct_resize(data_cache: Path) -> None:
+    pytest.importorskip("skimage")
+    from robustlab.data.photos import PHOTOS, _load, center_crop_resize
+
+    ref = torch.stack([center_crop_resize(_load(n), 32) for n in PHOTOS])
+    built = datasets.create("skimage-photos", {"size": 32})
+    cached = datasets.create("skimage-photos", {"size": 32})
+    assert torch.equal(built.x, ref) and torch.equal(cached.x, ref)
+    assert cached.meta == built.meta and torch.equal(cached.y, built.y)
+    sub = datasets.create("skimage-photos", {"size": 32, "photos": ["coffee"]})  # its own entry
+    assert torch.equal(sub.x, ref[1:2]) and len(list(data_cache.glob("skimage-photos-*"))) == 2
+
+
 def test_corrupt_cache_entry_is_rebuilt(data_cache: Path) -> None:
     ref = datasets.create("digits", {"split": "test"})
     (entry,) = data_cache.glob("digits-*.npz")

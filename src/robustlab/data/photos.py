@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
 from robustlab.core.types import Domain, PositiveInt
-from robustlab.data.base import Dataset
+from robustlab.data.base import Dataset, cached_arrays
 
 # photo -> (ImageNet id, class name, ids also right)
 PHOTOS: dict[str, tuple[int, str, tuple[int, ...]]] = {
@@ -79,12 +79,8 @@ def skimage_photos(size: PositiveInt = 224, photos: list[str] | None = None) -> 
         raise ConfigError(
             f"skimage-photos: unknown photo(s) {unknown or names!r}; choose from {sorted(PHOTOS)}"
         )
-    try:
-        x = torch.stack([center_crop_resize(_load(n), size) for n in names])
-    except ImportError:
-        raise ConfigError("skimage-photos needs scikit-image: pip install scikit-image") from None
     return Dataset(
-        x=x,
+        x=_photo_tensor(names, size),
         y=torch.tensor([PHOTOS[n][0] for n in names], dtype=torch.long),
         name="skimage-photos",
         ids=torch.tensor([list(PHOTOS).index(n) for n in names]),
@@ -95,3 +91,26 @@ def skimage_photos(size: PositiveInt = 224, photos: list[str] | None = None) -> 
         },
         domain=Domain(0.0, 1.0, (3, size, size)),
     )
+
+
+def _photo_tensor(names: list[str], size: int) -> torch.Tensor:
+    """The photos cropped and resized, cached on disk per scikit-image and torch version
+    (:func:`~robustlab.data.base.cached_arrays`): a warm cache skips importing scikit-image and
+    decoding the files (~1 s)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def build() -> dict[str, np.ndarray]:
+        try:
+            x = torch.stack([center_crop_resize(_load(n), size) for n in names])
+        except ImportError:
+            hint = "skimage-photos needs scikit-image: pip install scikit-image"
+            raise ConfigError(hint) from None
+        return {"x": x.numpy()}
+
+    try:
+        skimage = version("scikit-image")
+    except PackageNotFoundError:
+        return torch.from_numpy(build()["x"])  # raises the install hint
+    key = {"name": "skimage-photos", "photos": names, "size": size, "skimage": skimage,
+           "torch": torch.__version__, "numpy": np.__version__, "v": 1}  # fmt: skip
+    return torch.from_numpy(cached_arrays(key, build)["x"])
