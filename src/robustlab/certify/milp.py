@@ -12,6 +12,15 @@ layer) is encoded exactly with one binary ``a``::
 
 and HiGHS (``scipy.optimize.milp``) minimises ``z_y - z_j`` for each other class ``j``. A positive
 *dual* bound for every ``j`` proves robustness; a negative primal value is a counterexample.
+
+The bounds ``l, u`` are linear-relaxation (CROWN) bounds (:mod:`robustlab.certify.bounds`), never
+looser than interval arithmetic: fewer unstable ReLUs (fewer binaries) and tighter big-M constants.
+The certifier decides in stages, cheapest first (:func:`decide`): (1) the same bounds, folded with
+each ``z_c - z_j``, prove classes (often all of them) without a solve; (2) for the examples left,
+PGD looks for a counterexample (re-checked: inside the box, a negative margin in the float64 chain
+and a changed argmax of the model); (3) a MILP per remaining class, the classes ordered by the
+attack's margins, each solve cut off at ``z_c - z_j <= tol`` (infeasible = proven), stopping at the
+first counterexample.
 """
 
 from __future__ import annotations
@@ -24,17 +33,20 @@ import numpy as np
 import torch
 from scipy import optimize, sparse
 
-from robustlab.certify.base import check_certify_inputs, require_positive
+from robustlab.certify.base import check_certify_inputs, require_int, require_positive
+from robustlab.certify.bounds import linear_bounds, margin_bounds
 from robustlab.certify.ibp import input_box
 from robustlab.certify.milp_chain import ReluChain, relu_chain
 from robustlab.core.registry import certifiers
 from robustlab.core.rng import ExampleRNG
-from robustlab.core.types import Certificate, NonNegative, Positive
+from robustlab.core.types import Certificate, NonNegative, NonNegativeInt, Positive, PositiveInt
 
 ROBUST, COUNTEREXAMPLE, UNDECIDED = 0, 1, 2
+BOUNDS, ATTACK, SOLVER = 0, 1, 2  # the stage that decided an example (:func:`decide`)
 
-__all__ = ["COUNTEREXAMPLE", "ROBUST", "UNDECIDED", "MILPVerifier", "Problem", "ReluChain",
-           "exact_bounds", "ibp_tightness", "interval_margins", "relu_chain", "verify"]  # fmt: skip
+__all__ = ["ATTACK", "BOUNDS", "COUNTEREXAMPLE", "ROBUST", "SOLVER", "UNDECIDED", "MILPVerifier",
+           "Problem", "ReluChain", "check_counterexample", "decide", "exact_bounds",
+           "ibp_tightness", "interval_margins", "relu_chain", "verify"]  # fmt: skip
 
 
 @dataclass
@@ -49,14 +61,23 @@ class Problem:
 
     @classmethod
     def build(
-        cls, chain: ReluChain, lo: np.ndarray, hi: np.ndarray, phases: np.ndarray | None = None
+        cls,
+        chain: ReluChain,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        phases: np.ndarray | None = None,
+        pre: list[tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> Problem:
         """Encode ``chain`` for inputs in the box ``[lo, hi]`` (flat, float64).
 
         ``phases`` (one entry per hidden neuron, layers concatenated: +1 active, -1 inactive, 0
         free) fixes ReLU phases, as for neural activation patterns; stable neurons are fixed too.
+        ``pre``: sound bounds ``[(l_k, u_k)]`` of the hidden pre-activations over the box (default:
+        :func:`~robustlab.certify.bounds.linear_bounds`); they only set the big-M constants and
+        the stable phases, so the MILP's optimum does not depend on them.
         """
-        pre = chain.bounds(lo, hi)[:-1]
+        if pre is None:
+            pre = [(lk[0], uk[0]) for lk, uk in linear_bounds(chain, lo[None], hi[None])]
         n0, n_h = len(lo), sum(len(b) for b in chain.biases[:-1])
         nvar = n0 + 2 * n_h
         ri, ci, vals, rlo, rhi = [], [], [], [], []
@@ -95,22 +116,30 @@ class Problem:
         integrality = np.concatenate([np.zeros(n0 + n_h), np.ones(n_h)])
         return cls(chain, cons, bounds, integrality, prev)
 
-    def minimize(self, spec: np.ndarray, time_limit: float) -> tuple[float, float, Any]:
+    def minimize(
+        self, spec: np.ndarray, time_limit: float, cutoff: float | None = None
+    ) -> tuple[float, float, Any]:
         """Minimise ``spec @ logits``: ``(proven lower bound, best value found, its input x)``.
 
         The lower bound is ``+inf`` when no input satisfies the constraints (the property holds
         vacuously) and ``-inf`` when the solver stopped (``time_limit`` seconds) without one; the
-        best value is ``+inf`` when no feasible input was found.
+        best value is ``+inf`` when no feasible input was found. ``cutoff``: only inputs with
+        ``spec @ logits <= cutoff`` are searched (one more row, which lets the solver prune every
+        branch whose relaxation is above it); the lower bound is then ``cutoff`` when there is
+        none.
         """
         w, b = self.chain.weights[-1], self.chain.biases[-1]
         c = np.zeros(len(self.integrality))
         c[self.last : self.last + w.shape[1]] = spec @ w
         const = float(spec @ b)
-        res = optimize.milp(c, constraints=self.cons, integrality=self.integrality,
+        cons = list(self.cons)
+        if cutoff is not None:
+            cons.append(optimize.LinearConstraint(c[None], -np.inf, cutoff - const))
+        res = optimize.milp(c, constraints=cons, integrality=self.integrality,
                             bounds=self.bounds,
                             options={"time_limit": time_limit, "mip_rel_gap": 1e-6})  # fmt: skip
         if res.status == 2:
-            return np.inf, np.inf, None
+            return (np.inf if cutoff is None else cutoff), np.inf, None
         x = None if res.x is None else res.x[: self.chain.weights[0].shape[1]]
         best = np.inf if res.x is None else float(res.fun) + const
         dual = getattr(res, "mip_dual_bound", None)
@@ -144,24 +173,37 @@ def verify(
     time_limit: float,
     tol: float = 1e-6,
     phases: np.ndarray | None = None,
+    *,
+    pre: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    margins: np.ndarray | None = None,
+    order: np.ndarray | None = None,
 ) -> tuple[int, float, np.ndarray | None]:
     """Decide "no input in ``[lo, hi]`` gets a logit above ``z_c``": ``(status, margin_lb, x_cex)``.
 
     ``status`` is ROBUST (every ``z_c - z_j`` has a proven lower bound > ``tol``), COUNTEREXAMPLE
     (an input with ``z_c - z_j < 0`` was found, returned as ``x_cex``) or UNDECIDED (time limit).
-    Classes already proven by interval arithmetic are skipped; the most dangerous go first.
+    Classes already proven by the linear-relaxation bounds (``margins``: lower bounds of
+    ``z_c - z_j``, default :func:`~robustlab.certify.bounds.margin_bounds` on the hidden bounds
+    ``pre``, default :func:`~robustlab.certify.bounds.linear_bounds`) are skipped; the others are
+    solved in ``order`` (default: lowest bound first), each MILP cut off at ``2 tol`` (no input
+    at or below it proves the class), stopping at the first counterexample.
     """
-    ibp = interval_margins(chain, lo, hi, c)
-    ibp[c] = np.inf
-    proven = ibp.copy()  # per-class proven lower bounds of z_c - z_j
+    if pre is None:
+        pre = [(lk[0], uk[0]) for lk, uk in linear_bounds(chain, lo[None], hi[None])]
+    if margins is None:
+        batch = [(lk[None], uk[None]) for lk, uk in pre]
+        margins = margin_bounds(chain, lo[None], hi[None], np.array([c]), batch)[0]
+    proven = np.array(margins, dtype=np.float64)  # per-class proven lower bounds of z_c - z_j
+    proven[c] = np.inf
+    order = np.argsort(proven, kind="stable") if order is None else order
     problem, status = None, ROBUST
-    for j in np.argsort(ibp):
-        if ibp[j] > tol:
-            break
-        problem = problem or Problem.build(chain, lo, hi, phases)
-        spec = -np.eye(len(ibp))[j]
+    for j in order:
+        if j == c or proven[j] > tol:
+            continue
+        problem = problem or Problem.build(chain, lo, hi, phases, pre)
+        spec = -np.eye(len(proven))[j]
         spec[c] += 1.0
-        low, best, x = problem.minimize(spec, time_limit)
+        low, best, x = problem.minimize(spec, time_limit, cutoff=2 * tol)
         proven[j] = max(proven[j], low)
         if best < 0:
             return COUNTEREXAMPLE, float(proven.min()), x
@@ -170,15 +212,131 @@ def verify(
     return status, float(proven.min()), None
 
 
+def check_counterexample(
+    model: Any,
+    chain: ReluChain,
+    x: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    c: np.ndarray,
+    dtype: torch.dtype = torch.float32,
+) -> np.ndarray:
+    """Which rows of ``x`` ``[B, n]`` (float64) are counterexamples for the classes ``c`` ``[B]``.
+
+    A row counts when it lies in its box ``[lo, hi]`` (the Linf ball ∩ domain, float64), some
+    ``z_c - z_j`` of the float64 chain is negative there, it is exactly representable in
+    ``dtype`` (the model's input dtype) and the model's own forward pass on it predicts another
+    class than ``c``.
+    """
+    inside = np.all((x >= lo) & (x <= hi), axis=1)
+    z = _chain_logits(chain, x)
+    rows = np.arange(len(c))
+    margin_neg = (z[rows, c][:, None] - z < 0).any(axis=1)
+    shape = (len(x), *model.domain.shape)
+    with torch.no_grad():
+        xt = torch.from_numpy(x).view(shape).to(dtype)
+        pred = model.logits(xt).argmax(dim=1).cpu().numpy()
+    exact = (xt.double().flatten(1).numpy() == x).all(axis=1)  # the model saw exactly this point
+    return inside & margin_neg & (pred != c) & exact
+
+
+def _chain_logits(chain: ReluChain, x: np.ndarray) -> np.ndarray:
+    for w, b in zip(chain.weights[:-1], chain.biases[:-1], strict=True):
+        x = np.maximum(x @ w.T + b, 0)
+    return x @ chain.weights[-1].T + chain.biases[-1]
+
+
+def _inside_float32(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``x`` clipped to ``[lo, hi]`` and rounded to float32 without leaving the box (float64)."""
+    x32 = np.clip(x, lo, hi).astype(np.float32)
+    x32 = np.where(x32 < lo, np.nextafter(x32, np.float32(np.inf)), x32)
+    x32 = np.where(x32 > hi, np.nextafter(x32, np.float32(-np.inf)), x32)
+    return x32.astype(np.float64)
+
+
+def decide(
+    model: Any,
+    chain: ReluChain,
+    x: torch.Tensor,
+    pred: np.ndarray,
+    eps: float,
+    time_limit: float,
+    *,
+    rng: ExampleRNG | None = None,
+    attack_steps: int = 50,
+    attack_restarts: int = 2,
+    tol: float = 1e-6,
+) -> dict[str, np.ndarray]:
+    """Exact verdicts for a batch, cheapest stage first: bounds, then PGD, then one MILP per class.
+
+    Returns arrays ``[B]``: ``status`` (ROBUST / COUNTEREXAMPLE / UNDECIDED), ``margin_lb`` (a
+    proven lower bound of ``min_j z_c - z_j``; for a MILP-proven class ``2 tol``), ``stage``
+    (BOUNDS / ATTACK / SOLVER: what decided it), ``seconds`` (the batched stages' time shared
+    evenly among the examples they ran on, plus each example's own solves) and ``x_cex`` ``[B, n]``
+    (counterexamples, NaN rows elsewhere; each re-checked by :func:`check_counterexample`).
+    ``attack_steps = 0`` skips the attack (the MILP still decides every example).
+    """
+    lo, hi = _boxes(model, x, eps)
+    bsz, n = lo.shape
+    pred = np.asarray(pred, dtype=int)
+    t0 = time.perf_counter()
+    pre = linear_bounds(chain, lo, hi)
+    margins = margin_bounds(chain, lo, hi, pred, pre)
+    seconds = np.full(bsz, (time.perf_counter() - t0) / max(bsz, 1))
+    status = np.full(bsz, ROBUST)
+    stage = np.full(bsz, BOUNDS)
+    margin_lb = margins.min(axis=1)
+    x_cex = np.full((bsz, n), np.nan)
+    todo = np.flatnonzero((margins <= tol).any(axis=1))
+    order = np.argsort(margins, axis=1, kind="stable")
+    if len(todo) and attack_steps > 0:
+        from robustlab.attacks.pgd import PGD  # only when the bounds leave examples open
+        from robustlab.core.types import ThreatModel
+
+        t0 = time.perf_counter()
+        idx = torch.from_numpy(todo)
+        rng = rng if rng is not None else ExampleRNG.from_seed(0, torch.arange(bsz))
+        adv = PGD(steps=attack_steps, restarts=attack_restarts)(
+            model, x[idx], torch.from_numpy(pred[todo]).to(x.device), ThreatModel("inf", eps),
+            rng=rng.take(idx),
+        )  # fmt: skip
+        xa = _inside_float32(
+            adv.x_adv.detach().cpu().double().flatten(1).numpy(), lo[todo], hi[todo]
+        )
+        found = check_counterexample(model, chain, xa, lo[todo], hi[todo], pred[todo], x.dtype)
+        za = _chain_logits(chain, xa)
+        adv_margin = za[np.arange(len(todo)), pred[todo]][:, None] - za
+        adv_margin[np.arange(len(todo)), pred[todo]] = np.inf
+        # classes the attack came closest to first, then by bound
+        order[todo] = np.lexsort((margins[todo], adv_margin), axis=1)
+        hit = todo[found]
+        status[hit], stage[hit], x_cex[hit] = COUNTEREXAMPLE, ATTACK, xa[found]
+        seconds[todo] += (time.perf_counter() - t0) / len(todo)
+        todo = todo[~found]
+    for i in todo:  # one MILP per example and open class: the solver dominates
+        t0 = time.perf_counter()
+        pre_i = [(lk[i], uk[i]) for lk, uk in pre]
+        st, low, xc = verify(chain, lo[i], hi[i], int(pred[i]), time_limit, tol,
+                             pre=pre_i, margins=margins[i], order=order[i])  # fmt: skip
+        status[i], stage[i], margin_lb[i] = st, SOLVER, low
+        if xc is not None:
+            x_cex[i] = xc
+        seconds[i] += time.perf_counter() - t0
+    return {"status": status, "margin_lb": margin_lb, "stage": stage, "seconds": seconds,
+            "x_cex": x_cex}  # fmt: skip
+
+
 @certifiers.register("milp")
 class MILPVerifier:
     """Exact Linf verification of small ReLU networks by MILP (Tjeng, Xiao & Tedrake, 2019).
 
     Threat model: Linf ball of radius ``eps`` ∩ the input domain (``norm="inf"``). The prediction
     is the model's argmax; radius ``eps`` when no input of the ball gets another class (proven by
-    HiGHS' dual bound), 0 when the solver finds a counterexample, and an abstention
-    (``pred = -1``, ``extra["milp_status"] = 2``) when a solve hits ``time_limit`` seconds
-    undecided. Complete (up to float64 arithmetic) for chains of affine layers and ReLUs.
+    linear-relaxation bounds or HiGHS), 0 when PGD (``attack_steps`` x ``attack_restarts``; 0
+    steps: none) or the solver finds a counterexample, and an abstention (``pred = -1``,
+    ``extra["milp_status"] = 2``) when a solve hits ``time_limit`` seconds undecided. Complete
+    (up to float64 arithmetic) for chains of affine layers and ReLUs: the bounds and the attack
+    only decide earlier what the MILP would decide (:func:`decide`).
 
     Example::
 
@@ -188,28 +346,32 @@ class MILPVerifier:
 
     norm = "inf"
 
-    def __init__(self, eps: NonNegative = 0.1, time_limit: Positive = 30.0) -> None:
+    def __init__(
+        self,
+        eps: NonNegative = 0.1,
+        time_limit: Positive = 30.0,
+        attack_steps: NonNegativeInt = 50,
+        attack_restarts: PositiveInt = 2,
+    ) -> None:
         self.eps = eps
         self.time_limit = time_limit
+        self.attack_steps = attack_steps
+        self.attack_restarts = attack_restarts
 
     def certify(
         self, model: Any, x: torch.Tensor, y: torch.Tensor, *, rng: ExampleRNG
     ) -> Certificate:
-        """Verify each example of ``x``; ``y`` and ``rng`` are not used (deterministic)."""
+        """Verify each example of ``x``; ``y`` is not used, ``rng`` only by the attack stage."""
         require_positive("milp", eps=self.eps, time_limit=self.time_limit)
+        require_int("milp", 0, attack_steps=self.attack_steps)
+        require_int("milp", 1, attack_restarts=self.attack_restarts)
         chain = relu_chain(model)
         check_certify_inputs(model, x, y, "milp")
         with torch.no_grad():
             pred = model.logits(x).argmax(dim=1).cpu()
-        lo, hi = _boxes(model, x, self.eps)
-        status, margin, secs = [], [], []
-        for i in range(x.shape[0]):  # one MILP per example and class: the solver dominates
-            t = time.perf_counter()
-            st, low, _ = verify(chain, lo[i], hi[i], int(pred[i]), self.time_limit)
-            status.append(st)
-            margin.append(low)
-            secs.append(time.perf_counter() - t)
-        st_t = torch.tensor(status)
+        out = decide(model, chain, x, pred.numpy(), self.eps, self.time_limit, rng=rng,
+                     attack_steps=self.attack_steps, attack_restarts=self.attack_restarts)  # fmt: skip
+        st_t = torch.from_numpy(out["status"])
         undecided = st_t == UNDECIDED
         return Certificate(
             pred=torch.where(undecided, -1, pred).to(x.device),
@@ -218,8 +380,8 @@ class MILPVerifier:
             abstained=undecided.to(x.device),
             extra={
                 "milp_status": st_t.to(x.device),
-                "margin_lb": torch.tensor(margin, dtype=torch.float64).to(x.device),
-                "milp_seconds": torch.tensor(secs, dtype=torch.float64).to(x.device),
+                "margin_lb": torch.from_numpy(out["margin_lb"]).to(x.device),
+                "milp_seconds": torch.from_numpy(out["seconds"]).to(x.device),
             },
         )
 
