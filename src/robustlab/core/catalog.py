@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,6 +142,8 @@ def _read(file: Path, key: str) -> dict[str, Entries] | None:
 def _write(file: Path, key: str, kinds: dict[str, Entries]) -> None:
     """Write the cache atomically (a concurrent reader sees the old file or the new one); a cache
     folder that cannot be written only costs the next listing its speed."""
+    import tempfile
+
     text = json.dumps({"format": FORMAT, "key": key, "kinds": kinds}, indent=0)
     with contextlib.suppress(OSError):
         file.parent.mkdir(parents=True, exist_ok=True)

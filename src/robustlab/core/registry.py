@@ -22,7 +22,6 @@ import functools
 import importlib
 import inspect
 import math
-import pkgutil
 import threading
 import types
 import typing
@@ -160,6 +159,8 @@ def plugin_entry_points(kind: str) -> list[Any]:
 
 def _import_tree(name: str) -> None:
     """Import a module and, if it is a package, all of its submodules (recursively)."""
+    import pkgutil
+
     module = importlib.import_module(name)
     for info in pkgutil.walk_packages(getattr(module, "__path__", []), prefix=f"{name}."):
         importlib.import_module(info.name)
