@@ -61,8 +61,16 @@ class WordDraws:
         self.text_np = np.repeat(np.arange(len(n)), n)
         self.word_np = np.arange(len(self.text_np)) - np.repeat(np.cumsum(n) - n, n)
         self.lengths = torch.from_numpy(n)
-        self.text = torch.from_numpy(self.text_np)
-        self.word = torch.from_numpy(self.word_np)
+
+    @property
+    def text(self) -> torch.Tensor:
+        """Text index of every word of the batch."""
+        return torch.from_numpy(self.text_np)
+
+    @property
+    def word(self) -> torch.Tensor:
+        """Index of every word of the batch within its text."""
+        return torch.from_numpy(self.word_np)
 
     def at(self, text: torch.Tensor, word: torch.Tensor, col: int) -> torch.Tensor:
         """float64 uniforms for ``(text[i], word[i], col)``, equal to ``draws(...)[t, w, col]``."""

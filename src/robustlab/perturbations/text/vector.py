@@ -73,7 +73,7 @@ class Words:
     """
 
     def __init__(self, words: Sequence[str]) -> None:
-        _, flag_table, nb_table, self.nb_chars, self.nb_lens = _tables()
+        _, flag_table, _, self.nb_chars, self.nb_lens = _tables()
         self.words = words
         self.text = " ".join(words)
         # strict UTF-32: a lone surrogate raises UnicodeEncodeError (callers fall back to scalar)
@@ -84,20 +84,21 @@ class Words:
         self.ends = self.starts + lens
         small = np.minimum(self.a, _ASCII - 1)
         self.flags = flag_table[small]
-        self.nb = nb_table[small]
-        high = np.flatnonzero(self.a >= _ASCII)
-        if high.size:
-            cps, inv = np.unique(self.a[high], return_inverse=True)
-            info = np.array([_char_info_cached(int(c)) for c in cps], dtype=np.int64)
-            self.flags[high] = info[inv, 0]
-            self.nb[high] = info[inv, 1]
-        w = (self.flags & WORD).astype(bool)
-        # run starts/ends of word characters (the separating spaces are not word characters)
-        run_start = np.flatnonzero(w & np.r_[True, ~w[:-1]] if len(w) else w)
-        run_end = np.flatnonzero(w & np.r_[~w[1:], True] if len(w) else w) + 1
+        self._high = np.flatnonzero(self.a >= _ASCII)
+        if self._high.size:
+            cps, inv = np.unique(self.a[self._high], return_inverse=True)
+            self._info = np.array([_char_info_cached(int(c)) for c in cps], dtype=np.int64)[inv]
+            self.flags[self._high] = self._info[:, 0]
+        self._small = small
+        w = (self.flags & WORD).view(bool)
+        # runs of word characters: the separating spaces are not word characters, so the edges
+        # of the 0/1 sequence alternate between run starts and run ends
+        pad = np.zeros(len(w) + 2, dtype=np.int8)
+        pad[1:-1] = w
+        edge = np.flatnonzero(np.diff(pad))
+        run_start, run_end = edge[0::2], edge[1::2]
         owner = np.searchsorted(self.starts, run_start, side="right") - 1
-        runs = np.bincount(owner, minlength=k)
-        self.valid = runs == 1
+        self.valid = np.bincount(owner, minlength=k) == 1
         single = self.valid[owner]
         self.cs = np.zeros(k, dtype=np.int64)
         self.ce = np.zeros(k, dtype=np.int64)
@@ -105,6 +106,14 @@ class Words:
         self.ce[owner[single]] = run_end[single]
         self.n = self.ce - self.cs
         self.w = w
+
+    @property
+    def nb(self) -> np.ndarray:
+        """Per character: the id of its keyboard neighbours (0: none), as ``typo_word`` looks up."""
+        nb = _tables()[2][self._small]
+        if self._high.size:
+            nb[self._high] = self._info[:, 1]
+        return nb
 
     def core_isupper(self) -> np.ndarray:
         """``core.isupper()`` per word, for cores of 2+ characters (no lower/title case, some upper)."""

@@ -149,7 +149,10 @@ def split_flat(flat: list[str], lengths: Sequence[int] | np.ndarray) -> list[lis
 def join_texts(flat: list[str], lengths: Sequence[int] | np.ndarray, x: Sequence[str]) -> list[str]:
     """Per text, its words (consecutive in ``flat``) joined by single spaces; a text without words
     is returned as it was."""
-    return [" ".join(w) if w else x[i] for i, w in enumerate(split_flat(flat, lengths))]
+    out = list(map(" ".join, split_flat(flat, lengths)))
+    for i in np.flatnonzero(np.asarray(lengths) == 0).tolist():
+        out[i] = x[i]
+    return out
 
 
 @perturbations.register("typo")
