@@ -13,6 +13,8 @@ runner reads it off its own evaluation), so like the peers' it is not in the tim
     .venv/bin/python benchmarks/attacks_vs_peers.py [--quick] [--threads 1]
     .venv/bin/python benchmarks/attacks_vs_peers.py --only resnet --batches 256 \
         --peers torchattacks,foolbox --no-early-stop   # one row set; ART's APGD there takes ~25 min
+    .venv/bin/python benchmarks/attacks_vs_peers.py --only resnet --batches 32,256 \
+        --peers torchattacks --no-early-stop --attacks PGD-10,APGD-100   # issue 22's two rows
 
 Timings are the best of ``--reps`` interleaved runs, in process CPU time by default (the
 process uses one thread, so this is robust to other load on a shared machine; ``--wall`` for
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -132,6 +135,9 @@ def _art_generate(attack, np, x: torch.Tensor, y: torch.Tensor):  # type: ignore
     return attack.generate(x.numpy(), y.numpy().astype(np.int64))
 
 
+WHICH = ("FGSM", "PGD-10", "APGD-100")  # the attacks timed (--attacks)
+
+
 def row(
     name: str, net: nn.Module, shape: tuple[int, ...], batches: list[int], reps: int, ta, fb, art
 ) -> None:  # type: ignore[no-untyped-def]
@@ -155,6 +161,8 @@ def row(
         rng = ExampleRNG.from_seed(0, torch.arange(b))
         theirs = peers(net, shape, b, ta, fb, art)
         for what, (k, ours) in specs.items():
+            if what not in WHICH:
+                continue
             # interleaved rounds: load on the shared machine hits everyone alike; best of reps
             t: dict[str, float] = {}
             runs = {"limit": partial(limit, net, x, y, k),
@@ -227,8 +235,10 @@ def main() -> None:
     ap.add_argument("--peers", default="torchattacks,foolbox,art", help="peers to run")
     ap.add_argument("--only", choices=["smallcnn", "resnet"], help="one model only")
     ap.add_argument("--no-early-stop", action="store_true", help="skip the early-stop row")
+    ap.add_argument("--attacks", default=",".join(WHICH), help="e.g. PGD-10,APGD-100")
     a = ap.parse_args()
-    global CLOCK, DEVICE
+    global CLOCK, DEVICE, WHICH
+    WHICH = tuple(a.attacks.split(","))
     DEVICE = torch.device(a.device)
     if a.wall or DEVICE.type != "cpu":
         CLOCK = time.perf_counter
@@ -244,7 +254,8 @@ def main() -> None:
     reps = 2 if a.quick else a.reps
     clock = "wall" if CLOCK is time.perf_counter else "process CPU"
     where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"{a.threads} thread(s)"
-    print(f"torch {torch.__version__}, {where}, {clock} time; ratios: time / limit")
+    print(f"torch {torch.__version__}, {where}, {clock} time; ratios: time / limit; load average "
+          f"{os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M %Z')}")  # fmt: skip
     if ta and not a.no_early_stop:
         early_stop(ta, reps)
     if a.only != "resnet":
