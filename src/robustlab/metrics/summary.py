@@ -42,9 +42,10 @@ def summarize(
     One pass over the records: one stable sort by group (and one by group and replicate), then each
     group is a contiguous slice in its original row order, so every metric sees exactly the rows (in
     the order) a per-group ``groupby`` loop gives it. The core metrics (accuracy, error and failure
-    rate, attack success rate, mean queries) are evaluated on those slices of column arrays computed
-    once for the whole frame; other metrics get the slice as a DataFrame. Bootstrap CIs are computed
-    for all groups at once (see :func:`bootstrap_cis`), equal to :func:`bootstrap_ci` per group.
+    rate, attack success rate, mean queries, median distance) are evaluated on those slices of
+    column arrays computed once for the whole frame; other metrics get the slice as a DataFrame.
+    Bootstrap CIs are computed for all groups at once (see :func:`bootstrap_cis`): equal to
+    :func:`bootstrap_ci` per group up to :data:`EXACT_DRAWS_MAX_N` examples.
     """
     by = list(by)
     if df.empty:
@@ -133,6 +134,7 @@ def _fast_columns(m: Metric) -> tuple[str, ...] | None:
         id(core.failure_rate): ("error",),
         id(core.attack_success_rate): ("x.success", "x.clean_correct"),
         id(core.mean_queries): ("x.queries",),
+        id(core.median_distance): ("x.distance", "x.success"),
     }.get(id(m))
 
 
@@ -166,6 +168,13 @@ def _fast(m: Metric, df: pd.DataFrame) -> Callable[[int, int], tuple[float, Any]
         q = _numeric(df, "x.queries")
         qv = q.to_numpy(dtype=np.float64)
         return lambda a, b: (float(q.iloc[a:b].mean()), qv[a:b])
+    if m is core.median_distance:
+        dist, won = _numeric(df, "x.distance"), _numeric(df, "x.success") == 1
+
+        def median(a: int, b: int) -> tuple[float, None]:
+            return float(dist.iloc[a:b][won.iloc[a:b]].median()), None
+
+        return median
     return None
 
 

@@ -186,19 +186,23 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
     models = [m.get("label") or m["name"] for m in suite.get("models", [])]
     models += sorted(set(df["model"].dropna().unique()) - set(models)) if len(df) else []
 
-    clean = tables.clean(df)
+    metric_names = ["accuracy", *suite.get("metrics", [])]
+    # every per-kind table below selects its groups from one summary pass over the records
+    summary = (
+        tables.summary_by_kind(df, [*metric_names, *tables.ATTACK_METRICS]) if len(df) else None
+    )
+    clean = tables.clean(df, summary)
     reps = tables.clean_by_replicate(df)
     axes = probe_axes(info)
-    pert = _with_axes(tables.shifts(df, "perturbation", clean), axes, "perturbation")
-    evalsets = tables.shifts(df, "evalset", clean)
+    pert = _with_axes(tables.shifts(df, "perturbation", clean, summary), axes, "perturbation")
+    evalsets = tables.shifts(df, "evalset", clean, summary)
     ood = tables.ood_summary(
         {k: t for k, t in (("perturbation", pert), ("evalset", evalsets)) if len(t)}
     )
-    atk = _with_axes(tables.attacks(df), axes, "attack")
-    cert = _with_axes(tables.certifiers(df), axes, "certifier")
+    atk = _with_axes(tables.attacks(df, summary), axes, "attack")
+    cert = _with_axes(tables.certifiers(df, summary), axes, "certifier")
     worst = tables.worst_levels([pert, evalsets, atk])
     slices, notes = tables.slices(df, suite.get("slices", []), worst)
-    metric_names = ["accuracy", *suite.get("metrics", [])]
     probes = _probe_order(suite, df)
 
     return _clean_json(
@@ -228,7 +232,9 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
                 "certifiers": {"rows": _rows(cert, models, probes)},
                 "metrics": {
                     "rows": _rows(
-                        _with_axes(tables.metric_table(df, metric_names), axes), models, probes
+                        _with_axes(tables.metric_table(df, metric_names, summary), axes),
+                        models,
+                        probes,
                     )
                 },
             },

@@ -24,14 +24,25 @@ ATTACK_METRICS = ("accuracy", "attack_success_rate", "mean_queries", "median_dis
 
 
 def stats(
-    df: pd.DataFrame, by: Sequence[str], names: Sequence[str] = ("accuracy",)
+    df: pd.DataFrame,
+    by: Sequence[str],
+    names: Sequence[str] = ("accuracy",),
+    summary: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Metrics ``names`` per group ``by`` as one wide row per group."""
+    """Metrics ``names`` per group ``by`` as one wide row per group.
+
+    ``summary``: the long :func:`summarize` rows of exactly these groups (with ``names`` among
+    their metrics), computed once for several tables (see :func:`summary_by_kind`); else they
+    are computed here.
+    """
     by = list(by)
     cols = [*by, "n"] + [f"{m}{s}" for m in names for s in ("", "_lo", "_hi", "_std")]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    s = summarize(df, names, by=by)
+    if summary is None:
+        s = summarize(df, names, by=by)
+    else:
+        s = summary[summary["metric"].isin(list(names))]
     fields = {"value": "", "ci_lo": "_lo", "ci_hi": "_hi", "replicate_std": "_std"}
     wide = s.set_index([*by, "metric"])[list(fields)].unstack("metric")
     wide.columns = [f"{metric}{fields[field]}" for field, metric in wide.columns]
@@ -40,9 +51,31 @@ def stats(
     return out[cols]
 
 
-def clean(df: pd.DataFrame) -> pd.DataFrame:
+def summary_by_kind(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The long :func:`summarize` rows of every (model, kind, probe, level) group and metric:
+    one pass over the records that the per-kind tables below then select from (a group's numbers
+    do not depend on the other groups, so selecting gives what a pass over one kind gives)."""
+    return summarize(df, list(dict.fromkeys(names)), by=["model", "kind", "probe", "level"])
+
+
+def _of_kind(summary: pd.DataFrame | None, kind: str) -> pd.DataFrame | None:
+    """The rows of ``kind`` in a :func:`summary_by_kind` table, without the ``kind`` column."""
+    if summary is None:
+        return None
+    return summary[summary["kind"] == kind].drop(columns="kind")
+
+
+def clean(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Clean accuracy per model (replicates pooled) with CI and spread across training seeds."""
-    return stats(df[df["kind"] == "clean"], ["model"])
+    sub = df[df["kind"] == "clean"]
+    if summary is not None and len(sub):
+        # the (model, clean, probe, level) groups are the per-model groups only where each model's
+        # clean records have one probe and level (as the runner writes them)
+        per_model = sub.groupby("model", dropna=False)[["probe", "level"]].nunique(dropna=False)
+        if (per_model.to_numpy() == 1).all():
+            s = _of_kind(summary, "clean")
+            return stats(sub, ["model"], summary=s.drop(columns=["probe", "level"]))
+    return stats(sub, ["model"])
 
 
 def clean_by_replicate(df: pd.DataFrame) -> pd.DataFrame:
@@ -51,9 +84,13 @@ def clean_by_replicate(df: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=["accuracy_std"])
 
 
-def shifts(df: pd.DataFrame, kind: str, clean_acc: pd.DataFrame) -> pd.DataFrame:
+def shifts(
+    df: pd.DataFrame, kind: str, clean_acc: pd.DataFrame, summary: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Accuracy per (model, probe, level) for ``kind`` records, with ``drop`` = clean - accuracy."""
-    out = stats(df[df["kind"] == kind], ["model", "probe", "level"])
+    out = stats(
+        df[df["kind"] == kind], ["model", "probe", "level"], summary=_of_kind(summary, kind)
+    )
     base = clean_acc.set_index("model")["accuracy"].rename("clean_accuracy")
     out = out.join(base, on="model")
     out["drop"] = out["clean_accuracy"] - out["accuracy"]
@@ -78,15 +115,18 @@ def ood_summary(shift_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def attacks(df: pd.DataFrame) -> pd.DataFrame:
+def attacks(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Robust accuracy (CI), success rate (CI), mean queries and median distance per epsilon."""
-    return stats(df[df["kind"] == "attack"], ["model", "probe", "level"], ATTACK_METRICS)
+    return stats(
+        df[df["kind"] == "attack"], ["model", "probe", "level"], ATTACK_METRICS,
+        summary=_of_kind(summary, "attack"),
+    )  # fmt: skip
 
 
-def certifiers(df: pd.DataFrame) -> pd.DataFrame:
+def certifiers(df: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Certified accuracy per radius, and the abstention rate where recorded."""
     sub = df[df["kind"] == "certifier"]
-    out = stats(sub, ["model", "probe", "level"])
+    out = stats(sub, ["model", "probe", "level"], summary=_of_kind(summary, "certifier"))
     if "x.abstained" in sub and not out.empty:
         ab = sub.groupby(["model", "probe", "level"])["x.abstained"].mean().rename("abstain_rate")
         out = out.join(ab, on=["model", "probe", "level"])
@@ -152,9 +192,11 @@ def slices(
     return table.drop(columns=["_s", "_k", "_n", "_p"]).reset_index(drop=True), notes
 
 
-def metric_table(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+def metric_table(
+    df: pd.DataFrame, names: Sequence[str], summary: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Every metric the suite asks for, per (model, kind, probe, level)."""
-    return stats(df, ["model", "kind", "probe", "level"], list(dict.fromkeys(names)))
+    return stats(df, ["model", "kind", "probe", "level"], list(dict.fromkeys(names)), summary)
 
 
 def failing(df: pd.DataFrame, top: int = 10) -> tuple[int, pd.DataFrame]:
