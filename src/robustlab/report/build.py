@@ -113,15 +113,17 @@ def _model_summary(
     """The compact per-model table: one row per model across the three S1 families, and the
     lowest certified accuracy (the largest radius) where the run has certifiers."""
     rows = []
+    # per model in one pass over the records (not one filtered copy of them per model)
+    n_reps = df.groupby("model")["replicate"].nunique() if len(df) else pd.Series(dtype=int)
+    n_failing = df["error"].notna().groupby(df["model"]).sum() if len(df) else n_reps
     for model in models:
         c = clean[clean["model"] == model]
         o = ood[ood["model"] == model]
         a = attacks[attacks["model"] == model]
         k = certified[certified["model"] == model]
-        sub = df[df["model"] == model]
         row: dict[str, Any] = {
             "model": model,
-            "replicates": int(sub["replicate"].nunique()),
+            "replicates": int(n_reps.get(model, 0)),
             "clean_accuracy": c["accuracy"].iloc[0] if len(c) else None,
             "clean_lo": c["accuracy_lo"].iloc[0] if len(c) else None,
             "clean_hi": c["accuracy_hi"].iloc[0] if len(c) else None,
@@ -133,7 +135,7 @@ def _model_summary(
             "adv_worst": None,
             "cert_worst_accuracy": None,
             "cert_worst": None,
-            "failing_examples": int(sub["error"].notna().sum()),
+            "failing_examples": int(n_failing.get(model, 0)),
         }
         if len(o):
             w = o.loc[o["worst_drop"].idxmax()]

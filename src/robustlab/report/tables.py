@@ -166,9 +166,12 @@ def slices(
         ignore_index=True,
     )
     parts, notes = [], []
+    # the slices' values are found in the distinct metadata rows (first-seen order kept), their
+    # masks taken on the records
+    meta = sub[[c for c in sub if str(c).startswith("m.")]].drop_duplicates()
     for spec in specs:
         try:  # one concept, one place: slice expansion lives in robustlab.data.slices
-            for sl in from_spec(spec, sub):
+            for sl in from_spec(spec, meta):
                 part = sub[sl.mask(sub).to_numpy()]
                 if len(part):
                     parts.append(part.assign(slice_set=sl.group, slice=sl.name))
