@@ -2,7 +2,9 @@
 
 1. CERTIFY overhead: ``GaussianSmoothing.certify`` (n0 + n noisy copies per example) vs the model's
    bare batched forward passes over the same number of inputs, noise pre-drawn (target <= 1.05x),
-   with the automatic batch size / layout and with fixed batch sizes (contiguous layout); and ART's
+   with the automatic batch size / layout and with fixed batch sizes (contiguous layout), plus, for
+   the automatic choice, CERTIFY's CPU time outside the model's forward passes (noise, bookkeeping)
+   and the overhead that implies (steadier than the ratio of totals on a loaded machine); and ART's
    ``PyTorchRandomizedSmoothing.certify`` on the same model, sigma, n0, n and batch size (if
    installed). Times are the thread's CPU time (run with ``OMP_NUM_THREADS=1``), best of repeats.
 2. Sequential vs fixed-N CERTIFY: mean samples per certificate at equal certified accuracy at the
@@ -14,13 +16,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 
+from robustlab.certify import smoothing_batch
 from robustlab.certify.sequential import SequentialSmoothing
 from robustlab.certify.smoothing import GaussianSmoothing
-from robustlab.certify.smoothing_batch import choose
+from robustlab.certify.smoothing_batch import SIZES, choose
 from robustlab.core.registry import datasets, models
 from robustlab.core.rng import ExampleRNG
 
@@ -34,17 +38,48 @@ def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def paired(raw, cert, repeats: int) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
-    """Best thread CPU times of ``raw`` and ``cert`` run alternately ``repeats`` times each, and the
-    median ratio of the pairs (machine load drifts: interleaving exposes both to the same drift)."""
-    t_raw, t_cert = [], []
+def paired(raw, cert, repeats: int) -> tuple[float, float, float, float]:  # type: ignore[no-untyped-def]
+    """Best thread CPU times of ``raw`` and ``cert`` run alternately ``repeats`` times each, the
+    median ratio of the pairs (machine load drifts: interleaving exposes both to the same drift),
+    and the median wall-clock ratio of the pairs."""
+    t_raw, t_cert, w_raw, w_cert = [], [], [], []
     for _ in range(repeats):
-        for fn, times in ((raw, t_raw), (cert, t_cert)):
-            t = time.thread_time()
+        for fn, times, walls in ((raw, t_raw, w_raw), (cert, t_cert, w_cert)):
+            w, t = time.perf_counter(), time.thread_time()
             fn()
             times.append(time.thread_time() - t)
+            walls.append(time.perf_counter() - w)
     ratios = sorted(c / r for r, c in zip(t_raw, t_cert, strict=True))
-    return min(t_raw), min(t_cert), ratios[len(ratios) // 2]
+    wall = sorted(c / r for r, c in zip(w_raw, w_cert, strict=True))
+    return min(t_raw), min(t_cert), ratios[len(ratios) // 2], wall[len(wall) // 2]
+
+
+class Timed:
+    """The model, timing the thread CPU spent inside ``logits`` (to split CERTIFY's time into the
+    model's forward passes and everything else: a far steadier overhead measure on a loaded
+    machine than the ratio of two totals, whose noise is the model's)."""
+
+    def __init__(self, model) -> None:  # type: ignore[no-untyped-def]
+        self.model, self.inside = model, 0.0
+        self.num_classes, self.domain, self.tune_key = model.num_classes, model.domain, model
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        t = time.thread_time()
+        out = self.model.logits(x)
+        self.inside += time.thread_time() - t
+        return out
+
+
+def outside(fn, timed: Timed, repeats: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(total, outside the model) thread CPU seconds of the fastest of ``repeats`` runs."""
+    best = (float("inf"), 0.0)
+    for _ in range(repeats):
+        timed.inside = 0.0
+        t = time.thread_time()
+        fn()
+        total = time.thread_time() - t
+        best = min(best, (total, total - timed.inside))
+    return best
 
 
 def _raw(clf, x, size, fmt, total):  # type: ignore[no-untyped-def]
@@ -99,13 +134,23 @@ def overhead(model, x, ids, n, repeats) -> None:  # type: ignore[no-untyped-def]
 
         cert()
         raw()
-        t_raw, t_cert, med = paired(raw, cert, repeats)
+        t_raw, t_cert, med, wall = paired(raw, cert, repeats)
         lay = "channels_last" if f == torch.channels_last else "contiguous"
         print(f"  batch {label:>4} ({bs:4d}, {lay:13s}): raw {t_raw:6.3f}s  certify {t_cert:6.3f}s  "
-              f"ratio {t_cert / t_raw:5.3f}x (median of pairs {med:5.3f}x)  "
+              f"ratio {t_cert / t_raw:5.3f}x (median of pairs {med:5.3f}x, wall {wall:5.3f}x)  "
               f"({total / t_raw:,.0f} inputs/s raw)")  # fmt: skip
         if label == "auto":
             t_auto, raw_auto = t_cert, t_raw
+            timed = Timed(model)  # the probe's choice for the model, also for its timed view
+            key = (tuple(x.shape[1:]), x.dtype, str(x.device), SIZES, "Timed")
+            smoothing_batch._TUNED.setdefault(model, {})[key] = (bs, f)
+            raw_t = _raw(timed, x, bs, f, total)
+            c_tot, c_out = outside(lambda sm=sm, m=timed: sm.certify(m, x, y, rng=ExampleRNG.from_seed(0, ids)), timed, repeats)  # fmt: skip
+            r_tot, r_out = outside(raw_t, timed, repeats)
+            model_t = r_tot - r_out
+            print(f"    outside the model's forward passes: certify {c_out * 1e3:.1f} ms, raw "
+                  f"{r_out * 1e3:.1f} ms (argmax, loop) -> overhead from the split "
+                  f"{(model_t + c_out) / (model_t + r_out):5.3f}x")  # fmt: skip
     art = _art(model, x, n, size)
     if art is None:
         print("  ART: not installed (pip install adversarial-robustness-toolbox --no-deps)")
@@ -153,7 +198,8 @@ def main() -> None:
     d = datasets.get("digits")(split="test")
     x, y, ids = d.x[: args.examples], d.y[: args.examples], d.ids[: args.examples]
     model = models.create("digits-cnn-noise", {"sigma": 0.25})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model digits-cnn-noise")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model digits-cnn-noise, "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     if "overhead" in args.parts:
         overhead(model, x[:20], ids[:20], args.n_overhead, args.repeats)
     if "sequential" in args.parts:

@@ -191,10 +191,12 @@ class GaussianSmoothing:
         feed = BatchFeeder(model, counts, size, fmt, shape, x.dtype, x.device, chunk=DRAW)
         draw = min(num, DRAW)
         gen = torch.Generator()
+        sizes = [min(draw, num - done) for done in range(0, num, draw)]
+        add, seed, sigma = feed.add_normal, gen.manual_seed, self.sigma
         with torch.no_grad():
-            for i, key in enumerate(rng.keys.tolist()):  # one noise stream per example
-                for done in range(0, num, draw):  # = gaussian_draws(keys[i:i+1], done // draw, ...)
-                    gen.manual_seed(draw_seed(key, done // draw))
-                    feed.add_normal(x[i], min(draw, num - done), self.sigma, i, gen)
+            for i, (key, center) in enumerate(zip(rng.keys.tolist(), x, strict=True)):
+                for d, k in enumerate(sizes):  # = gaussian_draws(keys[i:i+1], d, ...): per example
+                    seed(draw_seed(key, d))
+                    add(center, k, sigma, i, gen)
             feed.finish()
         return counts

@@ -112,6 +112,7 @@ class BatchFeeder:
         self.done = 0  # log entries with a prediction
         self.runs: list[tuple[int, int]] = []  # (owner, count) of log entries 0 .. done + fill
         self.one = torch.ones((), dtype=torch.long, device=counts.device)
+        self.same: bool | None = None  # model output on the counts' device (set on first pass)
         # rows of the buffer are dense in the standard layout: a seeded draw written into them
         # equals the same draw into a fresh tensor (torch's vectorised sampler needs contiguity)
         self.direct = (
@@ -124,8 +125,8 @@ class BatchFeeder:
         """Queue ``center + sigma * e_j``, ``e = torch.randn(k, *shape, generator=gen)`` (CPU,
         float32; drawn straight into the buffer where its layout allows), counted in row ``owner``."""
         dst = self._slot(k, owner)
-        if self.direct:
-            torch.randn(dst.shape, generator=gen, out=dst)
+        if self.direct:  # = torch.randn(dst.shape, generator=gen, out=dst), without the resize
+            dst.normal_(generator=gen)
             torch.add(center, dst, alpha=sigma, out=dst)
         else:
             noise = torch.randn(dst.shape, generator=gen)
@@ -173,7 +174,9 @@ class BatchFeeder:
     def _run(self, start: int, k: int) -> None:
         logits = self.model.logits(self.buf[start : start + k])
         out = self.pred[self.done : self.done + k]
-        if logits.device == out.device:
+        if self.same is None:  # the model's output device, found on the first pass
+            self.same = logits.device == out.device
+        if self.same:
             torch.argmax(logits, dim=1, out=out)
         else:
             out.copy_(logits.argmax(dim=1))
