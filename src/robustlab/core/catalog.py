@@ -12,7 +12,7 @@ written is rebuilt or skipped; the listing is the same either way.
 
 Example::
 
-    listing(["attacks"])["attacks"][:1]   # [('apgd', 'Auto-PGD (Croce & Hein, 2020) ...')]
+    dict(listing(["attacks"])["attacks"])["pgd"]   # the first line of PGD's docstring
 """
 
 from __future__ import annotations
