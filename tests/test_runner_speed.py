@@ -119,6 +119,11 @@ def test_corrupt_cache_entry_is_rebuilt(data_cache: Path) -> None:
     again = datasets.create("digits", {"split": "test"})
     assert torch.equal(again.x, ref.x) and again.meta == ref.meta
     assert entry.stat().st_size > 1000  # rewritten
+    datasets.create("digits", {"split": "train"})
+    (other,) = set(data_cache.glob("digits-*.npz")) - {entry}
+    entry.write_bytes(other.read_bytes())  # a readable entry of another key: not used
+    again = datasets.create("digits", {"split": "test"})
+    assert torch.equal(again.x, ref.x) and again.meta == ref.meta
 
 
 def test_warm_digits_import_no_sklearn() -> None:

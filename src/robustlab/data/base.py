@@ -81,6 +81,7 @@ class Dataset:
 
 
 ARRAY_CACHE_FORMAT = 1  # bump when the layout of cached array files changes
+_KEY = "__key__"  # each entry stores the JSON of its key, checked when it is read
 
 
 def cached_arrays(
@@ -92,9 +93,10 @@ def cached_arrays(
     importing scikit-learn and splitting take ~1 s, reading the cached split ~1 ms). ``key`` must
     name everything the arrays depend on, library versions included: a changed key is a new entry.
     Entries are ``.npz`` files under ``cache_dir()/data`` written atomically (temporary file, then
-    rename) and read with ``allow_pickle=False``; an unreadable entry is rebuilt. Each call returns
-    fresh arrays (never shared between callers). Arrays of objects cannot be cached: build them
-    as numeric or fixed-width string arrays.
+    rename) and read with ``allow_pickle=False``; each stores the JSON of its key, and an entry
+    that cannot be read or names another key is rebuilt. Each call returns fresh arrays (never
+    shared between callers). Arrays of objects cannot be cached: build them as numeric or
+    fixed-width string arrays.
 
     Example::
 
@@ -108,14 +110,19 @@ def cached_arrays(
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
+                arrays = {k: f[k] for k in f.files}
+            if str(arrays.pop(_KEY, "")) == payload:  # the entry names its own key
+                return arrays
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-            path.unlink(missing_ok=True)  # corrupt entry: rebuild
+            pass
+        path.unlink(missing_ok=True)  # corrupt or foreign entry: rebuild
     arrays = build()
+    if _KEY in arrays:
+        raise ValueError(f"cached_arrays: {_KEY!r} is reserved")
     tmp = Path(f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz")  # concurrent writers
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays, **{_KEY: np.array(payload)})
         tmp.replace(path)
     except OSError:  # a read-only cache only costs the rebuild next time
         tmp.unlink(missing_ok=True)
