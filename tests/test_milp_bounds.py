@@ -139,17 +139,25 @@ def _old_verify(chain: Any, lo: np.ndarray, hi: np.ndarray, c: int, time_limit: 
     return status
 
 
-def test_verdicts_equal_former_formulation_and_are_sound(digits: Any) -> None:
+@pytest.mark.parametrize(
+    ("n", "eps_list"),
+    [(12, (0.01, 0.03)), pytest.param(24, (0.02, 0.04), marks=pytest.mark.slow)],
+)
+def test_verdicts_equal_former_formulation_and_are_sound(
+    digits: Any, n: int, eps_list: tuple[float, ...]
+) -> None:
     """Old = new verdicts on a naturally trained digits MLP (where interval bounds are loose); a
-    "robust" survives PGD-100x5 and sampled points; counterexamples are real points of the box."""
+    "robust" survives PGD-100x5 and sampled points; counterexamples are real points of the box.
+    At 0.03 the bounds leave classes that only the MILP proves (stage SOLVER, ROBUST)."""
     model = models.create("digits-mlp", {"hidden": 32})
     chain = relu_chain(model)
-    x, y, ids = digits.x[:24], digits.y[:24], digits.ids[:24]
+    x, y, ids = digits.x[:n], digits.y[:n], digits.ids[:n]
     with torch.no_grad():
         pred = model.logits(x).argmax(1).numpy()
-    for eps in (0.01, 0.02):
+    stages = set()
+    for eps in eps_list:
         lo, hi = _boxes(model, x, eps)
-        old = np.array([_old_verify(chain, lo[i], hi[i], int(pred[i]), 20.0) for i in range(24)])
+        old = np.array([_old_verify(chain, lo[i], hi[i], int(pred[i]), 20.0) for i in range(n)])
         rng = ExampleRNG.from_seed(0, ids)
         new = decide(model, chain, x, pred, eps, 20.0, rng=rng)
         no_attack = decide(model, chain, x, pred, eps, 20.0, attack_steps=0)
@@ -158,6 +166,7 @@ def test_verdicts_equal_former_formulation_and_are_sound(digits: Any) -> None:
         np.testing.assert_array_equal(new["status"], old)
         np.testing.assert_array_equal(no_attack["status"], old)
         assert set(np.unique(no_attack["stage"])) <= {BOUNDS, SOLVER}
+        stages |= {(int(a), int(b)) for a, b in zip(new["status"], new["stage"], strict=True)}
         assert (new["stage"][new["status"] == COUNTEREXAMPLE] != BOUNDS).all()
         # the certifier reports the same verdicts
         cert = MILPVerifier(eps=eps, time_limit=20).certify(model, x, y, rng=rng)
@@ -165,7 +174,7 @@ def test_verdicts_equal_former_formulation_and_are_sound(digits: Any) -> None:
         assert bool((cert.radius[torch.from_numpy(old == ROBUST)] == eps).all())
         # robust: a strong PGD on the predicted class never succeeds, nor do sampled points
         robust = np.flatnonzero(new["status"] == ROBUST)
-        assert len(robust) > 5 and (new["margin_lb"][robust] > 0).all()
+        assert len(robust) > n // 2 and (new["margin_lb"][robust] > 0).all()
         pgd = attacks.create("pgd", {"steps": 100, "restarts": 5})
         keep = torch.from_numpy(robust)
         adv = pgd(model, x[keep], torch.from_numpy(pred[robust]), ThreatModel("inf", eps),
@@ -187,4 +196,5 @@ def test_verdicts_equal_former_formulation_and_are_sound(digits: Any) -> None:
                     with torch.no_grad():
                         zt = model.logits(torch.from_numpy(xc).float().view(1, 1, 8, 8))
                     assert int(zt.argmax()) != pred[i]
-        assert (new["status"] == COUNTEREXAMPLE).any() and (new["stage"] == ATTACK).any()
+    # every stage decided something: bounds and solver proofs, attack counterexamples
+    assert {(ROBUST, BOUNDS), (ROBUST, SOLVER), (COUNTEREXAMPLE, ATTACK)} <= stages

@@ -181,7 +181,8 @@ def verify(
     """Decide "no input in ``[lo, hi]`` gets a logit above ``z_c``": ``(status, margin_lb, x_cex)``.
 
     ``status`` is ROBUST (every ``z_c - z_j`` has a proven lower bound > ``tol``), COUNTEREXAMPLE
-    (an input with ``z_c - z_j < 0`` was found, returned as ``x_cex``) or UNDECIDED (time limit).
+    (an input of the box with ``z_c - z_j < 0`` in the float64 chain, re-checked after clipping the
+    solver's point into the box, returned as ``x_cex``) or UNDECIDED (time limit).
     Classes already proven by the linear-relaxation bounds (``margins``: lower bounds of
     ``z_c - z_j``, default :func:`~robustlab.certify.bounds.margin_bounds` on the hidden bounds
     ``pre``, default :func:`~robustlab.certify.bounds.linear_bounds`) are skipped; the others are
@@ -205,9 +206,15 @@ def verify(
         spec[c] += 1.0
         low, best, x = problem.minimize(spec, time_limit, cutoff=2 * tol)
         proven[j] = max(proven[j], low)
-        if best < 0:
-            return COUNTEREXAMPLE, float(proven.min()), x
-        if low <= tol:
+        if best < 0 and x is not None:
+            # HiGHS meets bounds up to its feasibility tolerance (~1e-7): clip into the box and
+            # re-check the margin there in the float64 chain
+            x = np.clip(x, lo, hi)
+            z, _ = chain.forward(x)
+            if z[c] - z[j] < 0:
+                return COUNTEREXAMPLE, float(proven.min()), x
+            status = UNDECIDED  # a margin within rounding of 0: neither proven nor refuted
+        elif low <= tol:
             status = UNDECIDED
     return status, float(proven.min()), None
 
