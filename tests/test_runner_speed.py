@@ -178,3 +178,25 @@ def test_records_identical_with_and_without_data_cache(
     import pandas.testing as pdt
 
     pdt.assert_frame_equal(frames[0], frames[1], check_exact=True)
+
+
+def test_progress_bar_off_terminal_starts_no_redraw_thread(small_suite: Callable[..., Any]) -> None:
+    """Output to a pipe or file shows the bar once at the end: no thread redraws it meanwhile
+    (each redraw took the interpreter from the model's thread)."""
+    import threading
+
+    from robustlab.runner.plan import data_key, plan
+    from robustlab.runner.runner import _progress
+
+    suite = small_suite()
+    units = plan(suite, {data_key(suite.data): 3})
+    redrawing = []
+
+    def results() -> Any:
+        for u in units:
+            threads = threading.enumerate()
+            redrawing.append(any(type(t).__name__ == "_RefreshThread" for t in threads))
+            yield u, {}, None, 0.0
+
+    assert [r[0] for r in _progress(results(), units, True, "r1")] == units
+    assert len(redrawing) == 15 and not any(redrawing)

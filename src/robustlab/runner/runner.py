@@ -146,6 +146,7 @@ def _progress(
     if not enabled or not pending:
         yield from results
         return
+    from rich import get_console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -164,7 +165,14 @@ def _progress(
         TimeRemainingColumn(),
         TextColumn("{task.fields[unit]}"),
     )
-    with Progress(*cols, transient=False) as bar:
+    # the bar redraws from a thread of its own, which takes the interpreter from the model's
+    # thread each time: 4 times a second in a terminal (rich's default is 10), and never where
+    # nothing is drawn until the end (output to a file or pipe: the final bar is printed alike)
+    console = get_console()  # rich's default, as before
+    live = console.is_terminal or console.is_jupyter
+    with Progress(
+        *cols, console=console, transient=False, auto_refresh=live, refresh_per_second=4
+    ) as bar:
         t = bar.add_task(f"run {run_id}", total=len(pending), unit="")
         for item in results:
             bar.update(t, advance=1, unit=item[0].describe())
