@@ -84,7 +84,8 @@ class BatchFeeder:
     drawn straight into free rows of the buffer (:meth:`add_normal`), ``group`` batches are queued
     before they run back to back (``None``: as many as fit in ~256 KiB, at most 4), only the few
     inputs past the last full batch are moved to the front, and owners (kept as Python runs) and
-    predictions go to a log that is counted with one ``index_put_`` per ``log`` inputs.
+    predictions (one ``argmax`` tensor per pass, no more than a bare loop makes) go to a log that
+    is counted with one ``index_put_`` per ``log`` inputs.
     """
 
     def __init__(
@@ -108,11 +109,11 @@ class BatchFeeder:
         rows = self.queue + chunk
         self.buf = torch.empty((rows, *shape), dtype=dtype, device=device, memory_format=fmt)
         self.fill = 0  # inputs queued in the buffer: log entries done .. done + fill
-        self.pred = torch.empty(max(log, 2 * rows), dtype=torch.long, device=counts.device)
+        self.log = max(log, 2 * rows)  # predictions kept before they are counted
+        self.preds: list[torch.Tensor] = []  # argmax per forward pass, in log order
         self.done = 0  # log entries with a prediction
         self.runs: list[tuple[int, int]] = []  # (owner, count) of log entries 0 .. done + fill
         self.one = torch.ones((), dtype=torch.long, device=counts.device)
-        self.same: bool | None = None  # model output on the counts' device (set on first pass)
         # rows of the buffer are dense in the standard layout: a seeded draw written into them
         # equals the same draw into a fresh tensor (torch's vectorised sampler needs contiguity)
         self.direct = (
@@ -153,7 +154,7 @@ class BatchFeeder:
     def _slot(self, k: int, owner: int) -> torch.Tensor:
         if k > self.chunk:
             raise ValueError(f"at most chunk={self.chunk} inputs at a time, got {k}")
-        if self.done + self.fill + k > len(self.pred):
+        if self.done + self.fill + k > self.log:
             self._count()
         self.runs.append((owner, k))
         return self.buf[self.fill : self.fill + k]
@@ -172,14 +173,8 @@ class BatchFeeder:
         self.fill = rest
 
     def _run(self, start: int, k: int) -> None:
-        logits = self.model.logits(self.buf[start : start + k])
-        out = self.pred[self.done : self.done + k]
-        if self.same is None:  # the model's output device, found on the first pass
-            self.same = logits.device == out.device
-        if self.same:
-            torch.argmax(logits, dim=1, out=out)
-        else:
-            out.copy_(logits.argmax(dim=1))
+        # as little as a bare loop does per pass (the caches are cold here): argmax, one append
+        self.preds.append(self.model.logits(self.buf[start : start + k]).argmax(dim=1))
         self.done += k
 
     def _count(self) -> None:
@@ -190,7 +185,9 @@ class BatchFeeder:
         dev = self.counts.device
         who, many = zip(*self.runs, strict=True)
         owner = torch.tensor(who, device=dev).repeat_interleave(torch.tensor(many, device=dev))
-        self.counts.index_put_((owner[:d], self.pred[:d]), self.one, accumulate=True)
+        pred = torch.cat(self.preds).to(dev)
+        self.preds = []
+        self.counts.index_put_((owner[:d], pred), self.one, accumulate=True)
         keep, left = [], self.fill  # the runs of the queued inputs, split where the log was cut
         while left:
             o, k = self.runs.pop()
