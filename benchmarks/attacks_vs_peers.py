@@ -224,6 +224,7 @@ def _optional(name: str):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
+    global WHICH
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="batch 1 and 32 only, 2 reps")
     ap.add_argument("--threads", type=int, default=1)
@@ -237,7 +238,7 @@ def main() -> None:
     ap.add_argument("--no-early-stop", action="store_true", help="skip the early-stop row")
     ap.add_argument("--attacks", default=",".join(WHICH), help="e.g. PGD-10,APGD-100")
     a = ap.parse_args()
-    global CLOCK, DEVICE, WHICH
+    global CLOCK, DEVICE
     WHICH = tuple(a.attacks.split(","))
     DEVICE = torch.device(a.device)
     if a.wall or DEVICE.type != "cpu":

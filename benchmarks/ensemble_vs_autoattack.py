@@ -165,8 +165,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=150, help="digits test images")
-    ap.add_argument("--n-fashion", type=int, default=50, help="Fashion-MNIST test images")
+    ap.add_argument("--n", type=int, default=100, help="digits test images")
+    ap.add_argument("--n-fashion", type=int, default=30, help="Fashion-MNIST test images")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--only", choices=["digits", "fashion"], default=None)
     ap.add_argument("--eps", type=float, nargs="*", default=None)
