@@ -19,9 +19,15 @@ Versions (the member lists; ``attacks`` replaces them):
   streams, the first three target runs are unchanged, so the 9-target preset breaks every image
   the 3-target one did. On 10 held-out setups (8 digits CNNs at Linf 0.1, a Fashion CNN at 2
   eps), checked after the choice, it was never weaker either. CPU time 0.49-0.99x torchattacks'
-  on the 19 setups timed (Square is most of both runs):
+  on the 19 setups timed (Square is most of both runs; measured before Square's refusal memo):
   about the same cost, not a promise of being faster (docs/vision-attacks.md, "Attack defaults
   by measured strength").
+
+Cost (issue 22, 2026-12-07, benchmarks/ensemble_vs_autoattack.py, 1 thread, CPU time, loaded
+machine): ``standard`` vs torchattacks 3.5.1's ``AutoAttack(version="standard")`` (10 APGD steps
+per member, FAB-T, Square 5,000) 0.55-0.57x on ``digits-cnn`` (Linf 0.05/0.1) but 1.15-1.31x on a
+Fashion-MNIST CNN (0.05, 8/255), never weaker per example on the four: its 10x APGD budget (100
+steps, 9 APGD-T targets) is paid back only where Square's refusal memo saves most (small images).
 
 Example::
 
