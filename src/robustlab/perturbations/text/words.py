@@ -112,13 +112,12 @@ class _WordEdit:
     ) -> tuple[list[str], np.ndarray]:
         """All words of the batch (``flat``, ``lengths`` per text) after :meth:`edit` per text,
         and the new number of words per text."""
+        picks = np.split(pick, np.cumsum(lengths)[:-1]) if len(lengths) else []
         texts = [
-            self.edit(w, p.tolist())
-            for w, p in zip(
-                split_flat(flat, lengths), np.split(pick, np.cumsum(lengths)[:-1]), strict=True
-            )
+            self.edit(w, p.tolist()) for w, p in zip(split_flat(flat, lengths), picks, strict=True)
         ]
-        return list(itertools.chain.from_iterable(texts)), np.array([len(t) for t in texts])
+        sizes = np.array([len(t) for t in texts], dtype=np.int64)
+        return list(itertools.chain.from_iterable(texts)), sizes
 
     def __call__(self, x: list[str], severity: float, rng: ExampleRNG) -> list[str]:
         texts = check_texts(x, severity, type(self).__name__)
