@@ -198,3 +198,16 @@ def test_verdicts_equal_former_formulation_and_are_sound(
                     assert int(zt.argmax()) != pred[i]
     # every stage decided something: bounds and solver proofs, attack counterexamples
     assert {(ROBUST, BOUNDS), (ROBUST, SOLVER), (COUNTEREXAMPLE, ATTACK)} <= stages
+
+
+def test_stage_parameters_are_checked(digits: Any) -> None:
+    from robustlab.core.errors import ConfigError
+
+    model = models.create("digits-mlp", {"hidden": 32})
+    x, y = digits.x[:2], digits.y[:2]
+    rng = ExampleRNG.from_seed(0, digits.ids[:2])
+    for bad in ({"attack_steps": -1}, {"attack_restarts": 0}, {"attack_steps": 1.5}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            MILPVerifier(eps=0.01, **bad).certify(model, x, y, rng=rng)
+    cert = MILPVerifier(eps=0.01, attack_steps=0).certify(model, x, y, rng=rng)
+    assert cert.pred.shape == (2,) and not bool(cert.abstained.any())
