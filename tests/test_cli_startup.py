@@ -6,7 +6,9 @@ the light paths print exactly what the full ones print.
 - ``list`` from the cached catalog prints byte for byte what the old code printed from the fully
   discovered registries (rendered in another fresh interpreter), so the catalog cannot drift;
 - ``runs`` on a store file (read with sqlite3) prints what it prints through SQLAlchemy (the same
-  store given as a ``sqlite:///`` URL), for complete, failed, running and interrupted runs.
+  store given as a ``sqlite:///`` URL), for complete, failed, running and interrupted runs;
+- ``show`` reads the run as the store does (same info, same errors) and prints the summary table
+  kept for the run's exact units without reading the records; a changed unit summarises again.
 
 Timings are in ``benchmarks/cli_startup.py``, not here.
 """
@@ -249,3 +251,51 @@ def test_a_stale_or_broken_cache_is_rebuilt(tmp_path: Path, monkeypatch: Any) ->
     assert catalog._read(file, key) is None
     assert catalog._builtin(plugins) == fresh
     assert catalog._read(file, json.loads(file.read_text())["key"]) == fresh
+
+
+def test_show_reads_the_run_with_sqlite3_as_the_store_does(store: Path) -> None:
+    st = Store(store)
+    try:
+        for row in readonly.run_rows(str(store))[1]:  # type: ignore[index]
+            for ref in (row["id"], row["id"][:-1]):  # an id, a unique prefix
+                url, info = readonly.run_info(str(store), ref)  # type: ignore[misc]
+                assert url == st.url and info == st.run_info(st.resolve(ref))
+        assert readonly.run_info(str(store), "latest")[1]["id"] == st.resolve("latest")  # type: ignore[index]
+        for ref in ("nosuchrun", ""):  # "" is a prefix of every run: ambiguous
+            with pytest.raises(Exception) as fast:
+                readonly.run_info(str(store), ref)
+            with pytest.raises(Exception) as full:
+                st.resolve(ref)
+            assert type(fast.value) is type(full.value) and str(fast.value) == str(full.value)
+    finally:
+        st.close()
+    assert readonly.run_info(f"sqlite:///{store}", "latest") is None  # URLs: the store's
+
+
+def test_show_prints_the_kept_summary_until_the_units_change(
+    store: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The first ``show`` summarises the records (pandas) and keeps the table; the next prints
+    the same without reading them; a changed unit makes it summarise again."""
+    cache = tmp_path_factory.mktemp("cold-cache")
+    complete = readonly.run_rows(str(store))[1][-1]["id"]  # type: ignore[index]
+    args = ["show", complete, "--store", str(store)]
+    first = cli(args, cache, tmp_path)
+    second = cli(args, cache, tmp_path)
+    assert first[0] == second[0] == 0 and "accuracy" in first[1]
+    assert first[1] == second[1]
+    assert "pandas" in first[3] and not second[3] & set(DATA_STACK), sorted(second[3])
+    copy = tmp_path / "copy.db"  # the same run, one unit finished later: another digest
+    copy.write_bytes(store.read_bytes())
+    with sqlite3.connect(copy) as con:
+        con.execute("UPDATE units SET finished_at = finished_at + 1 WHERE run_id = ?", (complete,))
+    moved = cli(["show", complete, "--store", str(copy)], cache, tmp_path)
+    assert moved[1] == first[1].replace(str(store), str(copy))
+    assert "pandas" in moved[3]
+    kept = tmp_path / "kept.db"  # the kept table is per store: a new path summarises anew
+    with sqlite3.connect(store) as src, sqlite3.connect(kept) as dst:
+        src.backup(dst)
+    with sqlite3.connect(kept) as con:
+        con.execute("UPDATE units SET finished_at = finished_at + 1 WHERE run_id = ?", (complete,))
+    again = cli(["show", complete, "--store", str(kept)], cache, tmp_path)
+    assert "pandas" in again[3]

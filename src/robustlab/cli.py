@@ -120,7 +120,7 @@ def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None
         err.print("interrupted: finished units are stored; rerun the same command to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     info = st.run_info(run_id)
-    df = _print_summary(st, run_id)
+    df = _print_summary(st, run_id, info["units"])
     html = _write_report(st, run_id, str(reports))
     out.print(f"\nrun [bold]{run_id}[/] ({info['status']}) stored in {escape(st.url)}")
     if html:
@@ -147,30 +147,39 @@ def _write_report(st: Any, run_id: str, out_dir: str) -> Path | None:
     return html
 
 
-def _print_summary(st: Any, run_id: str) -> Any:
-    """Print the accuracy table of a run; returns its records."""
+def _print_summary(st: Any, run_id: str, units: list[dict[str, Any]]) -> Any:
+    """Print the accuracy table of a run (and keep it for ``show``); returns its records."""
+    from robustlab.store import summary_cache
+
+    table, df = _summary_table(st, run_id)
+    summary_cache.save(st.url, run_id, units, table)
+    _print_table(table)
+    return df
+
+
+def _summary_table(st: Any, run_id: str) -> tuple[dict[str, Any], Any]:
+    """The accuracy table of a run as printable cells (``rows`` empty: no records), and the
+    records it summarises."""
     from robustlab.metrics import summarize
 
     df = st.records(run_id)
+    table: dict[str, Any] = {"title": f"accuracy, 95% bootstrap CI (run {run_id})", "rows": []}
     if df.empty:
-        out.print("no records")
-        return df
+        return table, df
     s = summarize(df, ["accuracy"], by=("model", "kind", "probe", "level"), n_boot=500)
     many = s["model"].nunique() > 1
     keys = ["model", "kind", "probe", "level"]
     # errored records count as wrong in the accuracy: show how many there are, next to it
     errored = df["error"].notna().groupby([df[k] for k in keys]).sum() if "error" in df else None
     show_errors = errored is not None and bool(errored.sum())
-    table = Table(title=f"accuracy, 95% bootstrap CI (run {run_id})", title_justify="left")
-    for col in (["model"] if many else []) + [
+    table["columns"] = (["model"] if many else []) + [
         "probe",
         "level",
         "accuracy [95% CI]",
         "seed std",
         "n",
         *(["errored"] if show_errors else []),
-    ]:
-        table.add_column(col, justify="left" if col in ("model", "probe") else "right")
+    ]
     order = {"clean": 0, "evalset": 1, "perturbation": 2, "attack": 3, "certifier": 4}
     s = s.sort_values(
         ["model", "kind", "probe", "level"],
@@ -183,9 +192,21 @@ def _print_summary(st: Any, run_id: str) -> Any:
         if show_errors:
             k = errored.get((r.model, r.kind, r.probe, r.level), 0)
             cells.append(f"[red]{k}[/]" if k else "0")
-        table.add_row(*([r.model] if many else []), *cells)
-    out.print(table)
-    return df
+        table["rows"].append([*([r.model] if many else []), *cells])
+    return table, df
+
+
+def _print_table(table: dict[str, Any]) -> None:
+    """Print a table made by :func:`_summary_table` (or kept by the summary cache)."""
+    if not table["rows"]:
+        out.print("no records")
+        return
+    shown = Table(title=table["title"], title_justify="left")
+    for col in table["columns"]:
+        shown.add_column(col, justify="left" if col in ("model", "probe") else "right")
+    for row in table["rows"]:
+        shown.add_row(*row)
+    out.print(shown)
 
 
 @app.command()
@@ -331,9 +352,16 @@ def show(
     store: StoreOpt = None,
 ) -> None:
     """Show a run: suite, environment, fingerprints, units and summary."""
-    st = _open_store(store)
-    rid = st.resolve(run_id)
-    info = st.run_info(rid)
+    from robustlab.store import readonly, summary_cache
+
+    st = None
+    fast = readonly.run_info(_store_location(store), run_id)  # a local file: no SQLAlchemy
+    if fast is None:
+        st = _open_store(store)
+        url, info = st.url, st.run_info(st.resolve(run_id))
+    else:
+        url, info = fast
+    rid = info["id"]
     out.print(
         f"[bold]run {rid}[/]  suite {info['suite_name']}  status {info['status']}  seed {info['seed']}"
     )
@@ -363,7 +391,11 @@ def show(
     out.print(f"units: {len(info['units'])}/{info['n_units']} finished, {len(failed)} failed")
     for u in failed:
         out.print(f"  [red]failed[/] {u['description']}: {u['error']}")
-    _print_summary(st, rid)
+    table = summary_cache.load(url, rid, info["units"])  # kept by `run` or an earlier `show`
+    if table is not None:
+        _print_table(table)
+        return
+    _print_summary(st or _open_store(store), rid, info["units"])
 
 
 @app.command()

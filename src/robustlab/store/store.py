@@ -31,6 +31,7 @@ from robustlab.core.errors import StoreError
 from robustlab.core.records import COLUMNS, frame
 from robustlab.store import blocks, lease, schema
 from robustlab.store import location as location_
+from robustlab.store.readonly import pick_run
 from robustlab.store.schema import SCHEMA_VERSION
 
 _LOCK_KEY = 0x726F627573746C62  # PostgreSQL advisory lock of store creation/migration ("robustlb")
@@ -267,17 +268,7 @@ class Store:
 
     def resolve(self, ref: str) -> str:
         """A run id from an id, a unique id prefix, or ``latest``."""
-        ids = self.runs()["id"].tolist()
-        if ref == "latest":
-            if not ids:
-                raise StoreError(f"store {self.url} has no runs")
-            return ids[0]
-        matches = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise StoreError(f"no run {ref!r} in {self.url} (see `robustlab runs`)")
-        raise StoreError(f"run prefix {ref!r} is ambiguous: {', '.join(matches[:5])}")
+        return pick_run(self.runs()["id"].tolist(), ref, self.url)
 
     def run_info(self, run_id: str) -> dict[str, Any]:
         with self.engine.connect() as c:
