@@ -200,3 +200,42 @@ def test_progress_bar_off_terminal_starts_no_redraw_thread(small_suite: Callable
 
     assert [r[0] for r in _progress(results(), units, True, "r1")] == units
     assert len(redrawing) == 15 and not any(redrawing)
+
+
+def test_cli_run_checks_the_models_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_suite: Callable[..., Any]
+) -> None:
+    """``robustlab run`` checks the models before it opens the store and hands the fingerprints
+    to ``run_suite``, which does not repeat the model stage; the stored fingerprints are what the
+    check returns."""
+    import yaml
+    from typer.testing import CliRunner
+
+    import robustlab.runner.runner as runner_mod
+    import robustlab.runner.validation as validation_mod
+    from robustlab.cli import app
+    from robustlab.runner.context import process_context
+
+    suite = small_suite(noise_levels=(1,), fgsm_eps=(), pgd_eps=())
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite.model_dump(mode="json")))
+    calls: list[str] = []
+    real = validation_mod.validate_models
+
+    def counting(s: Any, ctx: Any) -> dict[str, str]:
+        calls.append(s.name)
+        return real(s, ctx)
+
+    monkeypatch.setattr(validation_mod, "validate_models", counting)
+    monkeypatch.setattr(runner_mod, "validate_models", counting)
+    store = tmp_path / "s.db"
+    args = ["run", str(tmp_path / "suite.yaml"), "--store", str(store), "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "reports")])
+    assert result.exit_code == 0, result.output
+    assert calls == [suite.name]
+    st = Store(store)
+    try:
+        assert st.run_info(st.resolve("latest"))["fingerprints"] == real(suite, process_context())
+    finally:
+        st.close()
+    run_suite(suite, Store(tmp_path / "api.db"), progress=False)  # the API still checks them
+    assert calls == [suite.name, suite.name]

@@ -100,7 +100,8 @@ def _load_suite(path: str, sets: list[str], seed: int | None) -> Any:
 
 
 def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None, new: bool,
-             out_dir: str | None, progress: bool) -> str:  # fmt: skip
+             out_dir: str | None, progress: bool,
+             validated: dict[str, str] | None = None) -> str:  # fmt: skip
     from robustlab.runner import make_engine, run_suite
     from robustlab.store.location import missing_folders, writable_folder
 
@@ -114,8 +115,9 @@ def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None
         raise
     try:
         run_id = run_suite(
-            suite, st, engine=make_engine(engine, ray_address), resume=not new, progress=progress
-        )
+            suite, st, engine=make_engine(engine, ray_address), resume=not new,
+            progress=progress, validated=validated,
+        )  # fmt: skip
     except KeyboardInterrupt:
         err.print("interrupted: finished units are stored; rerun the same command to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -257,8 +259,9 @@ def run(
             if m["name"] == "file":
                 m["params"]["allow_pickle"] = True
         s = type(s).parse(data, suite)
-    validate_models(s, process_context())  # loaded (cached for the run), still before the store
-    _execute(s, store, engine, ray_address, new, out_dir, progress)
+    # loaded (cached for the run), still before the store; not repeated by run_suite
+    fingerprints = validate_models(s, process_context())
+    _execute(s, store, engine, ray_address, new, out_dir, progress, fingerprints)
 
 
 @app.command()

@@ -96,16 +96,21 @@ def run_suite(
     engine: LocalEngine | RayEngine | None = None,
     resume: bool = True,
     progress: bool = True,
+    validated: dict[str, str] | None = None,
 ) -> str:
     """Run ``suite`` and return the run id.
 
     With ``resume`` (default), an unfinished run of the same suite is continued: its finished units
     are skipped. Bad configuration and incompatible model/data raise before anything is stored.
+    ``validated``: what :func:`validate_models` returned for this very ``suite`` object in this
+    process (``robustlab run`` checks the models before it opens the store), so that the model
+    stage (a forward pass per data spec, each weight fingerprint) is not repeated.
     """
     engine = engine or LocalEngine()
     ctx = process_context()
     shards = validate_suite(suite, ctx)  # the same checks as `robustlab validate`
-    fingerprints = validate_models(suite, ctx)  # loaded models against probes and data
+    # loaded models against probes and data
+    fingerprints = validate_models(suite, ctx) if validated is None else dict(validated)
     env = environment(engine.name) | _model_facts(suite, ctx)  # stored with the run
     units = plan(suite, shards)
     suite_hash = suite.content_hash()
