@@ -6,7 +6,10 @@ The built-in entries are what the registries hold after full discovery, cached i
 source tree (every file's relative path, size and modification time), the registries' built-in
 packages and the entry points of the ``robustlab.<kind>`` groups. Any edit, install, upgrade or
 plugin change gives a new key, and the next listing discovers again (seconds: it imports
-everything) and rewrites the cache. Components from plugins are never read from the cache: their
+everything) and rewrites the cache. The cache also records the module that registers each built-in
+name, under a key of the source tree alone (plugins cannot change which module registers a
+built-in): a lookup of a built-in name (``attacks.get("pgd")``) imports just that module, and a
+lookup that finds no current cache discovers everything and writes it (:func:`rebuild`). Components from plugins are never read from the cache: their
 entry points are loaded on every listing, as discovery loads them. A cache that cannot be read or
 written is rebuilt or skipped; the listing is the same either way.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import sys
@@ -29,7 +33,7 @@ from typing import Any
 from robustlab.core.paths import cache_dir
 from robustlab.core.registry import REGISTRIES, Registry, describe
 
-FORMAT = 1  # bump when the cached layout or the one-line rule changes
+FORMAT = 2  # bump when the cached layout or the one-line rule changes
 Entries = list[tuple[str, str]]
 
 
@@ -76,16 +80,62 @@ def _builtin(plugins: dict[str, list[Any]]) -> dict[str, Entries]:
     """The built-in entries of every kind: from the cache if its key is current, else by full
     discovery (then cached)."""
     file = cache_file()
-    key = source_key(Path(__file__).resolve().parents[1], plugins)
+    key = source_key(_ROOT, plugins)
     cached = _read(file, key)
     if cached is not None:
         return cached
-    fresh = {
-        kind: [(n, one_line(o)) for n, o in reg.items() if n not in reg.plugin_names]
-        for kind, reg in REGISTRIES.items()
-    }
-    _write(file, key, fresh)
+    fresh, modules = _discover_all()
+    _write(file, key, fresh, modules)
     return fresh
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+_current: dict[str, dict[str, str]] | None = None  # this process's read of the module map
+
+
+def _discover_all() -> tuple[dict[str, Entries], dict[str, dict[str, str]]]:
+    """Discover every registry: its built-in entries (what robustlab's modules registered) and
+    which module registers each built-in name (for targeted lookups: only the names registered
+    by a module of the registry's own packages, the ones its full discovery is sure to find)."""
+    entries: dict[str, Entries] = {}
+    modules: dict[str, dict[str, str]] = {}
+    for kind, reg in REGISTRIES.items():
+        found = [(n, o, reg.registered_module(n) or "") for n, o in reg.items()]
+        entries[kind] = [(n, one_line(o)) for n, o, m in found if _within(m, ("robustlab",))]
+        modules[kind] = {n: m for n, _, m in found if _within(m, reg.builtin_modules)}
+    return entries, modules
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def import_builtin(reg: Registry[Any], name: str) -> bool | None:
+    """Import the module the current cache says registers built-in ``name`` of ``reg``; whether
+    ``name`` is registered now (False: the cache knows no such built-in), or None where there is
+    no current cache (missing, unreadable, or written for another source tree)."""
+    global _current
+    if _current is None:
+        _current = _read_modules(cache_file(), source_key(_ROOT))
+        if _current is None:
+            return None
+    module = _current.get(reg.kind, {}).get(name)
+    if module is None:
+        return False
+    importlib.import_module(module)
+    return reg.registered_module(name) is not None
+
+
+def rebuild(reg: Registry[Any] | None = None) -> None:
+    """Discover every registry and write the cache (``reg``, the registry that asked, first: its
+    discovery is the one the lookup needed, and its errors come first, as before)."""
+    global _current
+    if reg is not None:
+        reg.names()
+    plugins = _entry_points()
+    fresh, modules = _discover_all()
+    _write(cache_file(), source_key(_ROOT, plugins), fresh, modules)
+    _current = modules
 
 
 def cache_file() -> Path:
@@ -139,12 +189,35 @@ def _read(file: Path, key: str) -> dict[str, Entries] | None:
         return None
 
 
-def _write(file: Path, key: str, kinds: dict[str, Entries]) -> None:
+def _read_modules(file: Path, source: str) -> dict[str, dict[str, str]] | None:
+    """The cached name -> registering module map of every kind, if the cache is current."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if data["format"] != FORMAT or data["source"] != source:
+            return None
+        modules = data["modules"]
+        if set(modules) != set(REGISTRIES):
+            return None
+        return {kind: {str(n): str(m) for n, m in names.items()} for kind, names in modules.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _write(
+    file: Path, key: str, kinds: dict[str, Entries], modules: dict[str, dict[str, str]]
+) -> None:
     """Write the cache atomically (a concurrent reader sees the old file or the new one); a cache
     folder that cannot be written only costs the next listing its speed."""
     import tempfile
 
-    text = json.dumps({"format": FORMAT, "key": key, "kinds": kinds}, indent=0)
+    data = {
+        "format": FORMAT,
+        "key": key,
+        "source": source_key(_ROOT),
+        "kinds": kinds,
+        "modules": modules,
+    }
+    text = json.dumps(data, indent=0)
     with contextlib.suppress(OSError):
         file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".catalog-", suffix=".tmp")

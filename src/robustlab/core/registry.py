@@ -7,9 +7,13 @@ Components register by name next to their code::
     @attacks.register("pgd")
     class PGD: ...
 
-Built-ins are discovered lazily: on a registry's first lookup every module of its package (e.g. all
-of ``robustlab.attacks``) is imported, so adding a component is adding one file. Third-party
-packages add components through the entry-point group ``robustlab.<kind>`` (for example
+Built-ins are discovered lazily: on a registry's first full lookup (``names()``, ``items()``, an
+unknown name) every module of its package (e.g. all of ``robustlab.attacks``) is imported, so
+adding a component is adding one file. ``get``/``create``/``levels`` of a built-in name import only
+the module that registers it, found in the catalog (:mod:`robustlab.core.catalog`, which records
+each name's registering module) when its key matches the source tree; a stale or missing catalog,
+an unknown name or a plugin falls back to full discovery, so results and errors are the same.
+Third-party packages add components through the entry-point group ``robustlab.<kind>`` (for example
 ``robustlab.attacks``), each entry point naming the object to register. Modules with optional
 dependencies import them inside functions, so discovery never fails on a missing extra.
 """
@@ -22,6 +26,7 @@ import functools
 import importlib
 import inspect
 import math
+import sys
 import threading
 import types
 import typing
@@ -47,6 +52,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._builtin_modules = builtin_modules
         self._items: dict[str, T] = {}
+        self._modules: dict[str, str] = {}  # name -> the module whose import registers it
         self._loaded = False  # discovery started
         self._ready = False  # discovery finished
         self.plugin_names: set[str] = set()  # names registered from entry points (not built in)
@@ -59,14 +65,17 @@ class Registry(Generic[T]):
         a class may instead define ``level_domain`` (a :class:`Levels`, or a method of its
         constructor's parameters returning one, for domains that depend on them)."""
 
+        module = _importing_module(sys._getframe(1))
+
         def deco(obj: T) -> T:
             if name in self._items and self._items[name] is not obj:
                 raise ConfigError(f"{self.kind} {name!r} is already registered")
-            self._items[name] = obj
             with contextlib.suppress(AttributeError, TypeError):
                 obj.registered_name = name  # type: ignore[attr-defined]
             if levels is not None:
                 obj.level_domain = levels  # type: ignore[attr-defined]
+            self._modules.setdefault(name, module)
+            self._items[name] = obj  # last: another thread never sees a half-registered object
             return obj
 
         return deco
@@ -99,6 +108,35 @@ class Registry(Generic[T]):
                     self.plugin_names.add(ep.name)
             self._ready = True
 
+    def _find(self, name: str) -> None:
+        """Make ``name`` registered if it is a built-in, importing as little as possible: the
+        module the current catalog names for it. Where that does not register it (a stale or
+        missing catalog, an unknown name, a plugin) the registry is fully discovered, as before
+        (and a stale or missing catalog is rebuilt, so the next process is targeted)."""
+        if self._ready:
+            return
+        with _DISCOVERY:  # the lock discovery holds: lookups wait for imports in other threads
+            if self._loaded:  # discovery finished, or this thread is discovering (re-entrant)
+                return
+            if name in self._items:  # registered already (its module's import may be ongoing)
+                module = self._modules.get(name)
+                if module in sys.modules:
+                    importlib.import_module(module)  # waits for another thread's import of it
+                return
+            from robustlab.core import catalog
+
+            found = catalog.import_builtin(self, name)
+            if found:
+                return
+            if found is None:  # no current catalog: discover everything once and cache it
+                catalog.rebuild(self)
+        self._load()
+
+    def registered_module(self, name: str) -> str | None:
+        """The module whose import registered ``name`` in this process (None for plugins'
+        entry points and names not registered)."""
+        return None if name in self.plugin_names else self._modules.get(name)
+
     def registered(self) -> list[tuple[str, T]]:
         """What is registered in this process so far, sorted by name, without discovering."""
         return sorted(self._items.items())
@@ -115,7 +153,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the component called ``name``; unknown names raise with a suggestion."""
-        self._load()
+        self._find(name)
         try:
             return self._items[name]
         except KeyError:
@@ -142,6 +180,8 @@ class Registry(Generic[T]):
         yield from sorted(self._items.items())
 
     def __contains__(self, name: object) -> bool:
+        if self._ready or name in self._items:
+            return name in self._items
         self._load()
         return name in self._items
 
@@ -155,6 +195,17 @@ def plugin_entry_points(kind: str) -> list[Any]:
     from importlib.metadata import entry_points  # costs ~50 ms: only where plugins are needed
 
     return list(entry_points(group=f"robustlab.{kind}"))
+
+
+def _importing_module(frame: types.FrameType | None) -> str:
+    """The module whose top-level code is running at ``frame`` or below: the one whose import
+    makes the registration (a helper in another module may call ``register`` for it)."""
+    caller = frame.f_globals.get("__name__", "") if frame is not None else ""
+    while frame is not None:
+        if frame.f_code.co_name == "<module>":
+            return str(frame.f_globals.get("__name__", caller))
+        frame = frame.f_back
+    return str(caller)
 
 
 def _import_tree(name: str) -> None:
