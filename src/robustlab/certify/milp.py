@@ -227,6 +227,7 @@ def check_counterexample(
     hi: np.ndarray,
     c: np.ndarray,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """Which rows of ``x`` ``[B, n]`` (float64) are counterexamples for the classes ``c`` ``[B]``.
 
@@ -242,7 +243,7 @@ def check_counterexample(
     shape = (len(x), *model.domain.shape)
     with torch.no_grad():
         xt = torch.from_numpy(x).view(shape).to(dtype)
-        pred = model.logits(xt).argmax(dim=1).cpu().numpy()
+        pred = model.logits(xt.to(device)).argmax(dim=1).cpu().numpy()
     exact = (xt.double().flatten(1).numpy() == x).all(axis=1)  # the model saw exactly this point
     return inside & margin_neg & (pred != c) & exact
 
@@ -310,7 +311,9 @@ def decide(
         xa = _inside_float32(
             adv.x_adv.detach().cpu().double().flatten(1).numpy(), lo[todo], hi[todo]
         )
-        found = check_counterexample(model, chain, xa, lo[todo], hi[todo], pred[todo], x.dtype)
+        found = check_counterexample(
+            model, chain, xa, lo[todo], hi[todo], pred[todo], x.dtype, x.device
+        )
         za = _chain_logits(chain, xa)
         adv_margin = za[np.arange(len(todo)), pred[todo]][:, None] - za
         adv_margin[np.arange(len(todo)), pred[todo]] = np.inf
