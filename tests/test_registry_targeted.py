@@ -55,8 +55,9 @@ info = {
     "same": attacks.get("pgd") is pgd and sys.modules[pgd.__module__].PGD is pgd,
     "discovered": [r.kind for r in (attacks, models, perturbations) if r.discovered],
 }
-if sys.argv[1] == "full":
-    for reg in (attacks, models, perturbations):
+if sys.argv[1] == "full":  # what a run imported before: every registry it looks up discovered
+    from robustlab.core.registry import REGISTRIES
+    for reg in REGISTRIES.values():
         reg.names()
 info["modules"] = sorted(m for m in sys.modules if m.startswith("robustlab"))
 print(json.dumps(info))
@@ -137,8 +138,9 @@ try:
 except Exception as e:
     print(__import__("json").dumps([type(e).__name__, str(e), attacks.discovered]))
 """
-    assert _run(unknown, d) == _run(unknown, tmp_path)  # current catalog, none: same error
-    name, msg, discovered = _run(unknown, d)
+    with_catalog = _run(unknown, d)
+    assert with_catalog == _run(unknown, tmp_path)  # current catalog, none: the same error
+    name, msg, discovered = with_catalog
     assert name == "UnknownComponentError" and "did you mean 'pgd'" in msg and discovered
     # a key that does not match the source tree: no module map; a rebuild writes a current one
     monkeypatch.setenv("ROBUSTLAB_CACHE", str(d))
