@@ -12,7 +12,7 @@ distance), metadata (label, ink) and per-condition accuracies; groups grow with 
 
 The reference is the report built with the previous ``metrics.summary.summarize`` (one pandas
 ``groupby`` iteration per group, a fresh ``bootstrap_ci`` draw per group and metric, a nested
-``groupby("replicate")`` per group; kept here verbatim as ``_old_summarize``) and the previous read
+``groupby("replicate")`` per group: ``metrics.summary.summarize_per_group``) and the previous read
 path (``frame`` parsing every record's extra/meta JSON text). Groups above 2000 examples get their
 CIs from per-value multinomial draws (the same bootstrap distribution), so the report content is
 compared with the reference's only on the demo, whose groups are smaller. Both sides run
@@ -38,50 +38,19 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from robustlab.core.records import frame
-from robustlab.core.registry import metrics
-from robustlab.metrics.base import bootstrap_ci
+from robustlab.metrics.summary import summarize_per_group
 from robustlab.report import build_report, tables
 from robustlab.report.html import render
 from robustlab.store import Store
 
-
-def _old_summarize(
-    df: pd.DataFrame,
-    names: Sequence[str] = ("accuracy",),
-    by: Sequence[str] = ("model", "kind", "probe", "level"),
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """The reference: ``summarize`` as it was before issue 22 (per-group loop)."""
-    rows = []
-    if df.empty:
-        return pd.DataFrame(
-            columns=[*by, "metric", "value", "ci_lo", "ci_hi", "n", "replicate_std"]
-        )
-    for key, g in df.groupby(list(by), sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        for name in names:
-            m = metrics.get(name)
-            value = m(g)
-            if m.per_example is not None:
-                lo, hi = bootstrap_ci(m.per_example(g), n_boot=n_boot, seed=seed)
-            else:
-                lo = hi = float("nan")
-            per_rep = [m(r) for _, r in g.groupby("replicate")] if "replicate" in g else []
-            std = float(np.std(per_rep, ddof=1)) if len(per_rep) > 1 else float("nan")
-            rows.append(
-                {**dict(zip(by, key, strict=True)), "metric": name, "value": value,
-                 "ci_lo": lo, "ci_hi": hi, "n": int(len(g)), "replicate_std": std}
-            )  # fmt: skip
-    return pd.DataFrame(rows)
+_old_summarize = summarize_per_group  # the reference: the per-group loop before issue 22
 
 
 def _old_records(store: Store) -> Callable[[str], pd.DataFrame]:

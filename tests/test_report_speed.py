@@ -7,7 +7,6 @@ records; and the whole report content is unchanged. Timings live in benchmarks/r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,10 +14,9 @@ import pandas as pd
 import pytest
 
 from robustlab.core.records import frame
-from robustlab.core.registry import metrics
 from robustlab.metrics import summarize
 from robustlab.metrics.base import bootstrap_ci
-from robustlab.metrics.summary import EXACT_DRAWS_MAX_N, bootstrap_cis
+from robustlab.metrics.summary import EXACT_DRAWS_MAX_N, bootstrap_cis, summarize_per_group
 from robustlab.report import build_report, tables
 from robustlab.runner import Suite, run_suite
 from robustlab.store import Store
@@ -42,35 +40,7 @@ NAMES = ["accuracy", "attack_success_rate", "mean_queries", "failure_rate", "err
          "median_distance"]  # fmt: skip
 
 
-def per_group_summarize(
-    df: pd.DataFrame,
-    names: Sequence[str] = ("accuracy",),
-    by: Sequence[str] = ("model", "kind", "probe", "level"),
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """``summarize`` as it was before issue 22 (verbatim): the reference."""
-    rows = []
-    if df.empty:
-        return pd.DataFrame(
-            columns=[*by, "metric", "value", "ci_lo", "ci_hi", "n", "replicate_std"]
-        )
-    for key, g in df.groupby(list(by), sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        for name in names:
-            m = metrics.get(name)
-            value = m(g)
-            if m.per_example is not None:
-                lo, hi = bootstrap_ci(m.per_example(g), n_boot=n_boot, seed=seed)
-            else:
-                lo = hi = float("nan")
-            per_rep = [m(r) for _, r in g.groupby("replicate")] if "replicate" in g else []
-            std = float(np.std(per_rep, ddof=1)) if len(per_rep) > 1 else float("nan")
-            rows.append(
-                {**dict(zip(by, key, strict=True)), "metric": name, "value": value,
-                 "ci_lo": lo, "ci_hi": hi, "n": int(len(g)), "replicate_std": std}
-            )  # fmt: skip
-    return pd.DataFrame(rows)
+per_group_summarize = summarize_per_group  # the reference: the per-group loop
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import metrics
-from robustlab.metrics.base import Metric, paired_bootstrap_diff
+from robustlab.metrics.base import Metric, bootstrap_ci, paired_bootstrap_diff
 from robustlab.metrics.significance import benjamini_hochberg, permutation_pvalue
 
 GROUP = ("model", "kind", "probe", "level")
@@ -99,6 +99,38 @@ def summarize(
     for (r, _), (lo, hi) in zip(pending, cis, strict=True):
         rows[r]["ci_lo"], rows[r]["ci_hi"] = lo, hi
     return pd.DataFrame(rows, columns=[*by, *SUMMARY_COLUMNS])
+
+
+def summarize_per_group(
+    df: pd.DataFrame,
+    names: Sequence[str] = ("accuracy",),
+    by: Sequence[str] = GROUP,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The definition :func:`summarize` computes in one pass: a loop over the groups calling each
+    metric and :func:`~robustlab.metrics.base.bootstrap_ci` per group (how ``summarize`` worked
+    before issue 22). Slow; kept as the reference the tests and ``benchmarks/report_scaling.py``
+    compare ``summarize`` with (equal bit for bit on groups of up to ``EXACT_DRAWS_MAX_N``)."""
+    rows = []
+    if df.empty:
+        return pd.DataFrame(columns=[*by, *SUMMARY_COLUMNS])
+    for key, g in df.groupby(list(by), sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        for name in names:
+            m = metrics.get(name)
+            value = m(g)
+            if m.per_example is not None:
+                lo, hi = bootstrap_ci(m.per_example(g), n_boot=n_boot, seed=seed)
+            else:
+                lo = hi = float("nan")
+            per_rep = [m(r) for _, r in g.groupby("replicate")] if "replicate" in g else []
+            std = float(np.std(per_rep, ddof=1)) if len(per_rep) > 1 else float("nan")
+            rows.append(
+                {**dict(zip(by, key, strict=True)), "metric": name, "value": value,
+                 "ci_lo": lo, "ci_hi": hi, "n": int(len(g)), "replicate_std": std}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def _replicate_slices(
