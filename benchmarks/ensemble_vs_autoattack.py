@@ -16,8 +16,25 @@ torch thread.
 
 ``--members`` also times each member of both ensembles alone on the examples it receives inside
 its ensemble (where the time goes). torchattacks' "standard" AutoAttack runs APGD-CE, APGD-T (9
-targets) and FAB-T with its default of 10 steps each, and Square with 5,000 queries. Our rows
-(``--variants``, default ``ours``):
+targets) and FAB-T with its default of 10 steps each, and Square with 5,000 queries: torchattacks
+3.5.1's ``AutoAttack.__init__`` builds ``APGD(..., loss="ce", n_restarts=1)``,
+``APGDT(..., n_classes=n_classes, n_restarts=1)``, ``FAB(..., multi_targeted=True,
+n_classes=n_classes, n_restarts=1)`` and ``Square(..., n_queries=5000, n_restarts=1)`` without a
+``steps`` argument, and ``APGD``, ``APGDT`` and ``FAB`` default to ``steps=10``. The paper's
+AutoAttack (fra31/auto-attack, ``version="standard"``) runs 100 iterations of each (its
+``APGDAttack``, ``APGDAttack_targeted`` and ``FABAttack_PT`` default to ``n_iter=100``; 9 target
+classes for APGD-T and FAB-T). So we compare with two torchattacks peers (``--peer-budget``,
+default both):
+
+- ``ta``: ``torchattacks.AutoAttack(norm="Linf", version="standard", n_classes=10, seed=0)``;
+- ``ta@100`` (``paper``): the same ``MultiAttack`` built from torchattacks' own classes exactly as
+  its ``AutoAttack`` composes them (same order, eps, norm, seed 0, ``n_restarts=1``, ``loss="ce"``,
+  ``n_classes=10``, ``multi_targeted=True``, Square 5,000 queries) except ``steps=100`` for
+  ``APGD``, ``APGDT`` and ``FAB``: the paper's budget, the one our default ``standard`` runs
+  (which has no FAB-T). It runs in the first ``--paper-reps`` (default 1) of the ``--reps``
+  interleaved repeats only: it costs several times the other sides.
+
+Our rows (``--variants``, default ``ours``):
 
 - ``ours``: ``autoattack`` as configured by default (``version="standard"``: AutoAttack's own
   budget, 100 steps for APGD-CE and APGD-T with 9 targets, 5,000 Square queries; no FAB);
@@ -131,10 +148,27 @@ def member_times(
     return ", ".join(parts)
 
 
-def ta_member_times(ta: Any, clf: Any, x: torch.Tensor, y: torch.Tensor) -> str:
+def ta_paper_budget(net: torch.nn.Module, eps: float, n_classes: int = 10, seed: int = 0) -> Any:
+    """torchattacks' "standard" AutoAttack composition at the paper's budget: the ``MultiAttack``
+    ``torchattacks.AutoAttack(version="standard")`` builds (same classes, order and arguments),
+    with ``steps=100`` for APGD, APGD-T and FAB-T instead of their default 10."""
+    from torchattacks import APGD, APGDT, FAB, MultiAttack, Square
+
+    kw: dict[str, Any] = {"eps": eps, "norm": "Linf", "seed": seed, "verbose": False}
+    return MultiAttack(
+        [
+            APGD(net, loss="ce", n_restarts=1, steps=100, **kw),
+            APGDT(net, n_classes=n_classes, n_restarts=1, steps=100, **kw),
+            FAB(net, multi_targeted=True, n_classes=n_classes, n_restarts=1, steps=100, **kw),
+            Square(net, n_queries=5000, n_restarts=1, **kw),
+        ]
+    )
+
+
+def ta_member_times(multi: Any, clf: Any, x: torch.Tensor, y: torch.Tensor) -> str:
     """torchattacks' members alone (CPU s) on the examples its MultiAttack hands each, in order."""
     fails, parts = torch.arange(len(x)), []
-    for atk in ta._autoattack.attacks:
+    for atk in multi.attacks:
         if fails.numel() == 0:
             break
         t = time.process_time()
@@ -173,6 +207,17 @@ def main() -> None:
     ap.add_argument("--members", action="store_true", help="also time the members one by one")
     ap.add_argument("--no-equal-budget", action="store_true", help="skip the 10-step row")
     ap.add_argument(
+        "--peer-budget",
+        nargs="*",
+        choices=["standard", "paper"],
+        default=["standard", "paper"],
+        help="torchattacks peers: AutoAttack 'standard' (10 steps) and/or its composition at the "
+        "paper's 100 steps",
+    )
+    ap.add_argument(
+        "--paper-reps", type=int, default=1, help="repeats (of --reps) that run the paper peer"
+    )
+    ap.add_argument(
         "--variants", nargs="*", choices=list(VARIANTS), default=["ours"], help="our rows"
     )
     args = ap.parse_args()
@@ -186,16 +231,20 @@ def main() -> None:
         f"{torch.get_num_threads()} thread, median of {args.reps} interleaved runs, "
         f"load average {os.getloadavg()[0]:.2f} at start, {time.strftime('%Y-%m-%d %H:%M %Z')}"
     )
+    peers = [
+        p for p in ("ta", "ta@100") if {"ta": "standard", "ta@100": "paper"}[p] in args.peer_budget
+    ]
     print(
-        f"{'setup':24} {'ensemble':8} {'clean':>5} {'robust':>6} {'ta rob':>6} {'only':>9} "
-        f"{'wall s':>7} {'cpu s':>7} {'ta wall':>7} {'ta cpu':>7} {'wall':>6} {'cpu':>6}"
+        f"{'setup':24} {'ensemble':8} {'peer':6} {'clean':>5} {'robust':>6} {'peer':>6} {'only':>9} "
+        f"{'wall s':>7} {'cpu s':>7} {'pe wall':>7} {'pe cpu':>7} {'wall':>6} {'cpu':>6}"
     )
     for name, clf, x, y, eps in setups(args.only, args.n, args.n_fashion, args.eps):
         threat = ThreatModel("inf", eps)
         net = Net(clf).eval()
-        times: dict[str, list[list[float]]] = {k: [[], []] for k in [*variants, "ta"]}
+        times: dict[str, list[list[float]]] = {k: [[], []] for k in [*variants, *peers]}
         robust: dict[str, torch.Tensor] = {}
-        for _ in range(args.reps):
+        multis: dict[str, Any] = {}
+        for rep in range(args.reps):
             for k, params in variants.items():
                 rng = ExampleRNG.from_seed(0, torch.arange(len(x)))
                 atk = attacks.create("autoattack", params)
@@ -206,34 +255,54 @@ def main() -> None:
                 assert torch.equal(robust[k], ~res.success), "success flags differ from the model"
                 assert float((res.x_adv - x).abs().max()) <= eps + 1e-6
                 assert float(res.x_adv.min()) >= 0 and float(res.x_adv.max()) <= 1
-            ta = torchattacks.AutoAttack(
-                net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0
-            )
-            adv, w, c = timed(partial(ta, x, y))
-            times["ta"][0].append(w)
-            times["ta"][1].append(c)
-            robust["ta"] = still_right(clf, adv, y)
-        tw, tc = (statistics.median(v) for v in times["ta"])
-        rta = float(robust["ta"].float().mean())
-        for k in variants:
-            ow, oc = (statistics.median(v) for v in times[k])
-            only_ta = int((robust[k] & ~robust["ta"]).sum())
-            only_us = int((~robust[k] & robust["ta"]).sum())
-            flag = "" if only_ta == 0 else f"  WEAKER on {only_ta} images"
-            flag += "" if oc < tc else "  SLOWER (cpu)"
+            for p in peers:
+                if p == "ta@100" and rep >= args.paper_reps:
+                    continue
+                if p == "ta":
+                    ta = torchattacks.AutoAttack(
+                        net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0
+                    )
+                    multis[p] = ta._autoattack
+                else:
+                    ta = multis[p] = ta_paper_budget(net, eps, n_classes=10, seed=0)
+                adv, w, c = timed(partial(ta, x, y))
+                adv = adv.detach()
+                times[p][0].append(w)
+                times[p][1].append(c)
+                robust[p] = still_right(clf, adv, y)
+                assert float((adv - x).abs().max()) <= eps + 1e-6
+        for p in peers:
+            tw, tc = (statistics.median(v) for v in times[p])
+            rta = float(robust[p].float().mean())
+            for k in variants:
+                ow, oc = (statistics.median(v) for v in times[k])
+                only_ta = int((robust[k] & ~robust[p]).sum())
+                only_us = int((~robust[k] & robust[p]).sum())
+                flag = "" if only_ta == 0 else f"  WEAKER on {only_ta} images"
+                flag += "" if oc < tc else "  SLOWER (cpu)"
+                print(
+                    f"{name:24} {k:8} {p:6} {robust_acc(clf, x, y):5.3f}"
+                    f" {float(robust[k].float().mean()):6.3f} {rta:6.3f} {only_ta:4d}/{only_us:<4d}"
+                    f" {ow:7.1f} {oc:7.1f} {tw:7.1f} {tc:7.1f} {ow / tw:5.2f}x {oc / tc:5.2f}x{flag}",
+                    flush=True,
+                )
+        if len(peers) == 2:
             print(
-                f"{name:24} {k:8} {robust_acc(clf, x, y):5.3f} {float(robust[k].float().mean()):6.3f}"
-                f" {rta:6.3f} {only_ta:4d}/{only_us:<4d} {ow:7.1f} {oc:7.1f} {tw:7.1f} {tc:7.1f}"
-                f" {ow / tw:5.2f}x {oc / tc:5.2f}x{flag}",
+                f"    ta vs ta@100: robust {float(robust['ta'].float().mean()):.3f} / "
+                f"{float(robust['ta@100'].float().mean()):.3f}, images only ta broke "
+                f"{int((~robust['ta'] & robust['ta@100']).sum())}, only ta@100 broke "
+                f"{int((robust['ta'] & ~robust['ta@100']).sum())}",
                 flush=True,
             )
         if args.members:
             for k in variants:
                 if k != "ours@10":
                     print(f"    {k} members (cpu): {member_times(clf, x, y, threat, variants[k])}")
-            print(f"    torchattacks members (cpu): {ta_member_times(ta, clf, x, y)}", flush=True)
-    print(f"load average {os.getloadavg()[0]:.2f} at the end ('only': images only torchattacks "
-          "broke / only we broke)")  # fmt: skip
+            for p in peers:
+                print(f"    {p} members (cpu): {ta_member_times(multis[p], clf, x, y)}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end ('only': images only the peer "
+          "broke / only we broke; peer ta: torchattacks AutoAttack 'standard', 10 steps; ta@100: "
+          "its composition at the paper's 100 steps)")  # fmt: skip
 
 
 if __name__ == "__main__":
