@@ -10,7 +10,7 @@ BatchNorm CNN) and a BatchNorm ``SmallCNN`` trained on 10,000 Fashion-MNIST trai
 epochs, cached on disk; skipped when Debian's ``dataset-fashion-mnist`` is not installed). One
 torch thread.
 
-    .venv/bin/python benchmarks/ensemble_vs_autoattack.py            # ~3 min on an idle 2-core CPU
+    .venv/bin/python benchmarks/ensemble_vs_autoattack.py   # ~4 min idle (~340 s CPU under load 4)
     .venv/bin/python benchmarks/ensemble_vs_autoattack.py --n 300 --n-fashion 200 --reps 3 --members
     .venv/bin/python benchmarks/ensemble_vs_autoattack.py --only fashion --eps 0.05 --members
 
