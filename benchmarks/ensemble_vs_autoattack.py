@@ -10,7 +10,8 @@ BatchNorm CNN) and a BatchNorm ``SmallCNN`` trained on 10,000 Fashion-MNIST trai
 epochs, cached on disk; skipped when Debian's ``dataset-fashion-mnist`` is not installed). One
 torch thread.
 
-    .venv/bin/python benchmarks/ensemble_vs_autoattack.py   # ~4 min idle (~340 s CPU under load 4)
+    .venv/bin/python benchmarks/ensemble_vs_autoattack.py   # 296 s CPU, 333 s wall at load 3
+    .venv/bin/python benchmarks/ensemble_vs_autoattack.py --peer-budget standard   # ~225 s CPU
     .venv/bin/python benchmarks/ensemble_vs_autoattack.py --n 300 --n-fashion 200 --reps 3 --members
     .venv/bin/python benchmarks/ensemble_vs_autoattack.py --only fashion --eps 0.05 --members
 
