@@ -85,13 +85,17 @@ _KEY = "__key__"  # each entry stores the JSON of its key, checked when it is re
 
 
 def cached_arrays(
-    key: dict[str, Any], build: Callable[[], dict[str, np.ndarray]]
+    key: dict[str, Any],
+    build: Callable[[], dict[str, np.ndarray]],
+    packages: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
-    """``build()``'s arrays, cached on disk under the content hash of ``key`` (JSON data).
+    """``build()``'s arrays, cached on disk under the content hash of ``key`` (JSON data) and the
+    installed versions of numpy and of ``packages`` (distribution names).
 
     For data sources whose preparation costs more than reading the result (scikit-learn's digits:
     importing scikit-learn and splitting take ~1 s, reading the cached split ~1 ms). ``key`` must
-    name everything the arrays depend on, library versions included: a changed key is a new entry.
+    name everything else the arrays depend on: a changed key is a new entry. Where one of
+    ``packages`` is not installed, ``build()`` runs uncached (and says what to install).
     Entries are ``.npz`` files under ``cache_dir()/data`` written atomically (temporary file, then
     rename) and read with ``allow_pickle=False``; each stores the JSON of its key, and an entry
     that cannot be read or names another key is rebuilt. Each call returns fresh arrays (never
@@ -100,11 +104,18 @@ def cached_arrays(
 
     Example::
 
-        arrays = cached_arrays({"name": "digits", "split": "test", "v": 1}, make_arrays)
+        arrays = cached_arrays({"name": "digits", "split": "test", "v": 1}, make_arrays,
+                               packages=["scikit-learn"])
     """
+    from importlib.metadata import PackageNotFoundError, version
+
     from robustlab.core.paths import cache_dir
 
-    payload = json.dumps([ARRAY_CACHE_FORMAT, key], sort_keys=True)
+    try:
+        versions = {p: version(p) for p in ("numpy", *packages)}
+    except PackageNotFoundError:
+        return build()
+    payload = json.dumps([ARRAY_CACHE_FORMAT, key, versions], sort_keys=True)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:24]
     path = cache_dir() / "data" / f"{key.get('name', 'data')}-{digest}.npz"
     if path.is_file():

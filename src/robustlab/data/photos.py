@@ -97,7 +97,6 @@ def _photo_tensor(names: list[str], size: int) -> torch.Tensor:
     """The photos cropped and resized, cached on disk per scikit-image and torch version
     (:func:`~robustlab.data.base.cached_arrays`): a warm cache skips importing scikit-image and
     decoding the files (~1 s)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     def build() -> dict[str, np.ndarray]:
         try:
@@ -107,10 +106,5 @@ def _photo_tensor(names: list[str], size: int) -> torch.Tensor:
             raise ConfigError(hint) from None
         return {"x": x.numpy()}
 
-    try:
-        skimage = version("scikit-image")
-    except PackageNotFoundError:
-        return torch.from_numpy(build()["x"])  # raises the install hint
-    key = {"name": "skimage-photos", "photos": names, "size": size, "skimage": skimage,
-           "torch": torch.__version__, "numpy": np.__version__, "v": 1}  # fmt: skip
-    return torch.from_numpy(cached_arrays(key, build)["x"])
+    key = {"name": "skimage-photos", "photos": names, "size": size, "v": 1}
+    return torch.from_numpy(cached_arrays(key, build, packages=["scikit-image", "torch"])["x"])

@@ -37,7 +37,6 @@ def digits(split: str = "test", test_fraction: Fraction = 0.2, seed: Seed = 0) -
 def _digits_arrays(split: str, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """The split's arrays, cached on disk per scikit-learn version (:func:`cached_arrays`): a
     warm cache skips importing scikit-learn (~1 s) and the stratified split."""
-    from importlib.metadata import PackageNotFoundError, version
 
     def build() -> dict[str, np.ndarray]:
         from sklearn.datasets import load_digits
@@ -56,13 +55,8 @@ def _digits_arrays(split: str, test_fraction: float, seed: int) -> dict[str, np.
         label = np.array([str(v) for v in y[ids]])
         return {"x": x[ids], "y": y[ids], "ids": ids, "label": label, "ink": ink_level[ids]}
 
-    try:
-        sklearn = version("scikit-learn")
-    except PackageNotFoundError:  # pragma: no cover - build() then names the missing package
-        return build()
-    key = {"name": "digits", "split": split, "test_fraction": test_fraction, "seed": seed,
-           "sklearn": sklearn, "numpy": np.__version__, "v": 1}  # fmt: skip
-    return cached_arrays(key, build)
+    key = {"name": "digits", "split": split, "test_fraction": test_fraction, "seed": seed, "v": 1}
+    return cached_arrays(key, build, packages=["scikit-learn"])
 
 
 @datasets.register("npz")
