@@ -275,21 +275,17 @@ class Square:
                     side, corner, plus = draws.next(it)
                     new, sign = self._linf_step(cur, up, down, side, corner, plus)
                     ask = memo.ask(side, corner, sign) if memo is not None else None
-                if ask is None:  # every row is a new query
-                    z = model.logits(new)
-                    m = margin(z, ya, tg)
-                    better = m < marg
-                    marg = torch.where(better, m, marg)
-                    hit = goal.success(z, ya) & better
-                else:  # only the rows whose proposal was not rejected before from this point
-                    better = torch.zeros_like(marg, dtype=torch.bool)
-                    hit = torch.zeros_like(better)
-                    if ask.numel():
-                        z, ys = model.logits(new[ask]), ya[ask]
-                        m = margin(z, ys, tg)
-                        b = m < marg[ask]
-                        better[ask], marg[ask] = b, torch.where(b, m, marg[ask])
-                        hit[ask] = goal.success(z, ys) & b
+                # the model is asked about every row, or (memo) only the rows whose proposal was
+                # not refused before from this point
+                rows = slice(None) if ask is None else ask
+                better = torch.zeros_like(marg, dtype=torch.bool)
+                hit = torch.zeros_like(better)
+                if ask is None or ask.numel():
+                    z, ys = model.logits(new[rows]), ya[rows]
+                    m = margin(z, ys, tg)
+                    b = m < marg[rows]
+                    better[rows], marg[rows] = b, torch.where(b, m, marg[rows])
+                    hit[rows] = goal.success(z, ys) & b
                 cur = torch.where(better.view(-1, 1, 1, 1), new, cur)
                 if memo is not None:
                     memo.answered(better)
@@ -309,11 +305,6 @@ class Square:
             if act.numel():  # never fooled: the lowest-margin point, queried at every iteration
                 best[act], queries[act] = cur, 1 + self.n_queries
         return AttackResult(best, success.cpu(), queries.cpu())
-
-    @staticmethod
-    def _linf(cur, up, down, side, corner, plus):  # type: ignore[no-untyped-def]
-        """The proposal of :meth:`_linf_step` alone."""
-        return Square._linf_step(cur, up, down, side, corner, plus)[0]
 
     @staticmethod
     def _linf_step(cur, up, down, side, corner, plus):  # type: ignore[no-untyped-def]
