@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
@@ -30,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustlab.core.paths import cache_dir
+from robustlab.core.paths import cache_dir, write_text_atomic
 from robustlab.core.registry import REGISTRIES, Registry, describe
 
 FORMAT = 2  # bump when the cached layout or the one-line rule changes
@@ -208,8 +207,6 @@ def _write(
 ) -> None:
     """Write the cache atomically (a concurrent reader sees the old file or the new one); a cache
     folder that cannot be written only costs the next listing its speed."""
-    import tempfile
-
     data = {
         "format": FORMAT,
         "key": key,
@@ -217,15 +214,4 @@ def _write(
         "kinds": kinds,
         "modules": modules,
     }
-    text = json.dumps(data, indent=0)
-    with contextlib.suppress(OSError):
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".catalog-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, file)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+    write_text_atomic(file, json.dumps(data, indent=0))

@@ -18,16 +18,13 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from robustlab.core.paths import cache_dir
+from robustlab.core.paths import cache_dir, write_text_atomic
 
 FORMAT = 1  # bump when the table's layout changes
 
@@ -59,7 +56,6 @@ def load(url: str, run_id: str, units: Sequence[dict[str, Any]]) -> dict[str, An
 
 def save(url: str, run_id: str, units: Sequence[dict[str, Any]], table: dict[str, Any]) -> None:
     """Keep ``table`` for these ``units`` of the run (atomically; skipped if not writable)."""
-    file = path(url, run_id)
     entry = {
         "format": FORMAT,
         "url": url,
@@ -67,14 +63,4 @@ def save(url: str, run_id: str, units: Sequence[dict[str, Any]], table: dict[str
         "units": units_digest(units),
         "table": table,
     }
-    with contextlib.suppress(OSError):
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(entry, f)
-            os.replace(tmp, file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+    write_text_atomic(path(url, run_id), json.dumps(entry))
