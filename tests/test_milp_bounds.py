@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from robustlab.certify.bounds import (
-    interval_bounds_batch,
     linear_bounds,
     margin_bounds,
     unstable_counts,
@@ -87,7 +86,7 @@ def test_linear_bounds_contain_sampled_points_and_lie_within_ibp(digits: Any, wh
         pred = model.logits(x).argmax(1).numpy()
     for eps in (0.02, 0.1):
         lo, hi = _boxes(model, x, eps)
-        pre, ibp = linear_bounds(chain, lo, hi), interval_bounds_batch(chain, lo, hi)
+        pre, ibp = linear_bounds(chain, lo, hi), chain.bounds(lo, hi)
         for i in (0, 5):  # the batched interval bounds are the per-example ones
             for (a, b), (c, d) in zip(ibp, chain.bounds(lo[i], hi[i]), strict=True):
                 np.testing.assert_allclose(a[i], c, rtol=1e-12, atol=1e-12)
@@ -114,7 +113,7 @@ def test_linear_bounds_contain_sampled_points_and_lie_within_ibp(digits: Any, wh
         lo, hi = _boxes(model, x, 0.02 if which == "digits-mlp" else 0.1)
         tight, loose = (
             unstable_counts(linear_bounds(chain, lo, hi)),
-            unstable_counts(interval_bounds_batch(chain, lo, hi)[:-1]),
+            unstable_counts(chain.bounds(lo, hi)[:-1]),
         )
         assert (tight[:, 0] == loose[:, 0]).all() and tight[:, 1:].sum() < loose[:, 1:].sum()
 

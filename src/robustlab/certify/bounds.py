@@ -32,22 +32,7 @@ from robustlab.certify.milp_chain import ReluChain
 # in the back-substitution (errors ~1e-13 for these sizes; the MILP tolerance is 1e-6).
 PAD = 1e-10
 
-__all__ = ["PAD", "interval_bounds_batch", "linear_bounds", "margin_bounds", "unstable_counts"]
-
-
-def interval_bounds_batch(
-    chain: ReluChain, lo: np.ndarray, hi: np.ndarray
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Interval bounds ``[(l_k, u_k)]`` of every pre-activation (and the logits) for boxes ``[B, n]``.
-
-    Row ``i`` equals ``chain.bounds(lo[i], hi[i])`` (the same operations, batched)."""
-    out = []
-    for w, b in zip(chain.weights, chain.biases, strict=True):
-        c, r = (hi + lo) / 2, (hi - lo) / 2
-        zc, zr = c @ w.T + b, r @ np.abs(w).T
-        out.append((zc - zr, zc + zr))
-        lo, hi = np.maximum(zc - zr, 0), np.maximum(zc + zr, 0)
-    return out
+__all__ = ["PAD", "linear_bounds", "margin_bounds", "unstable_counts"]
 
 
 def _relax(lb: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,9 +76,9 @@ def linear_bounds(
     """CROWN bounds ``[(l_k, u_k)]`` of every hidden pre-activation for input boxes ``[B, n]``.
 
     Sound for every input of each box, and within the interval bounds of
-    :func:`interval_bounds_batch` (intersected with them). The first layer's bounds are the
+    :meth:`ReluChain.bounds` (intersected with them). The first layer's bounds are the
     interval ones (exact for an affine map of a box)."""
-    ibp = interval_bounds_batch(chain, lo, hi)[:-1]
+    ibp = chain.bounds(lo, hi)[:-1]
     pre = [ibp[0]] if ibp else []
     bsz = lo.shape[0]
     for k in range(1, len(ibp)):

@@ -46,11 +46,12 @@ class ReluChain:
     biases: list[np.ndarray]
 
     def bounds(self, lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Interval bounds of every pre-activation ``z_k`` (and the logits) for inputs in a box."""
+        """Interval bounds of every pre-activation ``z_k`` (and the logits) for inputs in a box
+        (``lo``, ``hi``: ``[n]``, or ``[B, n]`` for a batch of boxes, row by row)."""
         out = []
         for w, b in zip(self.weights, self.biases, strict=True):
             c, r = (hi + lo) / 2, (hi - lo) / 2
-            zc, zr = w @ c + b, np.abs(w) @ r
+            zc, zr = c @ w.T + b, r @ np.abs(w).T
             out.append((zc - zr, zc + zr))
             lo, hi = np.maximum(zc - zr, 0), np.maximum(zc + zr, 0)
         return out
