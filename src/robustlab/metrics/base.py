@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+Sliced = Callable[[int, int], tuple[float, Any]]  # (start, stop) -> (value, per-example values)
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,11 @@ class Metric:
     higher_is_better: bool
     per_example: Callable[[pd.DataFrame], np.ndarray] | None = None
     doc: str = ""
+    # Optional one-pass form for summaries over many groups: ``sliced(df)`` reads the ``columns``
+    # of ``df`` once and returns ``(start, stop) -> (value, per-example values or None)`` giving,
+    # bit for bit, ``self(g)`` and ``per_example(g)`` on ``g = df.iloc[start:stop]``.
+    columns: tuple[str, ...] = ()
+    sliced: Callable[[pd.DataFrame], Sliced] | None = None
 
     def __call__(self, df: pd.DataFrame) -> float:
         return float(self.fn(df)) if len(df) else float("nan")

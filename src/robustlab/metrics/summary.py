@@ -3,15 +3,14 @@ differences between two runs (with false-discovery control)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import metrics
-from robustlab.metrics.base import Metric, bootstrap_ci, paired_bootstrap_diff
+from robustlab.metrics.base import bootstrap_ci, paired_bootstrap_diff
 from robustlab.metrics.significance import benjamini_hochberg, permutation_pvalue
 
 GROUP = ("model", "kind", "probe", "level")
@@ -41,9 +40,10 @@ def summarize(
 
     One pass over the records: one stable sort by group (and one by group and replicate), then each
     group is a contiguous slice in its original row order, so every metric sees exactly the rows (in
-    the order) a per-group ``groupby`` loop gives it. The core metrics (accuracy, error and failure
-    rate, attack success rate, mean queries, median distance) are evaluated on those slices of
-    column arrays computed once for the whole frame; other metrics get the slice as a DataFrame.
+    the order) a per-group ``groupby`` loop gives it. Metrics with a sliced form
+    (``Metric.sliced``: the core metrics accuracy, error and failure rate, attack success rate,
+    mean queries, median distance) are evaluated on those slices of column arrays computed once for
+    the whole frame; other metrics get the slice as a DataFrame.
     Bootstrap CIs are computed for all groups at once (see :func:`bootstrap_cis`): equal to
     :func:`bootstrap_ci` per group up to :data:`EXACT_DRAWS_MAX_N` examples.
     """
@@ -58,12 +58,12 @@ def summarize(
     reps = _replicate_slices(df, by, ids, len(keys)) if "replicate" in df else None
     ms = [metrics.get(name) for name in names]
     # only the columns a core metric reads are reordered (not the record's text columns)
-    needed = [c for m in ms for c in (_fast_columns(m) or ()) if c in df]
+    needed = [c for m in ms if m.sliced is not None for c in m.columns if c in df]
     narrow = df[list(dict.fromkeys(needed))]
-    fasts = [_fast(m, narrow.iloc[order]) for m in ms]
+    fasts = [m.sliced(narrow.iloc[order]) if m.sliced is not None else None for m in ms]
     rep_fasts = [
-        _fast(m, narrow.iloc[reps[0]]) if reps is not None and f is not None else None
-        for m, f in zip(ms, fasts, strict=True)
+        m.sliced(narrow.iloc[reps[0]]) if reps is not None and m.sliced is not None else None
+        for m in ms
     ]
     slow = any(f is None for f in fasts)
     data = df.iloc[order] if slow else None
@@ -150,64 +150,6 @@ def _replicate_slices(
     for g, a, b in zip(owner.tolist(), starts.tolist(), stops.tolist(), strict=True):
         spans[g].append((a, b))
     return order, spans
-
-
-def _numeric(df: pd.DataFrame, col: str) -> pd.Series:
-    return df[col] if col in df else pd.Series(np.nan, index=df.index)
-
-
-def _fast_columns(m: Metric) -> tuple[str, ...] | None:
-    """The record columns the fast path of core metric ``m`` reads (``None``: no fast path)."""
-    from robustlab.metrics import core
-
-    return {
-        id(core.accuracy): ("correct",),
-        id(core.error_rate): ("correct",),
-        id(core.failure_rate): ("error",),
-        id(core.attack_success_rate): ("x.success", "x.clean_correct"),
-        id(core.mean_queries): ("x.queries",),
-        id(core.median_distance): ("x.distance", "x.success"),
-    }.get(id(m))
-
-
-def _fast(m: Metric, df: pd.DataFrame) -> Callable[[int, int], tuple[float, Any]] | None:
-    """``(start, stop) -> (value, per-example values)`` of a core metric on rows ``start:stop`` of
-    ``df``, from column arrays computed once: the same numbers (bit for bit) as ``m(g)`` and
-    ``m.per_example(g)`` on ``g = df.iloc[start:stop]``. ``None`` for any other metric."""
-    from robustlab.metrics import core
-
-    if m is core.accuracy or m is core.error_rate:
-        c = df["correct"].fillna(0.0).to_numpy(dtype=np.float64)
-        if m is core.accuracy:
-            return lambda a, b: (float(c[a:b].mean()), c[a:b])
-        return lambda a, b: (float(1.0 - c[a:b].mean()), 1.0 - c[a:b])
-    if m is core.failure_rate:
-        f = df["error"].notna().to_numpy()
-        ff = f.astype(np.float64)
-        return lambda a, b: (float(f[a:b].mean()), ff[a:b])
-    if m is core.attack_success_rate:
-        s, base = _numeric(df, "x.success"), _numeric(df, "x.clean_correct")
-        keep = ((base == 1) & s.notna()).to_numpy()
-        kept = np.cumsum(np.concatenate([[0], keep]))
-        vals = s[keep].astype(float).to_numpy()
-
-        def asr(a: int, b: int) -> tuple[float, np.ndarray]:
-            v = vals[kept[a] : kept[b]]
-            return (float(v.mean()) if len(v) else float("nan")), v
-
-        return asr
-    if m is core.mean_queries:
-        q = _numeric(df, "x.queries")
-        qv = q.to_numpy(dtype=np.float64)
-        return lambda a, b: (float(q.iloc[a:b].mean()), qv[a:b])
-    if m is core.median_distance:
-        dist, won = _numeric(df, "x.distance"), _numeric(df, "x.success") == 1
-
-        def median(a: int, b: int) -> tuple[float, None]:
-            return float(dist.iloc[a:b][won.iloc[a:b]].median()), None
-
-        return median
-    return None
 
 
 def bootstrap_cis(
