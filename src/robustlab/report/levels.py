@@ -54,6 +54,7 @@ DEFAULTS = {
     "attack": Axis("epsilon"),
     "certifier": Axis("radius"),
     "conformal": Axis("attack epsilon"),
+    "diagnosis": Axis("level"),
 }
 _THREATS = {"patch": "patch area fraction", "edit": "edit rate", "severity": "severity bound"}
 

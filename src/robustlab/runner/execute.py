@@ -207,6 +207,36 @@ def _conformal(
     return _rows(unit, test, Evaluation(preds, covered, [None] * len(test)), unit.level, extra)
 
 
+def _diagnosis(
+    unit: WorkUnit, ctx: Context, task: Any, model: Any, data: Dataset, rng: ExampleRNG
+) -> Rows:
+    """A diagnosis over the unit's whole dataset (unsharded): one record per scored example of
+    each set it returns, ``extra["role"]`` naming the set (see :mod:`robustlab.diagnose.base`)."""
+    from robustlab.core.registry import diagnoses
+    from robustlab.diagnose.base import ROLE_OFFSET, DiagnosisEnv
+
+    assert unit.probe is not None and unit.level is not None
+    diag = ctx.component(diagnoses, unit.probe)
+    full = ctx.data(unit.data)
+    rng = ExampleRNG.from_seed(
+        seed_from(unit.seed, unit.model.display, unit.replicate, unit.probe_label, unit.level),
+        full.ids,
+    )
+    sets = diag.run(model, full, float(unit.level), DiagnosisEnv(unit, ctx, rng))
+    parts: list[Rows] = []
+    roles: dict[str, int] = {}
+    for s in sets:
+        k = roles.setdefault(s.role, len(roles))
+        d = s.data
+        if k:  # ids of other sets move out of the suite data's range
+            d = Dataset(d.x, d.y, d.name, d.ids + k * ROLE_OFFSET, d.meta, d.domain, d.classes)
+        ev = Evaluation(s.pred, s.correct.float(), [None] * len(d))
+        parts.append(_rows(unit, d, ev, unit.level, {**s.extra, "role": [s.role] * len(d)}))
+    if not parts:
+        return {c: [] for c in _rows(unit, full.take([]), Evaluation([], torch.zeros(0), []), 0.0)}
+    return {c: [v for p in parts for v in p[c]] for c in parts[0]}
+
+
 PROBES: dict[str, Callable[..., Rows]] = {
     "clean": _clean,
     "perturbation": _perturbation,
@@ -214,4 +244,5 @@ PROBES: dict[str, Callable[..., Rows]] = {
     "certifier": _certifier,
     "evalset": _clean,
     "conformal": _conformal,
+    "diagnosis": _diagnosis,
 }

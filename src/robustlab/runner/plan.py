@@ -63,12 +63,20 @@ def plan(suite: Suite, shards: dict[str, int]) -> list[WorkUnit]:
                     probes.append((p, [None]))
                 elif p.kind == "evalset":
                     probes.append((p, [0.0]))
+                elif p.kind == "diagnosis":
+                    probes.append((p, p.run_levels))
                 else:
                     probes.append((p, list(p.levels)))
             for probe, levels in probes:
                 data = probe.data if probe is not None and probe.data is not None else suite.data
                 for level in levels:
-                    for shard in range(shards[data_key(data)]):
+                    # a diagnosis reads its whole dataset in one unit (fit and score sets)
+                    n = (
+                        1
+                        if probe is not None and probe.kind == "diagnosis"
+                        else shards[data_key(data)]
+                    )
+                    for shard in range(n):
                         units.append(
                             WorkUnit(**base, model=model, replicate=rep, data=data, probe=probe,
                                      level=level, shard=shard)

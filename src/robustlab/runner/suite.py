@@ -61,13 +61,14 @@ class ModelSpec(ComponentSpec):
         return self.label or self.name
 
 
-ProbeKind = Literal["perturbation", "attack", "certifier", "evalset", "conformal"]
+ProbeKind = Literal["perturbation", "attack", "certifier", "evalset", "conformal", "diagnosis"]
 
 
 class ProbeSpec(_Strict):
     """One probe: a perturbation (levels = severities), attack (levels = eps, with ``norm``),
-    certifier (levels = radii), evaluation set (``data``) or conformal predictor (levels = attack
-    eps, 0 = clean; see :mod:`robustlab.certify.conformal_probe`)."""
+    certifier (levels = radii), evaluation set (``data``), conformal predictor (levels = attack
+    eps, 0 = clean; see :mod:`robustlab.certify.conformal_probe`) or diagnosis (levels optional,
+    default one run at level 0; ``data`` replaces the suite's data; see :mod:`robustlab.diagnose`)."""
 
     kind: ProbeKind
     name: str
@@ -83,7 +84,7 @@ class ProbeSpec(_Strict):
         if self.kind == "evalset":
             if self.data is None:
                 raise ValueError(f"evalset probe {self.name!r} needs 'data'")
-        elif not self.levels:
+        elif not self.levels and self.kind != "diagnosis":
             raise ValueError(f"{self.kind} probe {self.name!r} needs at least one level")
         if self.kind == "evalset" and self.levels:
             raise ValueError(f"evalset probe {self.name!r} takes no levels (it runs once)")
@@ -91,6 +92,11 @@ class ProbeSpec(_Strict):
         # each component declares its level domain (see runner/validation.py): perturbation
         # levels may be signed (rotation angle, shrinking scale, darker brightness)
         return self
+
+    @property
+    def run_levels(self) -> list[float]:
+        """The levels units are planned for (a diagnosis without levels runs once, at 0)."""
+        return list(self.levels) if self.levels or self.kind != "diagnosis" else [0.0]
 
     @property
     def display(self) -> str:

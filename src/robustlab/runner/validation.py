@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 CONFORMAL_LEVELS = Levels(0, what="attack eps (0 = clean)")
 MAX_UNITS = 100_000  # work units (model replicate x probe level x data shard) per run
 
-_KINDS = {"perturbation": "perturbations", "attack": "attacks", "certifier": "certifiers"}
+_KINDS = {
+    "perturbation": "perturbations", "attack": "attacks", "certifier": "certifiers",
+    "diagnosis": "diagnoses",
+}  # fmt: skip
 
 
 def validate_suite(suite: Suite, ctx: Context | None = None) -> dict[str, int]:
@@ -73,6 +76,8 @@ def validate_components(suite: Suite) -> None:
             dom = REGISTRIES[_KINDS[p.kind]].levels(p.name, dict(p.params))
             if dom is not None:
                 dom.check(p.levels, f"{p.kind} probe {p.display!r}")
+            for spec in diagnosis_datasets(p).values():
+                _check("datasets", spec)
     for name in suite.metrics:
         REGISTRIES["metrics"].get(name)
     items = count_units(suite, {})
@@ -107,6 +112,11 @@ def validate_data(suite: Suite, ctx: Context | None = None) -> dict[str, int]:
     from robustlab.runner.fitting import check_fit_data
 
     check_fit_data(suite, ctx)  # universal attacks: fitting data outside the scored examples
+    for p in suite.probes:  # a diagnosis's other datasets (OOD sets, fitting splits)
+        others = {role: load_data(ctx, spec) for role, spec in diagnosis_datasets(p).items()}
+        check = getattr(_diagnosis(p), "check_data", None)
+        if check is not None:
+            check(load_data(ctx, p.data or suite.data), others)
     n = count_units(suite, shards)
     if n > MAX_UNITS:
         raise ConfigError(
@@ -115,6 +125,29 @@ def validate_data(suite: Suite, ctx: Context | None = None) -> dict[str, int]:
             "fewer probes or a larger shard_size"
         )
     return shards
+
+
+def _diagnosis(p: ProbeSpec) -> Any:
+    return REGISTRIES["diagnoses"].create(p.name, dict(p.params)) if p.kind == "diagnosis" else None
+
+
+def diagnosis_datasets(p: ProbeSpec) -> dict[str, ComponentSpec]:
+    """The datasets a diagnosis probe names in its parameters ({} for other probes)."""
+    from robustlab.runner.suite import ComponentSpec
+
+    hook = getattr(_diagnosis(p), "datasets", None)
+    if hook is None:
+        return {}
+    out = {}
+    for role, spec in hook().items():
+        if isinstance(spec, dict):
+            try:
+                spec = ComponentSpec(**spec)
+            except Exception as e:  # pydantic's message, one line
+                msg = " ".join(str(e).split())[:300]
+                raise ConfigError(f"diagnosis probe {p.display!r}: {role} data: {msg}") from None
+        out[role] = spec
+    return out
 
 
 def load_data(ctx: Context, spec: ComponentSpec) -> Any:
@@ -154,6 +187,10 @@ def check_model(suite: Suite, display: str, model: Any) -> None:
     attack's infinity-norm eps beyond the width of the model's input domain moves every input
     anywhere (a misread scale, e.g. 8 for 8/255)."""
     _check_capabilities(suite, display, model)
+    for p in suite.probes:
+        check = getattr(_diagnosis(p), "check_model", None)
+        if check is not None and not (p.models and display not in p.models):
+            check(model)
     domain = getattr(model, "domain", None)
     lo, hi = getattr(domain, "lo", None), getattr(domain, "hi", None)
     if not isinstance(lo, int | float) or not isinstance(hi, int | float):
@@ -194,8 +231,8 @@ def count_units(suite: Suite, shards: dict[str, int]) -> int:
             if p.models is not None and m.display not in p.models:
                 continue
             data = p.data if p.data is not None else suite.data
-            levels = 1 if p.kind in ("certifier", "evalset") else len(p.levels)
-            per_rep += levels * shards.get(data_key(data), 1)
+            levels = 1 if p.kind in ("certifier", "evalset") else len(p.run_levels)
+            per_rep += levels * (1 if p.kind == "diagnosis" else shards.get(data_key(data), 1))
         total += per_rep * len(m.replicates)
     return total
 

@@ -1,0 +1,69 @@
+"""The diagnosis plumbing: features read by hooks, layer errors, unsharded diagnosis units."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustlab.core.errors import CapabilityError, ConfigError
+from robustlab.core.registry import models
+from robustlab.diagnose.features import check_layers, extract, layer_names
+from robustlab.runner import ComponentSpec, ModelSpec, ProbeSpec, Suite
+from robustlab.runner.plan import data_key, plan
+from robustlab.runner.validation import count_units
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return models.create("digits-mlp", {"seed": 0})
+
+
+def test_features_equal_manual_forward(mlp) -> None:
+    from robustlab.data.sources import digits
+
+    x = digits(split="test").x[:50]
+    f = extract(mlp, x, ("penultimate", "input"), chunk=16)
+    logits = mlp.logits(x).detach()
+    assert torch.allclose(f["logits"], logits, atol=1e-6)
+    # the penultimate representation is the input of the last Linear: applying it gives logits
+    last = [m for m in mlp.module.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert torch.allclose(last(f["penultimate"]).detach(), logits, atol=1e-5)
+    assert torch.equal(f["input"], x.flatten(1).float())
+    named = layer_names(mlp)[3]  # the first submodule
+    g = extract(mlp, x, (named,))
+    assert g[named].shape[0] == 50
+
+
+def test_unknown_layer_lists_layers(mlp) -> None:
+    with pytest.raises(ConfigError, match=r"no layer 'nope'; its layers: logits, penultimate"):
+        check_layers(mlp, ["nope"])
+
+    class BlackBox:
+        def logits(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :3]
+
+    with pytest.raises(CapabilityError, match="black-box"):
+        check_layers(BlackBox(), ["penultimate"])
+    assert set(extract(BlackBox(), torch.ones(4, 1, 2, 2), ())) == {"logits"}
+
+
+def test_diagnosis_units_are_unsharded_and_run_once_without_levels() -> None:
+    suite = Suite(
+        name="d",
+        models=[ModelSpec(name="digits-mlp", replicates=[0, 1])],
+        data=ComponentSpec(name="digits", params={"split": "test"}),
+        probes=[
+            ProbeSpec(kind="diagnosis", name="ood"),
+            ProbeSpec(kind="diagnosis", name="calibration", levels=[0, 3]),
+        ],
+        shard_size=100,
+    )
+    shards = {data_key(suite.data): 4}
+    units = plan(suite, shards)
+    diag = [u for u in units if u.kind == "diagnosis"]
+    assert len(diag) == 2 * 3  # per replicate: ood once (level 0) + calibration at 2 levels
+    assert {u.shard for u in diag} == {0}
+    assert sorted({u.level for u in diag}) == [0.0, 3.0]
+    assert count_units(suite, shards) == len(units)
