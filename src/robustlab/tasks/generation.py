@@ -1,4 +1,5 @@
-"""Generation: text in, text out, scored against references (exact match or containment)."""
+"""Generation: text in, text out, scored against references (exact match, containment or the
+final integer answer)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from robustlab.core.errors import ConfigError, ModelOutputError
 from robustlab.core.registry import tasks
+from robustlab.core.types import PositiveInt
 from robustlab.data.base import Dataset
 from robustlab.tasks.base import Evaluation, isolate, merge_list
 
@@ -20,15 +22,45 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
+_ANSWER_INT = re.compile(r"answer\W{0,3}?(-?\d+)", re.IGNORECASE)
+_INT = re.compile(r"-?\d+")
+
+
+def final_integer(text: str) -> int | None:
+    """The integer a generation answers with: the first integer right after the first word
+    ``answer`` (``"...; answer 8"``, ``"Answer: -3"``), else the last integer of the text; None
+    when there is none. Digit groups are not joined (``"1,000"`` reads 0).
+
+    Example::
+
+        final_integer("0+3=3, 3+1=4; answer 4")   # 4
+        final_integer("so the result is 12.")     # 12
+    """
+    m = _ANSWER_INT.search(text)
+    if m is not None:
+        return int(m.group(1))
+    ints = _INT.findall(text)
+    return int(ints[-1]) if ints else None
+
+
 @tasks.register("generation")
 class GenerationTask:
-    """Score generations: ``exact`` (normalized exact match) or ``contains`` (reference in output).
+    """Score generations: ``exact`` (normalized exact match), ``contains`` (reference in output)
+    or ``integer`` (the output's :func:`final_integer` equals the reference's integer).
 
-    A reference may be a string or a list of acceptable strings.
+    A reference may be a string or a list of acceptable strings. ``max_tokens`` and ``stop`` are
+    passed to the generator when set (otherwise its own defaults apply).
     """
 
-    def __init__(self, match: str = "exact") -> None:
+    def __init__(
+        self,
+        match: str = "exact",
+        max_tokens: PositiveInt | None = None,
+        stop: list[str] | None = None,
+    ) -> None:
         self.match = match
+        self.max_tokens = max_tokens
+        self.stop = stop
 
     def _score(self, out: str, ref: Any) -> float:
         refs = ref if isinstance(ref, list | tuple) else [ref]
@@ -37,15 +69,25 @@ class GenerationTask:
             return float(any(o == normalize_answer(str(r)) for r in refs))
         if self.match == "contains":
             return float(any(normalize_answer(str(r)) in o for r in refs))
-        raise ConfigError(f"generation match must be 'exact' or 'contains', got {self.match!r}")
+        if self.match == "integer":
+            got = final_integer(out)
+            return float(got is not None and any(got == final_integer(str(r)) for r in refs))
+        raise ConfigError(
+            f"generation match must be 'exact', 'contains' or 'integer', got {self.match!r}"
+        )
 
     def evaluate(self, model: Any, x: list[str], y: list[Any]) -> Evaluation:
         """Generate and score; adapters that account tokens (``last_usage``) add per-example
         extras ``prompt_tokens``, ``completion_tokens`` and ``cost`` (the same on a cached rerun)."""
         usage: dict[int, dict[str, Any]] = {}
+        kw: dict[str, Any] = {}
+        if self.max_tokens is not None:
+            kw["max_tokens"] = self.max_tokens
+        if self.stop is not None:
+            kw["stop"] = list(self.stop)
 
         def gen(pos: list[int]) -> list[str]:
-            out = model.generate([x[i] for i in pos])
+            out = model.generate([x[i] for i in pos], **kw)
             if len(out) != len(pos):
                 raise ModelOutputError(
                     f"generator returned {len(out)} outputs for {len(pos)} prompts"
