@@ -59,13 +59,15 @@ def fashion_mnist(
     root: str = FASHION_ROOT,
     masks: bool = False,
     mask_threshold: Rate = 0.1,
+    size: PositiveInt = 28,
 ) -> Dataset:
     """Fashion-MNIST (Xiao et al. 2017): 60,000 train / 10,000 test 28x28 grey images in [0, 1].
 
     Read from the IDX files of Debian's ``dataset-fashion-mnist`` package (no download). ``limit``
     keeps the first examples of the split. Ids are the index in the split (test ids start at
     60,000, so they never collide with train ids). Metadata: ``label`` (class name). ``masks``:
-    add object masks derived by threshold (:func:`threshold_masks`, ``mask_threshold``).
+    add object masks derived by threshold (:func:`threshold_masks`, ``mask_threshold``). ``size``:
+    resize to ``size`` x ``size`` (antialiased bilinear; e.g. 8 to match the digits as an OOD set).
     """
     if split not in ("train", "test"):
         raise ConfigError(f"fashion-mnist split must be 'train' or 'test', got {split!r}")
@@ -84,13 +86,18 @@ def fashion_mnist(
     n = len(y) if limit is None else min(limit, len(y))
     base = 0 if split == "train" else 60000
     labels = y[:n].astype(np.int64)
+    xs = torch.from_numpy(x[:n].astype(np.float32) / 255)
+    if size != 28:
+        import torch.nn.functional as F
+
+        xs = F.interpolate(xs, size=(size, size), mode="bilinear", antialias=True).clamp_(0, 1)
     d = Dataset(
-        x=torch.from_numpy(x[:n].astype(np.float32) / 255),
+        x=xs,
         y=torch.from_numpy(labels),
-        name=f"fashion-mnist-{split}",
+        name=f"fashion-mnist-{split}" + (f"-{size}px" if size != 28 else ""),
         ids=torch.arange(base, base + n),
         meta={"label": [FASHION_CLASSES[i] for i in labels]},
-        domain=Domain(0.0, 1.0, (1, 28, 28)),
+        domain=Domain(0.0, 1.0, (1, size, size)),
         classes=list(FASHION_CLASSES),
     )
     return with_threshold_masks(d, mask_threshold) if masks else d
