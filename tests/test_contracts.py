@@ -47,6 +47,10 @@ FAST_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
             "source": {"name": "digits-mlp"},
             "attack": {"name": "pgd", "params": {"steps": 5}},
         },
+        "oracle-bounded": {
+            "oracle": {"name": "digits-mlp"},
+            "attack": {"name": "pgd", "params": {"steps": 5}},
+        },
     },
 }
 # (registry, name, variant) -> reason, for bugs found by these checks (xfail, strict)

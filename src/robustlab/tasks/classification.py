@@ -122,7 +122,8 @@ class ClassificationTask:
     ) -> tuple[Evaluation, dict[str, list[Any]]]:
         """Attack within the ``norm`` ball of radius ``level``; examples the model fails on are isolated.
 
-        Extras per example: ``success``, ``queries``, ``distance`` (Lp) and ``clean_correct``.
+        Extras per example: ``success``, ``queries``, ``distance`` (Lp) and ``clean_correct``,
+        plus the ``AttackResult.extra`` columns the attack names in ``record_extra`` (if any).
         ``clean`` is ``evaluate(model, data.x, data.y)`` if the caller has it already (the runner
         shares one per shard between the clean unit and every attack unit); else it is computed.
         """
@@ -155,11 +156,19 @@ class ClassificationTask:
         for i, msg in errs.items():
             ev.error[i], ev.pred[i] = msg, None
             ev.correct[i] = float("nan")
+        # per-example extras an attack declares worth recording (``record_extra``: names of
+        # AttackResult.extra columns; NaN where the attack failed)
+        nan64 = torch.full((n,), float("nan"), dtype=torch.float64)
+        recorded = {
+            k: merge_rows([(p, r.extra[k].double().cpu()) for p, r in chunks], n, nan64).tolist()
+            for k in getattr(attack, "record_extra", ())
+        }
         return ev, {
             "success": success.tolist(),
             "queries": queries.tolist(),
             "distance": threat.distance(x_adv.to(x.device), x).tolist(),
             "clean_correct": clean.correct.tolist(),
+            **recorded,
         }
 
     def _attack_text(
