@@ -182,10 +182,17 @@ def effective_robustness(
             "relative_drop": (i - o) / i}  # fmt: skip
 
 
-def oracle_agreement(df: pd.DataFrame, oracle: pd.DataFrame) -> pd.DataFrame:
+def oracle_agreement(df: pd.DataFrame, oracle: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (probe, level): share of examples where the model's prediction equals the reference
-    (oracle) model's prediction on the same perturbed input, and n."""
+    (oracle) model's prediction on the same perturbed input, and n. Without ``oracle`` records,
+    the oracle's predictions come from the records' own ``x.oracle_pred`` column (written by the
+    ``oracle-bounded`` attack, :mod:`robustlab.attacks.oracle_bounded`)."""
     keys = ["probe", "level", "example_id"]
+    if oracle is None:
+        if "x.oracle_pred" not in df:
+            raise ConfigError("oracle_agreement: no oracle records and no x.oracle_pred column")
+        op = pd.to_numeric(df["x.oracle_pred"], errors="coerce")
+        oracle = df[keys].assign(pred=[None if v != v else int(v) for v in op])
     m = df[[*keys, "pred"]].merge(oracle[[*keys, "pred"]], on=keys, suffixes=("", "_oracle"))
     m = m.assign(agree=(m["pred"] == m["pred_oracle"]) & m["pred"].notna())
     return m.groupby(["probe", "level"])["agree"].agg(agreement="mean", n="size").reset_index()
