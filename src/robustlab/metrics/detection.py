@@ -172,3 +172,44 @@ def detection_metrics(
         "aupr": aupr(scores, is_positive),
         "fpr_at_tpr": fpr_at_tpr(scores, is_positive, tpr),
     }
+
+
+def roc_curve(scores: ArrayLike, is_positive: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(fpr, tpr)`` at every distinct threshold, from ``(0, 0)`` to ``(1, 1)`` (the points
+    :func:`auroc` integrates; ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``)."""
+    s, p, single = _prepare(scores, is_positive, "roc_curve")
+    if not single:
+        raise ConfigError("roc_curve: scores must have shape [N]")
+    _, tps_end, fps_end, last, n_pos, n_neg = _sorted_counts(s, p)
+    fpr = np.r_[0.0, fps_end[0][last[0]] / n_neg[0]]
+    tpr = np.r_[0.0, tps_end[0][last[0]] / n_pos[0]]
+    return fpr, tpr
+
+
+def bootstrap_ci(
+    metric: Any,
+    scores: ArrayLike,
+    is_positive: ArrayLike,
+    n: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile interval of ``metric(scores, is_positive)`` over ``n`` bootstrap resamples
+    drawn within each class (stratified, so every resample has both classes), all rows scored at
+    once by the batched metric."""
+    s, p, single = _prepare(scores, is_positive, "bootstrap_ci")
+    if not single:
+        raise ConfigError("bootstrap_ci: scores must have shape [N]")
+    pos, neg = np.flatnonzero(p[0]), np.flatnonzero(~p[0])
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate(
+        [
+            pos[rng.integers(0, len(pos), (n, len(pos)))],
+            neg[rng.integers(0, len(neg), (n, len(neg)))],
+        ],
+        axis=1,
+    )
+    labels = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+    vals = np.asarray(metric(s[0][idx], labels), dtype=np.float64)
+    a = (1 - level) / 2
+    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
