@@ -50,7 +50,9 @@ class Scored:
     """One set of examples a diagnosis scored: the records it becomes.
 
     ``pred`` and ``correct`` are what the model predicted and whether it was right (NaN where not
-    applicable); ``extra`` maps a column name to one JSON-able value per example (scores, flags).
+    applicable); ``extra`` maps a column name to one JSON-able value per example (scores, flags);
+    ``error`` (optional) the per-example error messages (None where it worked), as a task's
+    :class:`~robustlab.tasks.base.Evaluation` has them: they go to the records' ``error`` column.
     """
 
     data: Dataset
@@ -58,6 +60,7 @@ class Scored:
     correct: torch.Tensor
     extra: dict[str, list[Any]] = field(default_factory=dict)
     role: str = "test"
+    error: list[str | None] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.data)
@@ -65,6 +68,10 @@ class Scored:
             raise ValueError(
                 f"diagnosis set {self.role!r}: {n} examples, {len(self.pred)} predictions, "
                 f"{len(self.correct)} correctness values"
+            )
+        if self.error is not None and len(self.error) != n:
+            raise ValueError(
+                f"diagnosis set {self.role!r}: {len(self.error)} error values for {n} examples"
             )
         for k, v in self.extra.items():
             if len(v) != n:

@@ -230,7 +230,7 @@ def _diagnosis(
         d = s.data
         if k:  # ids of other sets move out of the suite data's range
             d = Dataset(d.x, d.y, d.name, d.ids + k * ROLE_OFFSET, d.meta, d.domain, d.classes)
-        ev = Evaluation(s.pred, s.correct.float(), [None] * len(d))
+        ev = Evaluation(s.pred, s.correct.float(), s.error or [None] * len(d))
         parts.append(_rows(unit, d, ev, unit.level, {**s.extra, "role": [s.role] * len(d)}))
     if not parts:
         return {c: [] for c in _rows(unit, full.take([]), Evaluation([], torch.zeros(0), []), 0.0)}
