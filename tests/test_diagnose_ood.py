@@ -1,0 +1,275 @@
+"""The 'ood' diagnosis (S30): detector scores against pytorch-ood, scikit-learn (Lee et al.'s
+covariance) and brute force; the suite -> store -> report path; bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from robustlab.core.errors import CapabilityError, ConfigError
+from robustlab.core.registry import datasets, diagnoses, models
+from robustlab.diagnose.base import ROLE_OFFSET
+from robustlab.diagnose.features import extract
+from robustlab.diagnose.ood import (
+    energy_score,
+    fit_gaussians,
+    knn_score,
+    mahalanobis_score,
+    maxlogit_score,
+    msp_score,
+    odin_score,
+)
+from robustlab.metrics.detection import fpr_at_tpr
+from robustlab.runner import Suite, run_suite
+from robustlab.store import Store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+OOD = "{name: fashion-mnist, params: {split: test, limit: 300, size: 8}}"
+SUITE = f"""
+name: ood-test
+models: [{{name: digits-cnn}}, {{name: digits-logreg}}]
+data: {{name: digits, params: {{split: test}}}}
+probes:
+  - {{kind: diagnosis, name: ood, label: fashion, params: {{ood: {OOD}, k: 10}}}}
+  - {{kind: diagnosis, name: ood, label: failure, params: {{detectors: [msp, energy]}}}}
+"""
+
+
+@pytest.fixture
+def pood(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """pytorch-ood's detectors, imported without its package __init__ (which needs torchvision)."""
+    spec = importlib.util.find_spec("pytorch_ood")
+    assert spec is not None and spec.submodule_search_locations
+    pkg = types.ModuleType("pytorch_ood")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    monkeypatch.setitem(sys.modules, "pytorch_ood", pkg)
+    for name in [m for m in sys.modules if m.startswith("pytorch_ood.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import pytorch_ood.detector as det
+
+    return det
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict[str, Any]:
+    model = models.create("digits-cnn", {"seed": 0})
+    test = datasets.create("digits", {"split": "test"})
+    train = datasets.create("digits", {"split": "train"})
+    ood = datasets.create("fashion-mnist", {"split": "test", "limit": 300, "size": 8})
+    feats = {k: extract(model, d.x, ("penultimate",)) for k, d in
+             (("test", test), ("train", train), ("ood", ood))}  # fmt: skip
+    return {"model": model, "test": test, "train": train, "ood": ood, "feats": feats}
+
+
+def test_logit_scores_equal_pytorch_ood(setup: dict[str, Any], pood: Any) -> None:
+    z = torch.cat([setup["feats"]["test"]["logits"], setup["feats"]["ood"]["logits"]])
+    # pytorch-ood's outlier scores are higher = more OOD: ours are their negatives
+    torch.testing.assert_close(msp_score(z), -pood.MaxSoftmax.score(z).double(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(maxlogit_score(z), -pood.MaxLogit.score(z).double())
+    for t in (1.0, 2.5):
+        ref = -pood.EnergyBased.score(z, t=t).double()
+        torch.testing.assert_close(energy_score(z, t), ref, atol=1e-5, rtol=1e-6)
+
+
+def test_odin_equals_pytorch_ood(setup: dict[str, Any], pood: Any) -> None:
+    x = torch.cat([setup["test"].x[:100], setup["ood"].x[:100]])
+    module = setup["model"].module
+    for t, eps in ((1000.0, 0.0014), (10.0, 0.01)):
+        ref = -pood.ODIN(module, eps=eps, temperature=t).predict(x).double()
+        got = odin_score(setup["model"], x, t, eps, chunk=64)
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    # the perturbation matters: eps = 0 is the temperature-scaled MSP of the clean input
+    clean = torch.softmax(module(x).double() / 1000.0, 1).amax(1)
+    torch.testing.assert_close(odin_score(setup["model"], x, 1000.0, 0.0), clean)
+
+
+def test_knn_equals_pytorch_ood_and_brute_force(setup: dict[str, Any], pood: Any) -> None:
+    bank = setup["feats"]["train"]["penultimate"]
+    q = torch.cat([setup["feats"]["test"]["penultimate"], setup["feats"]["ood"]["penultimate"]])
+    got = knn_score(q, bank, k=10, chunk=100)
+    ref = pood.KNN(None, k=10).fit_features(bank, torch.zeros(len(bank))).predict_features(q)
+    torch.testing.assert_close(got, -ref.double(), atol=1e-5, rtol=0)
+    # exact per-example reference: sort all distances of normalised vectors, take the k-th
+    a = q[:40].double().numpy()
+    b = bank.double().numpy()
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    brute = [-np.sort(np.linalg.norm(b - row, axis=1))[9] for row in a]
+    np.testing.assert_allclose(got[:40].numpy(), brute, atol=1e-7)
+
+
+def test_mahalanobis_equals_lee_reference_and_pytorch_ood(setup: dict[str, Any], pood: Any) -> None:
+    from sklearn.covariance import EmpiricalCovariance
+
+    f_fit, y = setup["feats"]["train"]["penultimate"], setup["train"].y
+    q = torch.cat([setup["feats"]["test"]["penultimate"], setup["feats"]["ood"]["penultimate"]])
+    got = mahalanobis_score(q, *fit_gaussians(f_fit, y), chunk=128)
+    # Lee et al.'s code: class means, EmpiricalCovariance (pinvh) of the class-centred features
+    ff, yy, qq = f_fit.double().numpy(), y.numpy(), q.double().numpy()
+    means = np.stack([ff[yy == c].mean(0) for c in range(10)])
+    cov = EmpiricalCovariance(assume_centered=False).fit(ff - means[yy])
+    d = np.stack([((qq - m) @ cov.precision_ * (qq - m)).sum(1) for m in means], 1)
+    np.testing.assert_allclose(got.numpy(), -d.min(1), rtol=1e-6, atol=1e-6)
+    # pytorch-ood inverts the (unnormalised) scatter plus a 1e-6 ridge, so it needs a full-rank
+    # covariance: compare on the units that are alive (ReLU units dead on all fitting examples
+    # have zero variance); its score is 0.5 min_c d_c with the scatter, i.e. ours / (-2N)
+    live = f_fit.std(0) > 0
+    assert 0 < int(live.sum()) < f_fit.shape[1]  # the case is real: some units are dead
+    ours = mahalanobis_score(q[:, live], *fit_gaussians(f_fit[:, live], y))
+    ref = pood.Mahalanobis(None).fit_features(f_fit[:, live], y).predict_features(q[:, live])
+    torch.testing.assert_close(ours, -2 * len(f_fit) * ref.double(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from robustlab.report import write_report
+
+    root = tmp_path_factory.mktemp("ood")
+    store = Store(root / "runs.db")
+    run_id = run_suite(Suite.from_yaml(SUITE), store, progress=False)
+    html, _ = write_report(store, run_id, root / "out")
+    df = store.records(run_id)
+    return {"df": df[df["kind"] == "diagnosis"], "html": Path(html).read_text(), "root": root}
+
+
+def test_suite_records_roles_ids_and_scores(run: dict[str, Any], setup: dict[str, Any]) -> None:
+    df = run["df"]
+    cnn = df[(df["model"] == "digits-cnn") & (df["probe"] == "fashion")]
+    test, ood = cnn[cnn["x.role"] == "test"], cnn[cnn["x.role"] == "ood"]
+    assert (len(test), len(ood)) == (len(setup["test"]), 300)
+    # ids: the scored data keeps its ids, the OOD set's move by ROLE_OFFSET: no collision
+    assert sorted(test["example_id"]) == sorted(setup["test"].ids.tolist())
+    assert sorted(ood["example_id"]) == sorted((setup["ood"].ids + ROLE_OFFSET).tolist())
+    assert ood["correct"].isna().all() and test["correct"].notna().all()
+    # all six detectors for a torch model; their scores equal the functions on the same features
+    cols = sorted(c for c in cnn.columns if c.startswith("x.score_") and cnn[c].notna().all())
+    assert cols == sorted(f"x.score_{d}" for d in
+                          ("msp", "maxlogit", "energy", "mahalanobis", "knn", "odin"))  # fmt: skip
+    order = np.argsort(test["example_id"].to_numpy())
+    np.testing.assert_allclose(
+        test["x.score_msp"].to_numpy(float)[order],
+        msp_score(setup["feats"]["test"]["logits"]).numpy(), rtol=1e-9,
+    )  # fmt: skip
+    bank = setup["feats"]["train"]["penultimate"]
+    np.testing.assert_allclose(
+        test["x.score_knn"].to_numpy(float)[order],
+        knn_score(setup["feats"]["test"]["penultimate"], bank, 10).numpy(), rtol=1e-9,
+    )  # fmt: skip
+    acc = (setup["feats"]["test"]["logits"].argmax(1) == setup["test"].y).double().mean()
+    assert test["correct"].mean() == pytest.approx(float(acc))
+    # the black-box model runs the logit detectors only (default: all it supports)
+    lr = df[(df["model"] == "digits-logreg") & (df["probe"] == "fashion")]
+    have = {c for c in lr.columns if c.startswith("x.score_") and lr[c].notna().any()}
+    assert have == {"x.score_msp", "x.score_maxlogit", "x.score_energy"}
+    # the failure-only probe: role test only, two detectors
+    fail = df[df["probe"] == "failure"]
+    assert set(fail["x.role"]) == {"test"}
+    assert {c for c in fail.columns if c.startswith("x.score_") and fail[c].notna().any()} == {
+        "x.score_msp",
+        "x.score_energy",
+    }
+    # on real data the feature detectors separate Fashion-MNIST from the digits
+    s = np.r_[
+        test["x.score_mahalanobis"].to_numpy(float), ood["x.score_mahalanobis"].to_numpy(float)
+    ]
+    pos = np.r_[np.ones(len(test), bool), np.zeros(len(ood), bool)]
+    assert roc_auc_score(pos, s) > 0.85
+
+
+def test_report_section_numbers_equal_sklearn(run: dict[str, Any]) -> None:
+    from robustlab.report.sections.detection import Detection
+
+    df = run["df"]
+    info = {"suite": Suite.from_yaml(SUITE).model_dump(mode="json")}
+    data = Detection().build(df, info)
+    assert data is not None
+    rows = {(r["model"], r["probe"], r["detector"]): r for r in data["rows"]}
+    assert len(rows) == 6 + 3 + 2 + 2  # cnn: 6 detectors, logreg: 3; failure probe: 2 each
+    g = df[(df["model"] == "digits-cnn") & (df["probe"] == "fashion")]
+    test, ood = g[g["x.role"] == "test"], g[g["x.role"] == "ood"]
+    for det in ("msp", "energy", "mahalanobis", "knn", "odin"):
+        r = rows[("digits-cnn", "fashion", det)]
+        s_id, s_ood = test[f"x.score_{det}"].to_numpy(float), ood[f"x.score_{det}"].to_numpy(float)
+        pos = np.r_[np.ones(len(s_id), bool), np.zeros(len(s_ood), bool)]
+        s = np.r_[s_id, s_ood]
+        assert r["ood"]["auroc"] == pytest.approx(roc_auc_score(pos, s), abs=1e-12)
+        assert r["ood"]["aupr"] == pytest.approx(average_precision_score(pos, s), abs=1e-12)
+        assert r["ood"]["lo"] <= r["ood"]["auroc"] <= r["ood"]["hi"]
+        ok = test["correct"].to_numpy(float) == 1
+        assert r["fail"]["auroc"] == pytest.approx(roc_auc_score(ok, s_id), abs=1e-12)
+        assert r["fail"]["fpr95"] == fpr_at_tpr(s_id, ok)
+    assert rows[("digits-cnn", "failure", "msp")]["ood"] is None
+    html = run["html"]
+    assert "Failure and OOD detection" in html and "OOD ROC" in html
+    assert f"{rows[('digits-cnn', 'fashion', 'knn')]['ood']['auroc']:.3f}"[:4] in html
+
+
+def test_bad_input() -> None:
+    from robustlab.runner.validation import validate_suite
+
+    with pytest.raises(
+        ConfigError, match=r"unknown detector 'mahalanobs'; did you mean 'mahalanobis'"
+    ):
+        diagnoses.create("ood", {"detectors": ["mahalanobs"]})
+    lr = models.create("digits-logreg", {"seed": 0})
+    with pytest.raises(CapabilityError, match=r"\['knn'\].*black-box: use msp, maxlogit, energy"):
+        diagnoses.create("ood", {"detectors": ["msp", "knn"]}).check_model(lr)
+    # an OOD set with another input shape: refused before anything runs
+    bad = SUITE.replace("size: 8", "size: 12")
+    with pytest.raises(ConfigError, match=r"ood set 'fashion-mnist-test-12px' has inputs of shape"):
+        validate_suite(Suite.from_yaml(bad))
+    # mahalanobis/knn fit on the data's train split by default; scoring the train split itself
+    # (or a dataset without splits) needs an explicit fit set
+    from types import SimpleNamespace
+
+    from robustlab.runner import ComponentSpec
+
+    diag = diagnoses.create("ood", {})
+    env = SimpleNamespace(unit=SimpleNamespace(probe=None, data=ComponentSpec(
+        name="digits", params={"split": "test"})))  # fmt: skip
+    assert diag.fit_spec(env) == {"name": "digits", "params": {"split": "train"}}
+    env.unit.data = ComponentSpec(name="digits", params={"split": "train"})
+    with pytest.raises(ConfigError, match="no other train split.*name one with fit"):
+        diag.fit_spec(env)
+    env.unit.data = ComponentSpec(name="skimage-photos", params={})
+    with pytest.raises(ConfigError, match="name one with fit"):
+        diag.fit_spec(env)
+
+
+def test_nan_logits_refused(tmp_path: Path) -> None:
+    from robustlab.diagnose.base import DiagnosisEnv  # noqa: F401  (the env the runner passes)
+
+    class NaNModel:
+        """A torch model whose outputs are NaN for some inputs (a broken checkpoint)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.module = inner.module
+            self.capabilities = inner.capabilities
+
+        def logits(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.module(x)
+            return torch.where(x.flatten(1)[:, :1] >= 0, float("nan"), 0.0) + z
+
+    class Env:
+        unit = None
+
+        def data(self, spec: Any) -> Any:
+            raise AssertionError("not used")
+
+        def features(self, model: Any, data: Any, layers: tuple[str, ...] = ()) -> Any:
+            return extract(model, data.x, layers)
+
+    diag = diagnoses.create("ood", {"detectors": ["msp"]})
+    model = NaNModel(models.create("digits-cnn", {"seed": 0}))
+    data = datasets.create("digits", {"split": "test"})
+    with pytest.raises(ConfigError, match="ood: logits of test set 'digits-test': non-finite"):
+        diag.run(model, data, 0.0, Env())  # type: ignore[arg-type]
