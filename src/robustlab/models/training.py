@@ -32,14 +32,23 @@ def train_classifier(
     epochs: int = 20,
     lr: float = 3e-3,
     batch_size: int = 64,
+    weight_decay: float = 0.0,
 ) -> nn.Module:
-    """Train ``make()`` on ``data`` with Adam and cross-entropy, deterministically under ``seed``."""
+    """Train ``make()`` on ``data`` with Adam and cross-entropy, deterministically under ``seed``.
+
+    ``weight_decay`` > 0 uses AdamW (decoupled weight decay, Loshchilov & Hutter, 2019) instead;
+    ``batch_size`` >= ``len(data)`` is full-batch training (one step per epoch)."""
     g = torch.Generator().manual_seed(seed)
     with seeded(seed):
         net = make()
     x, y = data.x, data.y
     assert isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    if weight_decay > 0:
+        opt: torch.optim.Optimizer = torch.optim.AdamW(
+            net.parameters(), lr=lr, weight_decay=weight_decay
+        )
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     net.train()
     for _ in range(epochs):
