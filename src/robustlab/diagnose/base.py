@@ -116,16 +116,29 @@ class DiagnosisEnv:
         self, model: Any, data: Dataset, layers: tuple[str, ...] = ("penultimate",), key: str = ""
     ) -> dict[str, torch.Tensor]:
         """``{"logits": [N, C], layer: [N, D], ...}`` of ``data`` under ``model``, from one batched
-        forward pass, cached for the run under (model replicate, ``key`` or the data's identity,
-        layers): every diagnosis of a run that asks for the same features shares one pass."""
-        from robustlab.diagnose.features import extract
+        forward pass, cached for the run under (model replicate, ``key`` or the data's identity):
+        every diagnosis of a run that asks for the same features shares one pass. A pass also
+        reads ``penultimate`` when the model has one (a copy of one small tensor), so a diagnosis
+        asking for logits only (calibration) and one asking for the penultimate layer (OOD
+        detectors) share a pass in either order; other layers missing from the cache cost a pass
+        over them."""
+        from robustlab.diagnose.features import extract, has_penultimate
 
         u = self.unit
         ident = key or f"{data.name}|{len(data)}|{_ids_digest(data)}"
-        ckey = (
-            f"features|{u.model.model_dump_json()}|{u.replicate}|{ident}|{','.join(sorted(layers))}"
-        )
-        return self.ctx.run_cached(ckey, lambda: extract(model, data.x, layers))
+        ckey = f"features|{u.model.model_dump_json()}|{u.replicate}|{ident}"
+        cache: dict[str, torch.Tensor] = self.ctx.run_cached(ckey, dict)
+        missing = [name for name in dict.fromkeys(layers) if name not in cache]
+        if "logits" not in cache or missing:
+            extra = ["penultimate"] if "penultimate" not in cache and has_penultimate(model) else []
+            try:
+                got = extract(model, data.x, tuple(dict.fromkeys([*missing, *extra])))
+            except ConfigError:
+                if not extra or "penultimate" in missing:
+                    raise
+                got = extract(model, data.x, tuple(missing))  # its last Linear cannot be read
+            cache.update(got)
+        return {name: cache[name] for name in dict.fromkeys(("logits", *layers))}
 
 
 def _ids_digest(data: Dataset) -> str:

@@ -62,6 +62,12 @@ def check_layers(model: Any, layers: Sequence[str], who: str = "diagnosis") -> N
     raise ConfigError(f"{who}: model has no layer {missing[0]!r}; its layers: {shown}")
 
 
+def has_penultimate(model: Any) -> bool:
+    """Whether ``model`` has a ``"penultimate"`` layer (a torch module with an ``nn.Linear``)."""
+    m = module_of(model)
+    return m is not None and any(isinstance(sub, nn.Linear) for sub in m.modules())
+
+
 def _last_linear(m: nn.Module) -> nn.Module:
     last = None
     for sub in m.modules():
