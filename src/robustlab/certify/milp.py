@@ -45,7 +45,7 @@ ROBUST, COUNTEREXAMPLE, UNDECIDED = 0, 1, 2
 BOUNDS, ATTACK, SOLVER = 0, 1, 2  # the stage that decided an example (:func:`decide`)
 
 __all__ = ["ATTACK", "BOUNDS", "COUNTEREXAMPLE", "ROBUST", "SOLVER", "UNDECIDED", "MILPVerifier",
-           "Problem", "ReluChain", "check_counterexample", "decide", "exact_bounds",
+           "Problem", "ReluChain", "check_counterexample", "decide", "exact_bounds", "follows_phases",
            "ibp_tightness", "interval_margins", "relu_chain", "verify"]  # fmt: skip
 
 
@@ -188,6 +188,12 @@ def verify(
     ``pre``, default :func:`~robustlab.certify.bounds.linear_bounds`) are skipped; the others are
     solved in ``order`` (default: lowest bound first), each MILP cut off at ``2 tol`` (no input
     at or below it proves the class), stopping at the first counterexample.
+
+    ``phases`` (neural activation patterns, :mod:`robustlab.certify.nap`) restrict the box to the
+    inputs that follow them; a counterexample must then also follow them exactly in the float64
+    chain (:func:`follows_phases`, no tolerance). The solver's vertex usually sits on phase
+    boundaries, so an interior point of its linear region (:func:`_interior`) is tried first; when
+    neither point passes, the class is UNDECIDED.
     """
     if pre is None:
         pre = [(lk[0], uk[0]) for lk, uk in linear_bounds(chain, lo[None], hi[None])]
@@ -208,15 +214,76 @@ def verify(
         proven[j] = max(proven[j], low)
         if best < 0 and x is not None:
             # HiGHS meets bounds up to its feasibility tolerance (~1e-7): clip into the box and
-            # re-check the margin there in the float64 chain
+            # re-check the margin (and the fixed phases) there in the float64 chain
             x = np.clip(x, lo, hi)
-            z, _ = chain.forward(x)
-            if z[c] - z[j] < 0:
-                return COUNTEREXAMPLE, float(proven.min()), x
+            cands = [x] if phases is None else [_interior(chain, lo, hi, c, j, phases, x), x]
+            for xc in (xc for xc in cands if xc is not None):
+                z, pre = chain.forward(xc)
+                if z[c] - z[j] < 0 and (
+                    phases is None or follows_phases(np.concatenate(pre)[None], phases)[0]
+                ):
+                    return COUNTEREXAMPLE, float(proven.min()), xc
             status = UNDECIDED  # a margin within rounding of 0: neither proven nor refuted
         elif low <= tol:
             status = UNDECIDED
     return status, float(proven.min()), None
+
+
+def follows_phases(pre: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """``[B]`` bool: rows of ``pre`` (hidden pre-activations ``[B, hidden]``, float64, layers
+    concatenated) with the fixed ``phases``: ``>= 0`` where ``phases > 0``, ``<= 0`` where
+    ``phases < 0``, no tolerance (a pre-activation exactly 0 has both phases).
+
+    The one definition of "follows a pattern": the closed set :meth:`Problem.build` encodes when it
+    fixes binaries, what :func:`verify` requires of a counterexample, and what
+    :func:`robustlab.certify.nap.matches` tests.
+    """
+    return ((pre >= 0) | (phases <= 0)).all(axis=-1) & ((pre <= 0) | (phases >= 0)).all(axis=-1)
+
+
+def _interior(
+    chain: ReluChain,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    c: int,
+    j: int,
+    phases: np.ndarray,
+    x0: np.ndarray,
+    slack_max: float = 1.0,
+) -> np.ndarray | None:
+    """A counterexample away from the boundaries, in the linear region of the solver's ``x0``.
+
+    The MILP's optimum is a vertex, where fixed phases typically sit at pre-activation exactly 0
+    and float64 rounding puts it on either side. With every ReLU's phase fixed (the pattern's, else
+    ``x0``'s) the chain is affine in ``x``; one LP maximises the slack ``t <= slack_max`` of the
+    pattern's phases and of ``z_j - z_c`` over the box. Returns the LP's input (clipped to the
+    box), or None when the LP fails; the caller re-checks it like the solver's point.
+    """
+    n = len(lo)
+    a, off, rows_a, rows_b, free_a, free_b = np.eye(n), np.zeros(n), [], [], [], []
+    for w, b, ph in zip(chain.weights[:-1], chain.biases[:-1],
+                        np.split(phases, np.cumsum([len(b) for b in chain.biases[:-2]])),
+                        strict=True):  # fmt: skip
+        za, zb = w @ a, w @ off + b
+        sign = np.where(ph != 0, np.sign(ph), np.where(za @ x0 + zb >= 0, 1.0, -1.0))
+        # sign * z >= t (pattern) or >= 0 (free):  -sign * za x + t <= sign * zb
+        rows_a.append(-sign[ph != 0, None] * za[ph != 0])
+        rows_b.append(sign[ph != 0] * zb[ph != 0])
+        free_a.append(-sign[ph == 0, None] * za[ph == 0])
+        free_b.append(sign[ph == 0] * zb[ph == 0])
+        on = sign > 0
+        a, off = np.where(on[:, None], za, 0.0), np.where(on, zb, 0.0)
+    za, zb = chain.weights[-1] @ a, chain.weights[-1] @ off + chain.biases[-1]
+    rows_a.append(-(za[j] - za[c])[None])  # z_j - z_c >= t
+    rows_b.append(np.array([zb[j] - zb[c]]))
+    pa, fa = np.concatenate(rows_a), np.concatenate(free_a)
+    a_ub = np.block([[pa, np.ones((len(pa), 1))], [fa, np.zeros((len(fa), 1))]])
+    b_ub = np.concatenate(rows_b + free_b)
+    cost = np.zeros(n + 1)
+    cost[-1] = -1.0
+    res = optimize.linprog(cost, A_ub=a_ub, b_ub=b_ub, method="highs",
+                           bounds=list(zip(lo, hi, strict=True)) + [(None, slack_max)])  # fmt: skip
+    return None if res.status != 0 else np.clip(res.x[:n], lo, hi)
 
 
 def check_counterexample(

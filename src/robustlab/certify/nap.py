@@ -5,9 +5,21 @@ A neural activation pattern (NAP) of class ``c`` fixes the phase of some ReLU ne
 *active* in ``NAP_c`` if it is active (pre-activation > 0) on at least a fraction ``delta`` of the
 class's training examples, *inactive* if it is inactive on at least ``delta`` of them, and free
 otherwise (the paper's statistical, delta-relaxed mining). An input *matches* ``NAP_c`` if every
-fixed neuron has the pattern's phase (pre-activation ``>= 0`` for active, ``<= 0`` for inactive). Specification: "no input of a region (by default the whole
+fixed neuron has the pattern's phase. Specification: "no input of a region (by default the whole
 input domain) that matches ``NAP_c`` is classified as another class", verified exactly with the
 MILP of :mod:`robustlab.certify.milp` with the pattern's ReLU phases fixed.
+
+Phase boundaries: one definition, :func:`robustlab.certify.milp.follows_phases`, used by
+:func:`matches` and by the verifier's counterexample check. Phases are *closed* and evaluated on the
+float64 chain without tolerance: active means pre-activation ``>= 0``, inactive ``<= 0`` (a neuron
+at exactly 0 has both phases). That is the set the MILP encodes (it cannot express ``> 0``), so a
+proof covers the paper's half-open set too. A counterexample must follow the pattern exactly under
+this definition, not strictly: one exactly on a boundary counts (it lies in the verified set). The
+solver's point usually lies on boundaries (an LP vertex) where rounding can put it on either side;
+the verifier then returns an interior point of its linear region (largest slack of the phases and of
+the misclassification margin), and UNDECIDED when neither point follows the pattern. Mining counts a
+neuron active when its pre-activation is ``> 0``, so every mined example with the pattern's phase
+matches.
 
 Example::
 
@@ -25,7 +37,7 @@ import numpy as np
 import torch
 
 from robustlab.certify.base import require_positive
-from robustlab.certify.milp import ReluChain, relu_chain, verify
+from robustlab.certify.milp import ReluChain, follows_phases, relu_chain, verify
 from robustlab.core.errors import ConfigError
 
 
@@ -72,12 +84,15 @@ def mine_naps(model: Any, x: torch.Tensor, y: torch.Tensor, delta: float = 0.99)
     return naps
 
 
-def matches(model: Any, nap: NAP, x: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
-    """``[B]`` bool: inputs matching ``nap``: pre-activation ``>= 0`` where the pattern says active,
-    ``<= 0`` where it says inactive (closed, as verified; ``tol`` absorbs float rounding)."""
-    z = pre_activations(relu_chain(model), x)
-    ok = np.where(nap.phases > 0, z >= -tol, np.where(nap.phases < 0, z <= tol, True))
-    return torch.from_numpy(ok.all(axis=1))
+def matches(
+    model: Any, nap: NAP, x: torch.Tensor, tol: float = 0.0, chain: ReluChain | None = None
+) -> torch.Tensor:
+    """``[B]`` bool: inputs matching ``nap``: float64 pre-activation ``>= 0`` where the pattern says
+    active, ``<= 0`` where it says inactive (:func:`~robustlab.certify.milp.follows_phases`, the
+    closed set :func:`verify_nap` verifies). ``tol > 0`` widens both phases by ``tol`` (e.g. for
+    inputs that went through float32); ``chain``: the model's chain, if already built."""
+    z = pre_activations(chain or relu_chain(model), x)
+    return torch.from_numpy(follows_phases(z + tol * np.sign(nap.phases), nap.phases))
 
 
 def nap_recall(
