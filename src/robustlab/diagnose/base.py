@@ -101,6 +101,30 @@ class DiagnosisEnv:
         u = self.unit
         return seed_from(u.seed, u.model.display, u.replicate, u.probe_label, u.level)
 
+    def train_split(self, who: str) -> dict[str, Any]:
+        """``{name, params}`` of the scored dataset (the probe's ``data`` or the suite's) with
+        ``split: "train"``: the default fitting set of diagnoses that fit on training data. A
+        :class:`ConfigError` naming ``who`` when the dataset has no ``split`` parameter or is
+        already the train split."""
+        import inspect
+
+        from robustlab.core.registry import datasets
+
+        u = self.unit
+        spec = u.probe.data if u.probe is not None and u.probe.data else u.data
+        params = dict(spec.params)
+        try:
+            sig = inspect.signature(datasets.get(spec.name)).parameters
+        except (TypeError, ValueError):
+            sig = {}
+        split = params.get("split", sig["split"].default if "split" in sig else None)
+        if "split" not in sig or split == "train":
+            raise ConfigError(
+                f"{who}: data {spec.name!r} has no other train split to default to: name the "
+                f"training set with fit: {{name, params}}"
+            )
+        return {"name": spec.name, "params": {**params, "split": "train"}}
+
     def data(self, spec: Any) -> Dataset:
         """The dataset ``spec`` ({name, params} or a ComponentSpec), loaded once per process."""
         from robustlab.runner.suite import ComponentSpec
