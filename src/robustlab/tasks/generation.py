@@ -22,23 +22,27 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
-_ANSWER_INT = re.compile(r"answer\W{0,3}?(-?\d+)", re.IGNORECASE)
-_INT = re.compile(r"-?\d+")
+_ANSWER = re.compile(r"\banswer\b", re.IGNORECASE)
+_INT = re.compile(r"(?<!\d)-?\d+")  # a minus right after a digit is subtraction
 
 
 def final_integer(text: str) -> int | None:
-    """The integer a generation answers with: the first integer right after the first word
-    ``answer`` (``"...; answer 8"``, ``"Answer: -3"``), else the last integer of the text; None
-    when there is none. Digit groups are not joined (``"1,000"`` reads 0).
+    """The integer a generation answers with: where the word ``answer`` occurs, the first integer
+    after its first occurrence (``"...; answer 8"``, ``"Answer: -3"``, ``"the answer is 12"``;
+    None for a completion cut off at ``"answer "``), else the last integer of the text; None
+    when there is none. A minus right after a digit is subtraction (``"7-3"`` reads 3); digit
+    groups are not joined (``"1,000"`` reads 0).
 
     Example::
 
         final_integer("0+3=3, 3+1=4; answer 4")   # 4
         final_integer("so the result is 12.")     # 12
+        final_integer("0+3=3, 3+1=4; answer")     # None
     """
-    m = _ANSWER_INT.search(text)
+    m = _ANSWER.search(text)
     if m is not None:
-        return int(m.group(1))
+        after = _INT.search(text, m.end())
+        return int(after.group(0)) if after else None
     ints = _INT.findall(text)
     return int(ints[-1]) if ints else None
 
