@@ -191,8 +191,10 @@ def oracle_agreement(df: pd.DataFrame, oracle: pd.DataFrame | None = None) -> pd
     if oracle is None:
         if "x.oracle_pred" not in df:
             raise ConfigError("oracle_agreement: no oracle records and no x.oracle_pred column")
-        op = pd.to_numeric(df["x.oracle_pred"], errors="coerce")
-        oracle = df[keys].assign(pred=[None if v != v else int(v) for v in op])
+        from robustlab.core.records import dumps
+
+        op = pd.to_numeric(df["x.oracle_pred"], errors="coerce")  # pred is JSON text
+        oracle = df[keys].assign(pred=[None if v != v else dumps(int(v)) for v in op])
     m = df[[*keys, "pred"]].merge(oracle[[*keys, "pred"]], on=keys, suffixes=("", "_oracle"))
     m = m.assign(agree=(m["pred"] == m["pred_oracle"]) & m["pred"].notna())
     return m.groupby(["probe", "level"])["agree"].agg(agreement="mean", n="size").reset_index()
