@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from robustlab.core.errors import ConfigError
@@ -136,10 +137,11 @@ def rdm(x: torch.Tensor) -> torch.Tensor:
 
 
 def _ranks(v: torch.Tensor) -> torch.Tensor:
-    """Average ranks of each row of ``v`` (ties share their mean rank, as scipy's rankdata)."""
+    """Average ranks of each row of ``v`` (ties share their mean rank, as scipy's rankdata);
+    values are rounded to 12 decimals first, so dissimilarities equal up to float rounding tie."""
     from scipy.stats import rankdata
 
-    return torch.from_numpy(rankdata(v.numpy(), axis=1)).to(torch.float64)
+    return torch.from_numpy(rankdata(np.round(v.numpy(), 12), axis=1)).to(torch.float64)
 
 
 def _upper(x: torch.Tensor) -> torch.Tensor:
