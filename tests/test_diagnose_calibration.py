@@ -303,3 +303,35 @@ def test_suite_to_store_records_and_report(tmp_path) -> None:
     assert "Calibration and selective prediction" in page and "risk-coverage" in page
     assert "gaussian_noise severity" in page and "T at a bound" in page
     assert math.isfinite(rows[("calibration", 0.0)]["nll_ts"])
+
+
+def test_text_classifier_logits_only_and_underconfidence(tmp_path) -> None:
+    """Texts: features give logits only (other layers refused); TF-IDF + logistic regression on
+    BBC News is under-confident, so the fitted temperature is below 1 and lowers the ECE."""
+    from robustlab.core.errors import CapabilityError
+    from robustlab.core.records import frame
+    from robustlab.diagnose.features import extract
+    from robustlab.runner import ComponentSpec, ModelSpec, ProbeSpec, Suite
+    from robustlab.runner.runner import run_suite
+    from robustlab.store import Store
+
+    data = datasets.create("bbc-news", {"split": "test", "limit": 300})
+    model = models.create("tfidf-logreg", {})
+    with pytest.raises(CapabilityError, match="only its 'logits'"):
+        extract(model, data.x, ("input",))
+    suite = Suite(
+        name="calibration-text",
+        models=[ModelSpec(name="tfidf-logreg")],
+        data=ComponentSpec(name="bbc-news", params={"split": "test", "limit": 300}),
+        probes=[ProbeSpec(kind="diagnosis", name="calibration",
+                          params={"shift": {"name": "word_deletion"}}, levels=[0, 0.6])],
+    )  # fmt: skip
+    store = Store(f"sqlite:///{tmp_path}/runs.db")
+    df = frame(store.records(run_suite(suite, store, progress=False)))
+    d = df[(df["kind"] == "diagnosis") & (df["level"] == 0)].sort_values("example_id")
+    p = torch.softmax(model.logits(data.x).double(), 1).max(1).values.numpy()
+    assert d["x.confidence"].to_numpy() == pytest.approx(p[np.argsort(data.ids.numpy())], abs=1e-6)
+    ok = d["correct"].to_numpy()
+    assert (d["x.temperature"] < 1).all()  # under-confident: T < 1 sharpens
+    assert d["x.confidence"].mean() < ok.mean()
+    assert cal.ece(d["x.confidence_ts"], ok) < cal.ece(d["x.confidence"], ok) / 2

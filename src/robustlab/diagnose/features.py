@@ -85,14 +85,16 @@ def _last_linear(m: nn.Module) -> nn.Module:
 def extract(
     model: Any, x: torch.Tensor, layers: Sequence[str] = ("penultimate",), chunk: int = 1024
 ) -> dict[str, torch.Tensor]:
-    """``{"logits": [N, C], **{layer: [N, D]}}`` (float32, CPU) from one pass over ``x``."""
+    """``{"logits": [N, C], **{layer: [N, D]}}`` (float32, CPU) from one pass over ``x``; inputs
+    that are not tensors (texts) give their logits only."""
     check_layers(model, [*layers, "logits"], "features")
-    if not isinstance(x, torch.Tensor):
+    wanted = [name for name in layers if name not in ("logits", "input")]
+    if not isinstance(x, torch.Tensor) and (wanted or "input" in layers):
         raise CapabilityError(
-            "features: this model's inputs are not tensors (text models: use their embeddings)"
+            "features: this model's inputs are not tensors, so only its 'logits' can be read "
+            "(text models: use their embeddings)"
         )
     m = module_of(model)
-    wanted = [name for name in layers if name not in ("logits", "input")]
     captured: dict[str, list[torch.Tensor]] = {name: [] for name in wanted}
     handles = []
     if m is not None and wanted:

@@ -135,17 +135,19 @@ class CalibrationSection:
             mine = [r for r in rows if r["probe"] == probe]
             axis = mine[0]["axis"]
             head = ["model", axis, "n", "accuracy", "ECE (width)", "ECE (mass)", "MCE", "Brier",
-                    "NLL", "AURC", "E-AURC", "T", "T fitted on"]  # fmt: skip
+                    "NLL", "AURC", "E-AURC", "T"]  # fmt: skip
             body = [
                 [e(r["model"]), fmt_level(r["level"]), str(r["n"]), pct(r["accuracy"]),
                  _pair(r, "ece_width"), _pair(r, "ece_mass"), _pair(r, "mce"), _pair(r, "brier"),
                  _pair(r, "nll"), num(r["aurc"], 4), num(r["eaurc"], 4),
                  ", ".join(num(t, 3) for t in r["temperature"])
-                 + (" (at a bound)" if r["t_at_bound"] else ""), e(r["fit"])]
+                 + (" (at a bound)" if r["t_at_bound"] else "")]
                 for r in mine
             ]  # fmt: skip
             heading = f"<h3>{e(probe)}</h3>" if len({r["probe"] for r in rows}) > 1 else ""
-            parts.append(heading + table(head, body, num_cols=list(range(1, 12))))
+            fits = ", ".join(e(f) for f in dict.fromkeys(r["fit"] for r in mine))
+            parts.append(heading + f"<p>T fitted on: {fits}.</p>"
+                         + table(head, body, num_cols=list(range(1, 12))))  # fmt: skip
             parts.append(f"<figure>{_reliability_plot(mine)}</figure>")
             if len({r["level"] for r in mine}) > 1:
                 parts.append(f"<figure>{_ece_plot(mine, axis)}</figure>")
