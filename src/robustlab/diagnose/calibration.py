@@ -64,7 +64,10 @@ def _spec_check(kind: str) -> Any:
         name, params = value["name"], value.get("params") or {}
         if not isinstance(name, str) or not isinstance(params, dict):
             raise ValueError("name must be a string and params a mapping")
-        check_params(REGISTRIES[kind].get(name), dict(params), f"{kind[:-1]} {name!r}")
+        try:
+            check_params(REGISTRIES[kind].get(name), dict(params), f"{kind[:-1]} {name!r}")
+        except ConfigError as e:  # shown as "must be a valid ... spec (why)", without the list
+            raise ValueError(f"a valid {kind[:-1]} spec ({str(e).split(' (known: ')[0]})") from None
         return value
 
     return Annotated[dict[str, Any], AfterValidator(check)]
