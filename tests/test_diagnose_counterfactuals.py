@@ -289,3 +289,17 @@ def test_no_changed_models_is_a_config_error(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
     with pytest.raises(ConfigError, match="name the changed models"):
         run_suite(suite, store, progress=False)
+
+
+def test_seeds_of_a_model_without_seed_fail_the_unit_with_a_message(tmp_path: Path) -> None:
+    suite = Suite.from_yaml(
+        "name: s\nmodels: [{name: small-cnn, params: {side: 8}}]\n"
+        "data: {name: digits, params: {split: test}}\n"
+        "probes: [{kind: diagnosis, name: counterfactuals, params: {seeds: [1], limit: 4,"
+        " steps: 5, stable_steps: 2, samples: 4}}]\n"
+    )
+    store = Store(tmp_path / "r.db")
+    run_id = run_suite(suite, store, progress=False)
+    units = store.run_info(run_id)["units"]
+    failed = [u for u in units if u["status"] == "failed"]
+    assert len(failed) == 1 and "takes no seed" in str(failed[0].get("error"))

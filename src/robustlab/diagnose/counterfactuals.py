@@ -202,6 +202,12 @@ def stable_counterfactual(
     return x, done, used
 
 
+def _takes_seed(name: str) -> bool:
+    import inspect
+
+    return "seed" in inspect.signature(models.get(name)).parameters
+
+
 def _agree(a: torch.Tensor, b: torch.Tensor) -> list[int]:
     return (a.argmax(1) == b.argmax(1)).int().tolist()
 
@@ -263,6 +269,11 @@ class Counterfactuals:
 
     def _changed_models(self, env: DiagnosisEnv) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
+        if self.seeds and not _takes_seed(env.unit.model.name):
+            raise ConfigError(
+                f"counterfactuals: model {env.unit.model.name!r} takes no seed, so seeds "
+                f"{self.seeds} would all be the same model; name changed models instead"
+            )
         for s in self.seeds or []:
             out.append((f"seed-{s}", env.ctx.model(env.unit.model, s)))
         for i, spec in enumerate(self.changed or []):
