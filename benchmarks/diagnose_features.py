@@ -70,9 +70,11 @@ probes:
     for d in (data, ood_set, fit):  # warm up (first calls allocate)
         extract(model, d.x[:64], ("penultimate",))
 
-    def diagnosis_units() -> None:
+    def diagnosis_units(only: str | None = None) -> None:
         ctx.start_run(f"bench-{time.perf_counter_ns()}")  # a fresh run: nothing cached
         for u in units:
+            if only is not None and u.probe.name != only:
+                continue
             diag = ctx.component(diagnoses, u.probe)
             diag.run(model, data, 0.0, DiagnosisEnv(u, ctx, ExampleRNG.from_seed(0, data.ids)))
 
@@ -93,6 +95,7 @@ probes:
         a, b = _cpu(diagnosis_units), _cpu(bare_passes)
         pairs.append((a, b))
     t_odin = min(_cpu(odin_only) for _ in range(max(1, args.repeats // 2)))
+    t_ood = min(_cpu(lambda: diagnosis_units("ood")) for _ in range(args.repeats))
     ratios = [a / b for a, b in pairs]
     best_a, best_b = min(a for a, _ in pairs), min(b for _, b in pairs)
     n = (len(data), len(ood_set), len(fit))
@@ -105,6 +108,7 @@ probes:
     print(f"{'bare forward passes (3 sets)':34s}{best_b:12.4f}")
     print(f"ratio: median of pairs {statistics.median(ratios):.3f}x, best/best {best_a / best_b:.3f}x "
           f"(target <= 1.2x)")  # fmt: skip
+    print(f"{'ood unit alone (one run)':34s}{t_ood:12.4f}  ({t_ood / best_b:.3f}x the bare passes)")
     print(f"odin (extra, data + ood): {t_odin:.4f} s CPU = {t_odin / best_b:.2f}x the bare passes")
 
     # part 2: batched scoring vs a per-example loop
