@@ -2,7 +2,7 @@
 curve per noise type (records of ``tint`` diagnosis probes, :mod:`robustlab.diagnose.tint`).
 
 Per (model, probe, contamination): accuracy (exact match of the final integer) with its 95%
-Clopper-Pearson interval (``scipy.stats.binomtest``), the share of completions without an integer,
+Clopper-Pearson interval, the share of completions without an integer,
 errors, and the mean number of noised demonstration steps; the same per function when the data
 mixes functions (up to :data:`MAX_FUNCTIONS`). Where a static and a dynamic probe of the same
 intensity and unit share a level, their examples see the same noised positions, so the section
@@ -37,15 +37,18 @@ def _probes(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _acc(g: pd.DataFrame) -> dict[str, Any]:
-    """Accuracy of the scored (non-error) records of ``g`` with its exact binomial interval."""
-    from scipy.stats import binomtest
+    """Accuracy of the scored (non-error) records of ``g`` with its exact (Clopper-Pearson)
+    binomial interval: beta quantiles via ``scipy.special.betaincinv`` (``scipy.stats`` costs
+    seconds to import)."""
+    from scipy.special import betaincinv
 
     ok = g["correct"].dropna()
     n, k = len(ok), int(ok.sum())
     if n == 0:
         return {"n": 0, "accuracy": None, "accuracy_lo": None, "accuracy_hi": None}
-    lo, hi = binomtest(k, n).proportion_ci(0.95, method="exact")
-    return {"n": n, "accuracy": k / n, "accuracy_lo": float(lo), "accuracy_hi": float(hi)}
+    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, 0.025))
+    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 0.975))
+    return {"n": n, "accuracy": k / n, "accuracy_lo": lo, "accuracy_hi": hi}
 
 
 def _rows(df: pd.DataFrame, probes: dict[str, dict[str, Any]], by: list[str]) -> list[dict]:
