@@ -125,7 +125,7 @@ class NAPSpecs:
         except (ConfigError, CapabilityError) as e:
             raise CapabilityError(
                 f"nap needs a chain of affine layers and ReLUs ({WORKS}); "
-                f"{type(model).__name__}: {str(e).split('. Use')[0]}"
+                f"{type(model).__name__}: {str(e).split('. Use')[0].split(': use')[0]}"
             ) from None
         if len(chain.weights) < 2:
             raise CapabilityError(f"nap: the model has no hidden ReLU layer to pattern ({WORKS})")
