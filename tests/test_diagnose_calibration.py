@@ -335,3 +335,55 @@ def test_text_classifier_logits_only_and_underconfidence(tmp_path) -> None:
     assert (d["x.temperature"] < 1).all()  # under-confident: T < 1 sharpens
     assert d["x.confidence"].mean() < ok.mean()
     assert cal.ece(d["x.confidence_ts"], ok) < cal.ece(d["x.confidence"], ok) / 2
+
+
+def _nan_rows_mlp() -> object:
+    """The digits MLP, made to output NaN logits on heavily inked images (a failing model)."""
+    from torch import nn
+
+    from robustlab.models.torch_adapter import TorchClassifier
+
+    base = models.create("digits-mlp", {"seed": 0})
+
+    class NaNOnHeavyInk(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.net(x)
+            heavy = x.flatten(1).mean(1) > 0.35
+            return torch.where(heavy[:, None], torch.full_like(out, float("nan")), out)
+
+    return TorchClassifier(NaNOnHeavyInk(base.module), 10, base.domain, name="nan-mlp")
+
+
+def test_non_finite_logits_become_error_records(tmp_path) -> None:
+    import contextlib
+
+    from robustlab.core.records import frame
+    from robustlab.runner import ProbeSpec
+    from robustlab.runner.runner import run_suite
+    from robustlab.store import Store
+
+    with contextlib.suppress(ConfigError):  # registered once per process
+        models.register("calibration-nan-mlp")(_nan_rows_mlp)
+    data = datasets.get("digits")(split="test")
+    heavy = (data.x.flatten(1).mean(1) > 0.35).numpy()
+    assert 0 < heavy.sum() < len(heavy) / 4
+    probe = ProbeSpec(kind="diagnosis", name="calibration")
+    store = Store(f"sqlite:///{tmp_path}/runs.db")
+    run = run_suite(_suite([probe], model="calibration-nan-mlp"), store, progress=False)
+    df = frame(store.records(run))
+    d = df[df["kind"] == "diagnosis"].sort_values("example_id")
+    failed = d["error"].notna().to_numpy()
+    assert (failed == heavy[np.argsort(data.ids.numpy())]).all()
+    assert d["error"].dropna().str.contains("non-finite logits").all()
+    assert d.loc[failed, "correct"].isna().all() and d.loc[failed, "x.confidence"].isna().all()
+    assert d.loc[~failed, "x.confidence"].notna().all()
+    # each fold's T is fitted on the other fold's examples that did not fail
+    assert sum(set(d["x.fit_examples"].astype(int))) == (~failed).sum()
+    from robustlab.report.build import build_report
+
+    (row,) = build_report(store, run)["extensions"]["calibration"]["data"]["rows"]
+    assert row["n"] == (~failed).sum()

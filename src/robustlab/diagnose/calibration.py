@@ -47,7 +47,7 @@ from pydantic import AfterValidator, Field
 from robustlab.core.errors import CapabilityError, ConfigError
 from robustlab.core.levels import Levels
 from robustlab.core.registry import diagnoses
-from robustlab.diagnose.base import Scored, require_finite
+from robustlab.diagnose.base import Scored
 from robustlab.metrics import calibration as cal
 
 if TYPE_CHECKING:
@@ -137,33 +137,43 @@ class Calibration:
     def run(self, model: Any, data: Dataset, level: float, env: DiagnosisEnv) -> list[Scored]:
         y = torch.as_tensor(data.y).long().numpy()
         clean = env.features(model, data, ())["logits"]
-        require_finite("calibration: clean logits", clean)
         z = clean
         if level != 0:
             if self.shift is None:
                 raise ConfigError(f"calibration: level {level} needs a 'shift' perturbation")
             z = self._shifted(model, data, level, env)
-            require_finite(f"calibration: logits under {self.shift['name']} {level}", z)
         zc, z = clean.double().numpy(), z.double().numpy()
+        # examples with non-finite logits get error records (like a task's isolated failures)
+        # and are left out of the temperature fit and of every metric
+        ok = np.isfinite(z).all(axis=1)
         temps, fold, how, n_fit, bound = self._temperatures(model, data, zc, y, env)
-        s = cal.scores(z, y)
-        t = cal.scores(z / temps[:, None], y)
-        pred = torch.from_numpy(s["pred"])
+        n = len(y)
+        cols = {k: np.full(n, np.nan) for k in ("confidence", "nll", "brier")}
+        ts = {k: np.full(n, np.nan) for k in cols}
+        pred = np.full(n, -1, dtype=np.int64)
+        if ok.any():
+            s = cal.scores(z[ok], y[ok])
+            t = cal.scores(z[ok] / temps[ok, None], y[ok])
+            for k in cols:
+                cols[k][ok], ts[k][ok] = s[k], t[k]
+            pred[ok] = s["pred"]
         extra = {
-            "confidence": s["confidence"].tolist(),
-            "nll": s["nll"].tolist(),
-            "brier": s["brier"].tolist(),
-            "confidence_ts": t["confidence"].tolist(),
-            "nll_ts": t["nll"].tolist(),
-            "brier_ts": t["brier"].tolist(),
+            **{k: v.tolist() for k, v in cols.items()},
+            **{f"{k}_ts": v.tolist() for k, v in ts.items()},
             "temperature": temps.tolist(),
             "t_at_bound": bound.astype(int).tolist(),
             "fold": fold.tolist(),
-            "fit": [how] * len(y),
+            "fit": [how] * n,
             "fit_examples": n_fit.tolist(),
         }
-        correct = (pred == torch.from_numpy(y)).float()
-        return [Scored(data, pred, correct, extra, role="test")]
+        correct = torch.from_numpy(np.where(ok, pred == y, np.nan)).float()
+        preds = [
+            int(p) if good else None for p, good in zip(pred.tolist(), ok.tolist(), strict=True)
+        ]
+        where = f" under {self.shift['name']} {level:g}" if level != 0 and self.shift else ""
+        msg = f"calibration: non-finite logits (NaN or inf) from the model{where}"
+        error = None if ok.all() else [None if good else msg for good in ok.tolist()]
+        return [Scored(data, preds, correct, extra, role="test", error=error)]
 
     def _shifted(self, model: Any, data: Dataset, level: float, env: DiagnosisEnv) -> torch.Tensor:
         from robustlab.core.registry import perturbations
@@ -195,8 +205,13 @@ class Calibration:
                 if not rest.any() or rest.all():
                     raise ConfigError(f"calibration: {n} examples are too few for "
                                       f"{self.folds}-fold cross-fitting")  # fmt: skip
+                rest &= np.isfinite(zc).all(axis=1)  # examples the model failed on: left out
                 r = cal.fit_temperature(zc[rest], y[rest])
-                temps[~rest], n_fit[~rest], bound[~rest] = r.temperature, rest.sum(), r.at_bound
+                temps[fold == f], n_fit[fold == f], bound[fold == f] = (
+                    r.temperature,
+                    rest.sum(),
+                    r.at_bound,
+                )
             return temps, fold, f"{self.folds}-fold cross-fit", n_fit, bound
         held = env.data(self.fit)
         assert held.ids is not None and data.ids is not None
@@ -207,9 +222,9 @@ class Calibration:
                 f"calibration: the fit data {self.fit['name']!r} has no examples outside the "
                 "scored data"
             )
-        zf = env.features(model, held, ())["logits"]
-        require_finite("calibration: logits of the fit data", zf)
-        r = cal.fit_temperature(zf.double().numpy(), torch.as_tensor(held.y).long().numpy())
+        zf = env.features(model, held, ())["logits"].double().numpy()
+        fine = np.isfinite(zf).all(axis=1)
+        r = cal.fit_temperature(zf[fine], torch.as_tensor(held.y).long().numpy()[fine])
         fit_name = f"{self.fit['name']} {held.name} ({len(held)})"
         return (np.full(n, r.temperature), np.full(n, -1), fit_name,
                 np.full(n, len(held)), np.full(n, r.at_bound))  # fmt: skip
