@@ -245,31 +245,54 @@ def test_bad_input() -> None:
         diag.fit_spec(env)
 
 
-def test_nan_logits_refused(tmp_path: Path) -> None:
-    from robustlab.diagnose.base import DiagnosisEnv  # noqa: F401  (the env the runner passes)
+class NaNModel:
+    """digits-cnn whose outputs are NaN on some inputs (a numerically broken model)."""
 
-    class NaNModel:
-        """A torch model whose outputs are NaN for some inputs (a broken checkpoint)."""
+    def __init__(self, inner: Any, all_nan: bool = False) -> None:
+        self.module = inner.module
+        self.capabilities = inner.capabilities
+        self.all_nan = all_nan
 
-        def __init__(self, inner: Any) -> None:
-            self.module = inner.module
-            self.capabilities = inner.capabilities
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        bad = (x.flatten(1)[:, 20] > 0.5) | self.all_nan
+        return torch.where(bad[:, None], float("nan"), 0.0) + self.module(x)
 
-        def logits(self, x: torch.Tensor) -> torch.Tensor:
-            z = self.module(x)
-            return torch.where(x.flatten(1)[:, :1] >= 0, float("nan"), 0.0) + z
 
-    class Env:
-        unit = None
+def _env(tmp: str) -> Any:
+    from robustlab.core.rng import ExampleRNG
+    from robustlab.diagnose.base import DiagnosisEnv
+    from robustlab.runner.context import Context
+    from robustlab.runner.plan import data_key, plan
 
-        def data(self, spec: Any) -> Any:
-            raise AssertionError("not used")
+    suite = Suite.from_yaml(SUITE)
+    unit = next(u for u in plan(suite, {data_key(suite.data): 1}) if u.kind == "diagnosis")
+    ctx = Context()
+    ctx.start_run(tmp)
+    data = ctx.data(suite.data)
+    return DiagnosisEnv(unit, ctx, ExampleRNG.from_seed(0, data.ids)), data
 
-        def features(self, model: Any, data: Any, layers: tuple[str, ...] = ()) -> Any:
-            return extract(model, data.x, layers)
 
-    diag = diagnoses.create("ood", {"detectors": ["msp"]})
-    model = NaNModel(models.create("digits-cnn", {"seed": 0}))
-    data = datasets.create("digits", {"split": "test"})
-    with pytest.raises(ConfigError, match="ood: logits of test set 'digits-test': non-finite"):
-        diag.run(model, data, 0.0, Env())  # type: ignore[arg-type]
+def test_nan_logits_become_error_records(setup: dict[str, Any]) -> None:
+    diag = diagnoses.create("ood", {"detectors": ["msp", "knn", "mahalanobis"], "k": 10,
+                                    "ood": {"name": "fashion-mnist", "params": {
+                                        "split": "test", "limit": 300, "size": 8}}})  # fmt: skip
+    env, data = _env("nan-run")
+    model = NaNModel(setup["model"])
+    test, ood = diag.run(model, data, 0.0, env)
+    bad = (data.x.flatten(1)[:, 20] > 0.5).numpy()
+    assert 0 < bad.sum() < len(bad)
+    err = np.array([e is not None for e in test.error])
+    np.testing.assert_array_equal(err, bad)
+    assert "non-finite model outputs" in next(e for e in test.error if e)
+    assert torch.isnan(test.correct[bad]).all() and not torch.isnan(test.correct[~bad]).any()
+    for det in ("msp", "knn", "mahalanobis"):
+        s = np.array(test.extra[f"score_{det}"], dtype=float)
+        assert np.isnan(s[bad]).all() and np.isfinite(s[~bad]).all()
+    # the finite examples score as with the healthy model (fit set: NaN rows left out)
+    ref = msp_score(setup["feats"]["test"]["logits"]).numpy()
+    np.testing.assert_allclose(np.array(test.extra["score_msp"], float)[~bad], ref[~bad])
+    assert ood.error is not None and len(ood.data) == 300
+    # nothing finite to fit on: a clear error
+    env2, _ = _env("nan-run-2")
+    with pytest.raises(ConfigError, match="every example of the fit set 'digits-train' has non"):
+        diag.run(NaNModel(setup["model"], all_nan=True), data, 0.0, env2)

@@ -59,7 +59,7 @@ from robustlab.core.errors import CapabilityError, ConfigError
 from robustlab.core.registry import datasets, diagnoses
 from robustlab.core.types import NonNegative, Positive, PositiveInt
 from robustlab.data.base import Dataset
-from robustlab.diagnose.base import DiagnosisEnv, Scored, require_finite
+from robustlab.diagnose.base import DiagnosisEnv, Scored
 from robustlab.diagnose.features import check_layers, module_of
 
 LOGIT_DETECTORS = ("msp", "maxlogit", "energy")
@@ -280,15 +280,22 @@ class OODDetection:
             others["fit"] = fit
             fit_feats = env.features(model, fit, layers)
         self.check_data(data, others)
-        gauss = None
-        if fit_feats is not None and "mahalanobis" in dets:
-            require_finite(f"ood: layer {self.layer!r} of the fit set", fit_feats[self.layer])
-            gauss = fit_gaussians(fit_feats[self.layer], others["fit"].y)
+        bank = gauss = None
+        if fit_feats is not None:  # fitting examples with non-finite outputs are left out
+            keep = _finite(fit_feats["logits"]) & _finite(fit_feats[self.layer])
+            if not keep.any():
+                raise ConfigError(
+                    f"ood: every example of the fit set {others['fit'].name!r} has non-finite "
+                    f"logits or {self.layer!r} features (NaN or inf): nothing to fit on"
+                )
+            bank = fit_feats[self.layer][keep]
+            if "mahalanobis" in dets:
+                gauss = fit_gaussians(bank, others["fit"].y[keep])
         out = []
         for role, d in sets:
             f = env.features(model, d, layers)
             logits = f["logits"]
-            require_finite(f"ood: logits of {role} set {d.name!r}", logits)
+            ok = _finite(logits) & _finite(f[self.layer]) if feat else _finite(logits)
             scores: dict[str, torch.Tensor] = {}
             for det in dets:
                 if det == "msp":
@@ -299,14 +306,13 @@ class OODDetection:
                     scores[det] = energy_score(logits, self.temperature)
                 elif det == "mahalanobis":
                     assert gauss is not None
-                    require_finite(f"ood: layer {self.layer!r} of {d.name!r}", f[self.layer])
-                    scores[det] = mahalanobis_score(f[self.layer], *gauss)
+                    scores[det] = mahalanobis_score(f[self.layer].nan_to_num(), *gauss)
                 elif det == "knn":
-                    assert fit_feats is not None
-                    scores[det] = knn_score(f[self.layer], fit_feats[self.layer], self.k)
+                    assert bank is not None
+                    scores[det] = knn_score(f[self.layer].nan_to_num(), bank, self.k)
                 else:
                     scores[det] = odin_score(model, d.x, self.odin_temperature, self.odin_eps)
-                    require_finite(f"ood: odin scores of {d.name!r}", scores[det])
+                    ok &= _finite(scores[det])
             pred = logits.argmax(1)
             if role == "test":
                 if not isinstance(d.y, torch.Tensor):
@@ -314,9 +320,26 @@ class OODDetection:
                 correct = (pred == d.y.to(pred.device)).float()
             else:
                 correct = torch.full((len(d),), float("nan"))
-            extra = {f"score_{k}": v.tolist() for k, v in scores.items()}
-            out.append(Scored(d, pred, correct, extra, role=role))
+            # examples with non-finite outputs: error records, no scores, left out of the metrics
+            correct[~ok] = float("nan")
+            extra = {
+                f"score_{k}": v.masked_fill(~ok, float("nan")).tolist() for k, v in scores.items()
+            }
+            preds: list[Any] | torch.Tensor = pred
+            error = None
+            if not ok.all():
+                preds = [
+                    p if good else None for p, good in zip(pred.tolist(), ok.tolist(), strict=True)
+                ]
+                msg = f"ood: non-finite model outputs (NaN or inf) on this {role} example"
+                error = [None if good else msg for good in ok.tolist()]
+            out.append(Scored(d, preds, correct, extra, role=role, error=error))
         return out
+
+
+def _finite(t: torch.Tensor) -> torch.Tensor:
+    """Per row: whether every value is finite."""
+    return torch.isfinite(t).all(1) if t.dim() > 1 else torch.isfinite(t)
 
 
 def _shape(d: Dataset) -> tuple[int, ...] | None:

@@ -77,14 +77,16 @@ def _rows(df: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         acc = float(graded["correct"].mean()) if len(graded) else None
         for c in dets:
             det = c[len(PREFIX) :]
-            s_test = pd.to_numeric(graded[c]).to_numpy(np.float64)
-            fail = _metrics(s_test, graded["correct"].to_numpy(np.float64) == 1)
+            # examples without a score (non-finite model outputs: error records) are left out
+            scored = graded[pd.to_numeric(graded[c]).notna()]
+            s_test = pd.to_numeric(scored[c]).to_numpy(np.float64)
+            fail = _metrics(s_test, scored["correct"].to_numpy(np.float64) == 1)
             row = {"model": name, "probe": str(probe), "detector": det, "n_test": len(test),
                    "n_wrong": int((graded["correct"] == 0).sum()), "accuracy": acc,
                    "n_ood": len(ood), "fail": fail, "ood": None}  # fmt: skip
             if len(ood):
-                s_id = pd.to_numeric(test[c]).to_numpy(np.float64)
-                s_ood = pd.to_numeric(ood[c]).to_numpy(np.float64)
+                s_id = pd.to_numeric(test[c]).dropna().to_numpy(np.float64)
+                s_ood = pd.to_numeric(ood[c]).dropna().to_numpy(np.float64)
                 s = np.r_[s_id, s_ood]
                 pos = np.r_[np.ones(len(s_id), bool), np.zeros(len(s_ood), bool)]
                 row["ood"] = _metrics(s, pos)
