@@ -108,6 +108,7 @@ class RobustnessIndexSection:
                 "pc1": _col(first, "x.pc1").round(4).tolist(),
                 "pc2": _col(first, "x.pc2").round(4).tolist(),
                 "label": first["label"].astype(str).tolist(),
+                "names": _class_names(first),
                 "site": first[mcol].astype(str).tolist() if mcol in first else ["?"] * len(first),
             })  # fmt: skip
         return {"rows": rows, "points": points} if rows else None
@@ -139,14 +140,28 @@ class RobustnessIndexSection:
         )
 
 
+def _class_names(g: pd.DataFrame) -> dict[str, str]:
+    """Label -> class name from the examples' ``label`` metadata, where the data has it."""
+    if "m.label" not in g:
+        return {}
+    pairs = zip(g["label"].astype(str), g["m.label"].astype(str), strict=True)
+    return {k: v for k, v in pairs if v != "nan"}
+
+
 def _scatter(points: list[dict[str, Any]]) -> str:
     import matplotlib
+    from matplotlib.figure import Figure
 
     from robustlab.report import plots
 
     with matplotlib.rc_context(plots._RC):
-        fig, axes = plots._figure(len(points), width=4.6, height=4.0)
-        for ax, p in zip(axes, points, strict=True):
+        cols = min(2, len(points))
+        nrows = math.ceil(len(points) / cols)
+        fig = Figure(figsize=(6.4 * cols, 4.2 * nrows), layout="constrained")
+        grid = fig.subplots(nrows, cols, squeeze=False).ravel()  # own scales: embeddings differ
+        for ax in grid[len(points) :]:
+            ax.set_visible(False)
+        for ax, p in zip(grid, points, strict=False):
             labels = sorted(set(p["label"]), key=lambda s: (len(s), s))
             sites = sorted(set(p["site"]))
             cmap = matplotlib.colormaps["tab10"]
@@ -158,14 +173,16 @@ def _scatter(points: list[dict[str, Any]]) -> str:
                     if sel.any():
                         ax.scatter(x[sel], y[sel], s=9, color=cmap(li % 10), alpha=0.7,
                                    marker=plots._MARKERS[si % len(plots._MARKERS)], linewidths=0)  # fmt: skip
-            for si, s in enumerate(sites):  # legend: markers = sites
-                ax.scatter(
-                    [], [], color="0.3", marker=plots._MARKERS[si % len(plots._MARKERS)], label=s
-                )
+            for si, s in enumerate(sites):  # legend: markers = sites, colours = classes
+                ax.scatter([], [], color="0.3", marker=plots._MARKERS[si % len(plots._MARKERS)],
+                           label=f"site {s}")  # fmt: skip
+            names = p.get("names") or {}
+            for li, lbl in enumerate(labels[:10]):
+                ax.scatter([], [], color=cmap(li), marker="s", label=names.get(lbl, lbl))
             ax.set_title(f"{p['model']} ({p['probe']})")
             ax.set_xlabel("PC 1")
             ax.set_ylabel("PC 2")
-            ax.legend(fontsize=7, title="site", title_fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         return plots._svg(fig)
 
 
