@@ -296,3 +296,45 @@ def test_nan_logits_become_error_records(setup: dict[str, Any]) -> None:
     env2, _ = _env("nan-run-2")
     with pytest.raises(ConfigError, match="every example of the fit set 'digits-train' has non"):
         diag.run(NaNModel(setup["model"], all_nan=True), data, 0.0, env2)
+
+
+def test_ood_and_calibration_share_one_pass_per_set(setup: dict[str, Any]) -> None:
+    """With the run's feature cache, the ood unit (all logit and feature detectors) and a
+    calibration unit cost one forward pass over the data, one over the OOD set and one over the
+    fitting set, in either order."""
+    from robustlab.core.rng import ExampleRNG
+    from robustlab.diagnose.base import DiagnosisEnv
+    from robustlab.runner.context import Context
+    from robustlab.runner.plan import data_key, plan
+
+    if "calibration" not in diagnoses.names():
+        pytest.skip("no calibration diagnosis registered")
+    suite = Suite.from_yaml(f"""
+name: shared
+models: [{{name: digits-cnn}}]
+data: {{name: digits, params: {{split: test}}}}
+probes:
+  - {{kind: diagnosis, name: ood, params: {{detectors: [msp, maxlogit, energy, mahalanobis, knn],
+      ood: {OOD}, k: 10}}}}
+  - {{kind: diagnosis, name: calibration}}
+""")
+    units = [u for u in plan(suite, {data_key(suite.data): 1}) if u.kind == "diagnosis"]
+    inner = setup["model"]
+
+    class Counting:
+        def __init__(self) -> None:
+            self.module, self.capabilities, self.seen = inner.module, inner.capabilities, 0
+
+        def logits(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen += len(x)
+            return inner.logits(x)
+
+    sizes = len(setup["test"]) + 300 + len(setup["train"])
+    for order in (units, units[::-1]):
+        ctx, model = Context(), Counting()
+        ctx.start_run(f"shared-{id(order)}")
+        data = ctx.data(suite.data)
+        for u in order:
+            diag = ctx.component(diagnoses, u.probe)
+            diag.run(model, data, 0.0, DiagnosisEnv(u, ctx, ExampleRNG.from_seed(0, data.ids)))
+        assert model.seen == sizes  # every example through the model exactly once
