@@ -132,12 +132,12 @@ def test_closest_cf_is_the_projection_on_the_logistic_boundary(logreg: dict[str,
 
 
 def test_closest_cf_matches_brute_force_grid_in_the_box(logreg: dict[str, Any]) -> None:
-    # every example, box constraint included: the minimum over a 801 x 801 grid of [0, 1]^2
+    # every example, box constraint included: the minimum over a 401 x 401 grid of [0, 1]^2
     w, b = logreg["w"], logreg["b"]
     x = logreg["x"][::25]
     target = ((x @ w + b) < 0).long()
     cf, found = closest_counterfactual(logreg["logits"], x, target, 0.0, 1.0, steps=400)
-    g = torch.linspace(0, 1, 801)
+    g = torch.linspace(0, 1, 401)
     grid = torch.cartesian_prod(g, g)
     side = (grid @ w + b) > 0
     for i in range(len(x)):
@@ -145,7 +145,7 @@ def test_closest_cf_matches_brute_force_grid_in_the_box(logreg: dict[str, Any]) 
         brute = float((grid[ok] - x[i]).norm(dim=1).min())
         assert bool(found[i])
         ours = float((cf[i] - x[i]).norm())
-        assert brute - 1.5e-3 <= ours <= brute + 2e-3, (i, ours, brute)  # grid step 1.25e-3
+        assert brute - 3e-3 <= ours <= brute + 4e-3, (i, ours, brute)  # grid step 2.5e-3
 
 
 def test_stable_cf_reaches_tau_and_stays_valid(mlp: Any, digits: Any) -> None:
@@ -268,10 +268,13 @@ def test_report_section_shows_the_records(run: dict[str, Any]) -> None:
 
 
 # bad input ------------------------------------------------------------------------------------------
-def test_bad_input_is_refused_with_one_line() -> None:
+def test_bad_input_is_refused_with_one_line(mlp: Any) -> None:
+    from robustlab.models import CallableClassifier
+
     diag = diagnoses.create("counterfactuals", {"seeds": [1]})
+    black_box = CallableClassifier(lambda v: mlp.logits(v).detach(), 10, mlp.domain, grad=False)
     with pytest.raises(CapabilityError, match="black-box"):
-        diag.check_model(models.create("digits-logreg"))
+        diag.check_model(black_box)
     with pytest.raises(ConfigError, match="target class 12"):
         diagnoses.create("counterfactuals", {"seeds": [1], "target": 12}).check_model(
             models.create("digits-mlp")

@@ -22,7 +22,7 @@ from robustlab.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-N = 160
+N = 120
 EPS = 0.2
 INNER = {"name": "pgd", "params": {"steps": 10}}
 
