@@ -382,3 +382,27 @@ probes:
     assert head["x.epoch"].tolist() == [0, 1, 3]
     cka = head["x.cka"].tolist()
     assert cka[-1] == pytest.approx(1.0) and cka[0] < cka[1] < 1.0
+
+
+@pytest.mark.slow
+def test_fewer_epochs_equal_the_longer_runs_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SUFO's checkpoints are the spec trained for fewer epochs: with the constant schedule these
+    are the weights the longer run had after that epoch (read from its per-epoch checkpoint)."""
+    from robustlab.training.api import train
+
+    monkeypatch.setenv("ROBUSTLAB_CACHE", str(tmp_path))
+    spec = {"base": {"name": "small-cnn", "params": {"side": 8}},
+            "data": {"name": "digits", "params": {"split": "train"}}, "epochs": 3, "holdout": 0}  # fmt: skip
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def grab(row: dict[str, Any]) -> None:
+        (ckpt,) = (tmp_path / "models").glob("trained-*/checkpoint.pt")
+        seen[row["epoch"]] = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+
+    train(spec, progress=False, on_epoch=grab)
+    for epoch in (1, 2):
+        short = train({**spec, "epochs": epoch}, progress=False).module.state_dict()
+        for name, t in short.items():
+            assert torch.equal(t, seen[epoch][name]), (epoch, name)
