@@ -9,27 +9,35 @@ import torch
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets
-from robustlab.core.types import Domain, Fraction, Seed
+from robustlab.core.types import Domain, Fraction, PositiveInt, Seed
 from robustlab.data.base import Dataset, cached_arrays
 
 
 @datasets.register("digits")
-def digits(split: str = "test", test_fraction: Fraction = 0.2, seed: Seed = 0) -> Dataset:
+def digits(
+    split: str = "test", test_fraction: Fraction = 0.2, seed: Seed = 0, size: PositiveInt = 8
+) -> Dataset:
     """scikit-learn's 1,797 8x8 handwritten digits as [N, 1, 8, 8] images in [0, 1].
 
     The split is stratified and fixed by ``seed``. Metadata: ``label`` (the digit) and ``ink``
-    (mean pixel intensity tercile: light / medium / heavy), for slicing.
+    (mean pixel intensity tercile: light / medium / heavy), for slicing. ``size``: resize to
+    ``size`` x ``size`` (bilinear; e.g. 28 to use the digits as an OOD set for Fashion-MNIST).
     """
     if split not in ("train", "test", "all"):
         raise ConfigError(f"digits split must be 'train', 'test' or 'all', got {split!r}")
     a = _digits_arrays(split, test_fraction, seed)
+    x = torch.from_numpy(a["x"])
+    if size != 8:
+        import torch.nn.functional as F
+
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).clamp_(0, 1)
     return Dataset(
-        x=torch.from_numpy(a["x"]),
+        x=x,
         y=torch.from_numpy(a["y"]),
-        name=f"digits-{split}",
+        name=f"digits-{split}" + (f"-{size}px" if size != 8 else ""),
         ids=torch.from_numpy(a["ids"]),
         meta={"label": a["label"].tolist(), "ink": a["ink"].tolist()},
-        domain=Domain(0.0, 1.0, (1, 8, 8)),
+        domain=Domain(0.0, 1.0, (1, size, size)),
         classes=[str(i) for i in range(10)],
     )
 
