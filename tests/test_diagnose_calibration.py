@@ -387,3 +387,32 @@ def test_non_finite_logits_become_error_records(tmp_path) -> None:
 
     (row,) = build_report(store, run)["extensions"]["calibration"]["data"]["rows"]
     assert row["n"] == (~failed).sum()
+
+
+@pytest.mark.slow
+def test_fashion_cnn_overconfident_and_ece_grows_with_noise(tmp_path) -> None:
+    """docs/diagnose-calibration.md's finding on Fashion-MNIST: the small CNN is over-confident
+    (T > 1, temperature scaling lowers the clean ECE) and Gaussian noise multiplies its ECE."""
+    from robustlab.report.build import build_report
+    from robustlab.runner import ComponentSpec, ModelSpec, ProbeSpec, Suite
+    from robustlab.runner.runner import run_suite
+    from robustlab.store import Store
+
+    cnn = {"base": {"name": "small-cnn", "params": {"side": 28}}, "epochs": 10}
+    suite = Suite(
+        name="calibration-fashion",
+        models=[ModelSpec(name="trained", label="fashion-cnn", params=cnn)],
+        data=ComponentSpec(name="fashion-mnist", params={"split": "test", "limit": 1000}),
+        probes=[ProbeSpec(kind="diagnosis", name="calibration",
+                          params={"shift": {"name": "gaussian_noise"}}, levels=[0, 4])],
+    )  # fmt: skip
+    store = Store(f"sqlite:///{tmp_path}/runs.db")
+    run = run_suite(suite, store, progress=False)
+    rows = {
+        r["level"]: r for r in build_report(store, run)["extensions"]["calibration"]["data"]["rows"]
+    }
+    clean, noisy = rows[0.0], rows[4.0]
+    assert min(clean["temperature"]) > 1.2
+    assert clean["ece_width_ts"] < 0.75 * clean["ece_width"]
+    assert clean["nll_ts"] < clean["nll"]
+    assert noisy["ece_width"] > 4 * clean["ece_width"] and noisy["accuracy"] < clean["accuracy"]
