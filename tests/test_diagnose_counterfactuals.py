@@ -306,3 +306,19 @@ def test_seeds_of_a_model_without_seed_fail_the_unit_with_a_message(tmp_path: Pa
     units = store.run_info(run_id)["units"]
     failed = [u for u in units if u["status"] == "failed"]
     assert len(failed) == 1 and "takes no seed" in str(failed[0].get("error"))
+
+
+def test_chunks_of_examples_give_the_same_counterfactuals(mlp: Any, digits: Any) -> None:
+    from robustlab.core.rng import ExampleRNG
+
+    diag = diagnoses.create("counterfactuals", {"seeds": [1], "samples": 32, "steps": 60,
+                                                "stable_steps": 40})  # fmt: skip
+    x, ids = digits.x[:10], digits.ids[:10]
+    with torch.no_grad():
+        t = mlp.logits(x).topk(2, 1).indices[:, 1]
+    rng = ExampleRNG.from_seed(3, ids)
+    whole = diag._search(mlp, x, t, rng, 0.0, 1.0)
+    parts = [diag._search(mlp, x[i : i + 4], t[i : i + 4], rng.take(torch.arange(i, min(i + 4, 10))),
+                          0.0, 1.0) for i in range(0, 10, 4)]  # fmt: skip
+    for a, b in zip(whole, (torch.cat(p) for p in zip(*parts, strict=True)), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -65,6 +65,7 @@ from robustlab.diagnose.base import DiagnosisEnv, Scored, require_finite
 from robustlab.models.trained import spec_param
 
 Measure = Literal["hamman", "mean-std"]
+ROWS = 1 << 16  # Gaussian samples per chunk of examples (memory bound of one pass)
 
 
 def target_prob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -184,20 +185,25 @@ def stable_counterfactual(
     x = start.detach().clone()
     used = torch.zeros(len(x), dtype=torch.long)
     done = torch.zeros(len(x), dtype=torch.bool)
-    for _ in range(steps + 1):
-        with torch.no_grad():
-            r = stability(logits_fn, x, target, noise, gamma, measure)
-            valid = target_margin(logits_fn(x), target) > 0
-            done = done | ((r >= tau) & valid)
-        act = torch.nonzero(~done).flatten()
-        if act.numel() == 0 or int(used.max()) >= steps:
-            break
+    act = torch.arange(len(x))
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    for it in range(steps + 1):
+        # one pass per step over the examples still below tau: it gives R, its gradient and
+        # whether the example is finished (finished ones leave the batch)
         xa = x[act].clone().requires_grad_(True)
-        r_act = stability(logits_fn, xa, target[act], noise[act], gamma, measure)
-        (g,) = torch.autograd.grad(r_act.sum(), xa)
+        r = stability(logits_fn, xa, target[act], noise[act], gamma, measure)
+        with torch.no_grad():
+            fin = (r.detach() >= tau) & (target_margin(logits_fn(xa), target[act]) > 0)
+        done[act[fin]] = True
+        keep = ~fin
+        if it == steps or not bool(keep.any()):
+            break
+        (g,) = torch.autograd.grad(r[keep].sum(), xa)
         with torch.no_grad():  # normalised ascent step (the gradient shrinks far from the boundary)
-            norm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-            x[act] = (xa + lr * g / norm).clamp(lo, hi)
+            g = g[keep]
+            norm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
+            act = act[keep]
+            x[act] = (xa.detach()[keep] + lr * g / norm).clamp(lo, hi)
         used[act] += 1
     return x, done, used
 
@@ -282,6 +288,25 @@ class Counterfactuals:
             out.append((f"changed-{i}", m))
         return out
 
+    def _search(self, model: Any, x: torch.Tensor, target: torch.Tensor, rng: Any, lo: float,
+                hi: float) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        """Closest and stable CFs of a chunk of examples, with their fresh-sample Stability."""
+        fn = model.logits
+        cf, found = closest_counterfactual(fn, x, target, lo, hi, steps=self.steps, lr=self.lr,
+                                           lam=self.lam, kappa=self.kappa)  # fmt: skip
+        shape = (self.samples, *x.shape[1:])
+        search_noise = self.sigma * rng.fork("search").normal(*shape)
+        st, st_found, used = stable_counterfactual(
+            fn, cf, target, search_noise, lo, hi, tau=self.tau, gamma=self.gamma,
+            measure=self.measure, steps=self.stable_steps, lr=self.stable_lr,
+        )  # fmt: skip
+        del search_noise
+        eval_noise = self.sigma * rng.fork("eval").normal(*shape)
+        with torch.no_grad():
+            r_cf = stability(fn, cf, target, eval_noise, self.gamma, self.measure)
+            r_st = stability(fn, st, target, eval_noise, self.gamma, self.measure)
+        return cf, found, st, st_found & found, used, r_cf, r_st
+
     def run(self, model: Any, data: Any, level: float, env: DiagnosisEnv) -> list[Scored]:
         self.check_model(model)
         if not isinstance(data.x, torch.Tensor):
@@ -302,20 +327,13 @@ class Counterfactuals:
             target = torch.full((len(x),), self.target, dtype=torch.long)
             if (z0.argmax(1) == target).any():
                 target = torch.where(z0.argmax(1) == target, z0.topk(2, 1).indices[:, 1], target)
-        fn = model.logits
-        cf, found = closest_counterfactual(fn, x, target, lo, hi, steps=self.steps, lr=self.lr,
-                                           lam=self.lam, kappa=self.kappa)  # fmt: skip
-        shape = (self.samples, *x.shape[1:])
-        search_noise = self.sigma * rng.fork("search").normal(*shape)
-        eval_noise = self.sigma * rng.fork("eval").normal(*shape)
-        st, st_found, used = stable_counterfactual(
-            fn, cf, target, search_noise, lo, hi, tau=self.tau, gamma=self.gamma,
-            measure=self.measure, steps=self.stable_steps, lr=self.stable_lr,
-        )  # fmt: skip
-        st_found &= found
-        with torch.no_grad():
-            r_cf = stability(fn, cf, target, eval_noise, self.gamma, self.measure)
-            r_st = stability(fn, st, target, eval_noise, self.gamma, self.measure)
+        # examples are independent: process them in chunks of at most ROWS Gaussian samples
+        # (each example's noise comes from its own stream, so chunking changes nothing)
+        size = max(1, ROWS // self.samples)
+        parts = [self._search(model, x[i : i + size], target[i : i + size],
+                              rng.take(torch.arange(i, min(i + size, len(x)))), lo, hi)
+                 for i in range(0, len(x), size)]  # fmt: skip
+        cf, found, st, st_found, used, r_cf, r_st = (torch.cat(t) for t in zip(*parts, strict=True))
 
         def col(v: torch.Tensor, ok: torch.Tensor) -> list[Any]:
             return [float(a) if b else None for a, b in zip(v.tolist(), ok.tolist(), strict=True)]
