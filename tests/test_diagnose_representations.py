@@ -406,3 +406,30 @@ def test_fewer_epochs_equal_the_longer_runs_checkpoints(
         short = train({**spec, "epochs": epoch}, progress=False).module.state_dict()
         for name, t in short.items():
             assert torch.equal(t, seen[epoch][name]), (epoch, name)
+
+
+def test_bad_probe_layer_stops_the_run_before_anything_is_stored(tmp_path: Path) -> None:
+    from robustlab.runner import Suite
+    from robustlab.runner.runner import run_suite
+    from robustlab.store import Store
+
+    bad = SUITE.replace(
+        "max_examples: 300", "max_examples: 300\n      layers: [features.0, head.7]"
+    )
+    store = Store(tmp_path / "runs.db")
+    with pytest.raises(
+        ConfigError, match=r"sufo: model has no layer 'head\.7'; its layers: .*head\.3"
+    ):
+        run_suite(Suite.from_yaml(bad), store, progress=False)
+    assert store.runs().empty
+    for params, msg in (
+        ("{checkpoints: [1]}", "need a 'trained' model"),
+        ("{compare: {name: digits-cnnn}}", "digits-cnn"),
+    ):
+        suite = (
+            SUITE.split("probes:")[0]
+            + f"probes:\n  - {{kind: diagnosis, name: sufo, params: {params}}}\n"
+        )
+        with pytest.raises(ConfigError, match=msg):
+            run_suite(Suite.from_yaml(suite), store, progress=False)
+    assert store.runs().empty

@@ -172,6 +172,21 @@ class Sufo:
         check_layers(model, self._layers(model), "sufo")
         if self.checkpoints is not None and any(e < 0 for e in self.checkpoints):
             raise ConfigError(f"sufo: checkpoints are epochs >= 0, got {self.checkpoints}")
+        if self.checkpoints and getattr(model, "provenance", None) is None:
+            raise ConfigError(
+                "sufo: checkpoints (feature dynamics over epochs) need a 'trained' model; "
+                f"{type(model).__name__} {getattr(model, 'name', '')!r} was not trained by it"
+            )
+        if self.compare is not None:
+            from robustlab.core.registry import models
+            from robustlab.runner.suite import ModelSpec
+
+            try:
+                spec = ModelSpec(**self.compare)
+            except Exception as e:  # pydantic's message, one line
+                msg = " ".join(str(e).split())[:300]
+                raise ConfigError(f"sufo compare: model spec {self.compare!r}: {msg}") from None
+            models.get(spec.name)  # an unknown name raises with a suggestion
 
     def _layers(self, model: Any) -> list[str]:
         if self.layers is not None and not self.layers:
