@@ -225,6 +225,6 @@ class Calibration:
         zf = env.features(model, held, ())["logits"].double().numpy()
         fine = np.isfinite(zf).all(axis=1)
         r = cal.fit_temperature(zf[fine], torch.as_tensor(held.y).long().numpy()[fine])
-        fit_name = f"{self.fit['name']} {held.name} ({len(held)})"
+        fit_name = f"{held.name}: {len(held)} held-out examples"
         return (np.full(n, r.temperature), np.full(n, -1), fit_name,
                 np.full(n, len(held)), np.full(n, r.at_bound))  # fmt: skip

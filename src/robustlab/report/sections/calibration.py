@@ -126,7 +126,7 @@ class CalibrationSection:
             "equal-width bins of [0, 1] and equal-mass bins that never split tied confidences), "
             "MCE is the largest gap (equal-width). Brier is summed over classes (range [0, 2]), NLL "
             "in nats. <i>a → b</i>: before → after temperature scaling (T fitted on held-out clean "
-            "data, see the fit column). AURC: area under the risk-coverage curve when accepting "
+            "data: see 'T fitted on'). AURC: area under the risk-coverage curve when accepting "
             "examples by decreasing confidence (E-AURC: minus the ideal ranking's). Replicates "
             "are pooled.</p>"
         )
@@ -164,7 +164,7 @@ class CalibrationSection:
 
 
 def _pair(r: dict[str, Any], key: str) -> str:
-    return f"{num(r[key], 4)} → {num(r[key + '_ts'], 4)}"
+    return f"{num(r[key], 3)} → {num(r[key + '_ts'], 3)}"
 
 
 def _models(rows: list[dict[str, Any]]) -> list[str]:
