@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from robustlab.certify.milp import COUNTEREXAMPLE, ROBUST, relu_chain, verify
+from robustlab.certify.milp import COUNTEREXAMPLE, ROBUST, UNDECIDED, relu_chain, verify
 from robustlab.certify.nap import matches, mine_naps, nap_recall, pre_activations, verify_nap
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import datasets, models
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import ThreatModel
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +66,11 @@ def test_verified_patterns_are_sound_and_counterexamples_real(setup: Any) -> Non
             lo, hi = np.clip(flat - eps, 0, 1), np.clip(flat + eps, 0, 1)
             plain, _, _ = verify(chain, lo, hi, c, 20)
             assert not (plain == ROBUST and status != ROBUST)  # the pattern only shrinks the set
-            if status == COUNTEREXAMPLE:
-                xt = torch.tensor(xc, dtype=torch.float32).view(1, 1, 8, 8)
-                assert np.all(xc >= lo - 1e-9) and np.all(xc <= hi + 1e-9)
-                assert bool(matches(clf, naps[c], xt, tol=1e-6)[0])
-                assert int(clf.logits(xt).argmax()) != c
+            if status == COUNTEREXAMPLE:  # in the ball, matching exactly (no tolerance)
+                xt = torch.from_numpy(xc).view(1, 1, 8, 8)
+                assert np.all(xc >= lo) and np.all(xc <= hi)
+                assert bool(matches(clf, naps[c], xt)[0])
+                assert int(_float64(clf).logits(xt).argmax()) != c
             elif status == ROBUST:  # sampled points of the ball that match the pattern keep class c
                 rng = ExampleRNG.from_seed(i, torch.arange(2000))
                 pts = ThreatModel("inf", eps).sample(x.repeat(2000, 1, 1, 1), clf.domain,
@@ -78,8 +81,55 @@ def test_verified_patterns_are_sound_and_counterexamples_real(setup: Any) -> Non
     # over the whole input domain the digits MLP's patterns do not imply the class
     status, _, xc = verify_nap(clf, naps[0], time_limit=20)
     assert status == COUNTEREXAMPLE
-    xt = torch.tensor(xc, dtype=torch.float32).view(1, 1, 8, 8)
-    assert bool(matches(clf, naps[0], xt, tol=1e-6)[0]) and int(clf.logits(xt).argmax()) != 0
+    xt = torch.from_numpy(xc).view(1, 1, 8, 8)
+    assert bool(matches(clf, naps[0], xt)[0]) and int(_float64(clf).logits(xt).argmax()) != 0
+
+
+def _float64(clf: Any) -> Any:
+    """The model's module evaluated in float64 (independent of the verifier's chain)."""
+    from robustlab.models.torch_adapter import TorchClassifier
+
+    return TorchClassifier(copy.deepcopy(clf.module).double(), clf.num_classes, clf.domain)
+
+
+@pytest.mark.slow
+def test_every_counterexample_matches_and_is_misclassified(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the input domain, each class's NAP (delta 0.99) is refuted. Every counterexample
+    verify_nap returns follows the pattern exactly (matches, no tolerance) and the model in
+    float64 misclassifies it; rounded to float32 it still does (the interior point keeps a slack
+    of the phases and the margin far above float32 rounding). The solver's own vertices, without
+    that step, sit on phase boundaries (slack ~1e-16): float64 rounding puts some outside the
+    pattern (those classes become UNDECIDED, never a counterexample matches rejects) and float32
+    rounding most of them."""
+    clf, train, _ = setup
+    naps = mine_naps(clf, train.x, train.y, delta=0.99)
+    chain, m64 = relu_chain(clf), _float64(clf)
+    raw_outside32 = 0
+    for c in (0, 8):
+        status, _, xc = verify_nap(clf, naps[c], time_limit=20)
+        assert status == COUNTEREXAMPLE
+        x64 = torch.from_numpy(xc).view(1, 1, 8, 8)
+        assert bool(matches(clf, naps[c], x64)[0]) and int(m64.logits(x64).argmax()) != c
+        slack = (pre_activations(chain, x64)[0] * naps[c].phases)[naps[c].phases != 0].min()
+        assert slack > 1e-3  # an interior point of the pattern
+        x32 = x64.float()
+        assert bool(matches(clf, naps[c], x32)[0]) and int(clf.logits(x32).argmax()) != c
+    import robustlab.certify.milp as milp
+
+    monkeypatch.setattr(milp, "_interior", lambda *a, **k: None)  # the solver's vertices only
+    for c in (0, 8):
+        status, _, xc = verify_nap(clf, naps[c], time_limit=20)
+        if status == COUNTEREXAMPLE:
+            x64 = torch.from_numpy(xc).view(1, 1, 8, 8)
+            assert bool(matches(clf, naps[c], x64)[0]) and int(m64.logits(x64).argmax()) != c
+            slack = (pre_activations(chain, x64)[0] * naps[c].phases)[naps[c].phases != 0].min()
+            assert slack < 1e-9  # on a boundary
+            raw_outside32 += not bool(matches(clf, naps[c], x64.float())[0])
+        else:
+            assert status == UNDECIDED
+    assert raw_outside32 >= 1
 
 
 def test_pre_activations_match_the_module(setup: Any) -> None:
