@@ -268,7 +268,6 @@ probes:
   - kind: diagnosis
     name: sufo
     params:
-      fit: {name: sites, params: {data: {name: digits, params: {split: train}}}}
       compare: {name: digits-mlp}
       max_examples: 300
       probe_steps: 30
@@ -372,7 +371,10 @@ models:
              epochs: 3, holdout: 0}
 data: {name: digits, params: {split: test}}
 probes:
-  - {kind: diagnosis, name: sufo, params: {layers: [features.2, head.2], checkpoints: [0, 1, 3]}}
+  - kind: diagnosis
+    name: sufo
+    params: {layers: [features.2, head.2], checkpoints: [0, 1, 3],
+             fit: {name: digits, params: {split: train}}}
 """
     store = Store(tmp_path / "runs.db")
     run_id = run_suite(Suite.from_yaml(suite), store, progress=False)
@@ -382,6 +384,9 @@ probes:
     assert head["x.epoch"].tolist() == [0, 1, 3]
     cka = head["x.cka"].tolist()
     assert cka[-1] == pytest.approx(1.0) and cka[0] < cka[1] < 1.0
+    # probes fit on the train split score the test split: the trained CNN's head separates
+    test = df[df["x.role"] == "test"]
+    assert (test["x.probe:head.2"] == test["label"].astype(int)).mean() > 0.85
 
 
 @pytest.mark.slow
