@@ -142,10 +142,11 @@ def _plot(rows: list[dict[str, Any]]) -> str:
                 vals = [float("nan") if c[key] is None else c[key] for c in r["changed"]]
                 ax_v.bar(pos + off, vals, width=0.4, label=name)
             ax_v.set_xticks(pos, labs, rotation=30, ha="right")
-            ax_v.set_ylim(0, 1.05)
+            ax_v.set_ylim(0, 1.2)  # room for the legend above the bars
+            ax_v.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
             ax_v.set_ylabel("valid under changed model")
             ax_v.set_title(f"{r['model']} / {r['probe']}: validity")
-            ax_v.legend(fontsize=8)
+            ax_v.legend(fontsize=8, ncol=2, loc="upper center")
             if r["dist_closest"] or r["dist_stable"]:
                 ax_d.hist([r["dist_closest"], r["dist_stable"]], bins=20,
                           label=["closest", "stable"])  # fmt: skip
