@@ -58,7 +58,7 @@ def test_worked_example_by_hand() -> None:
 
 
 def test_equal_to_sklearn_with_ties() -> None:
-    for s, p in _cases():
+    for s, p in _cases(n_cases=150):
         assert auroc(s, p) == pytest.approx(roc_auc_score(p, s), abs=1e-12)
         assert aupr(s, p) == pytest.approx(average_precision_score(p, s), abs=1e-12)
 
@@ -89,17 +89,19 @@ def test_rows_are_batched_and_match_one_by_one() -> None:
     np.testing.assert_allclose(auroc(rows[:2], labels), [auroc(rows[0], p), auroc(rows[1], ~p)])
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_invariants_on_real_failure_detection() -> None:
-    """MSP of a logistic regression on the digits: monotone transforms change nothing, flipping
-    the classes and the sign gives AUROC unchanged, perfect scores give 1 / 1 / 0."""
-    from sklearn.datasets import load_digits
-    from sklearn.linear_model import LogisticRegression
+    """MSP of the digits MLP on the digits test split: monotone transforms change nothing,
+    flipping the classes and the sign gives AUROC unchanged, perfect scores give 1 / 1 / 0."""
+    import torch
 
-    x, y = load_digits(return_X_y=True)
-    clf = LogisticRegression(max_iter=2000, C=1e-3).fit(x[:600], y[:600])
-    proba = clf.predict_proba(x[600:])
-    msp = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y[600:]
+    from robustlab.core.registry import datasets, models
+
+    data = datasets.create("digits", {"split": "test"})
+    with torch.no_grad():
+        proba = torch.softmax(models.create("digits-mlp", {"seed": 0}).logits(data.x), 1).numpy()
+    msp = proba.max(axis=1).astype(np.float64)
+    correct = proba.argmax(axis=1) == data.y.numpy()
     assert 0 < (~correct).sum() < len(correct)
     m = detection_metrics(msp, correct)
     assert m["auroc"] == pytest.approx(roc_auc_score(correct, msp), abs=1e-12)
