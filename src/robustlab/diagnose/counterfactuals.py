@@ -6,10 +6,11 @@ For every example ``x`` of the data the diagnosis finds two counterfactuals (CFs
 class ``t`` (default: the model's runner-up class at ``x``):
 
 * the **closest CF**: a minimal-L2 point the model ``m`` assigns to ``t``, by projected,
-  normalised gradient descent on ``||x' - x||^2 + lam * relu(kappa - margin_t(x'))`` (Wachter et al., 2017,
-  with the logit margin ``margin_t = z_t - max_{j != t} z_j``), the closest valid iterate kept,
-  then a bisection on the segment from ``x`` to it for the point where the class flips;
-* the **stable CF** (T-Rex, the paper's Algorithm 1, as we read it): starting at the closest CF,
+  normalised gradient descent on ``||x' - x||^2 + lam * relu(kappa - margin_t(x'))``
+  (Wachter et al., 2017, with the logit margin ``margin_t = z_t - max_{j != t} z_j``), the
+  closest valid iterate kept, then a bisection on the segment from ``x`` to it for the point
+  where the class flips;
+* the **stable CF** (T-Rex, the paper's algorithm, as we read its description): starting at the closest CF,
   gradient *ascent* on the Stability ``R`` until ``R >= tau`` (or ``stable_steps`` steps), inside
   the model's input domain.
 
