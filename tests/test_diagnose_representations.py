@@ -254,6 +254,10 @@ def test_unknown_probe_layer_lists_layers() -> None:
         diagnoses.create("robustness-index", {"confounder": "center"}).check_data(
             datasets.create("sites", DIGIT_SITES["params"]), {}
         )
+    one_site = datasets.create("sites", DIGIT_SITES["params"])
+    one_site.meta["site"] = ["none"] * len(one_site)
+    with pytest.raises(ConfigError, match="at least 2 classes and 2 values of 'site'"):
+        ri.check_data(one_site, {})
 
 
 # end to end ------------------------------------------------------------------------------------

@@ -159,6 +159,11 @@ class RobustnessIndex:
             )
         if not isinstance(data.y, torch.Tensor):
             raise ConfigError(f"robustness-index: data {data.name!r} has no class labels")
+        if len(set(data.meta[self.confounder])) < 2 or len(set(data.y.tolist())) < 2:
+            raise ConfigError(
+                f"robustness-index: data {data.name!r} needs at least 2 classes and 2 values of "
+                f"{self.confounder!r} (SO and OS neighbours cannot exist otherwise)"
+            )
         if not self.k < len(data):
             raise ConfigError(
                 f"robustness-index: k = {self.k} needs more than {self.k} examples; "
