@@ -21,7 +21,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -81,6 +82,40 @@ def _last_linear(m: nn.Module) -> nn.Module:
     return last
 
 
+@contextmanager
+def capture(
+    model: Any, layers: Sequence[str], detach: bool = True
+) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Forward hooks on ``layers`` (names of :func:`layer_names` other than ``logits`` and
+    ``input``) while the block runs: each forward pass of the model appends every layer's value,
+    flattened to ``[B, D]``, to its list. ``detach=False`` keeps the autograd graph (input
+    gradients through a layer, e.g. Mahalanobis input preprocessing) and the device; otherwise
+    values are detached float32 CPU copies."""
+    m = module_of(model)
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(1) if not detach else t.detach().flatten(1).float().cpu()
+
+    handles = []
+    if m is not None and layers:
+        named = dict(m.named_modules())
+        for name in layers:
+            if name == "penultimate":
+                handles.append(_last_linear(m).register_forward_pre_hook(
+                    lambda _m, args, _n=name: captured[_n].append(keep(args[0]))
+                ))  # fmt: skip
+            else:
+                handles.append(named[name].register_forward_hook(
+                    lambda _m, _a, out, _n=name: captured[_n].append(keep(_first(out)))
+                ))  # fmt: skip
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def extract(
     model: Any, x: torch.Tensor, layers: Sequence[str] = ("penultimate",), chunk: int = 1024
@@ -94,27 +129,10 @@ def extract(
             "features: this model's inputs are not tensors, so only its 'logits' can be read "
             "(text models: use their embeddings)"
         )
-    m = module_of(model)
-    captured: dict[str, list[torch.Tensor]] = {name: [] for name in wanted}
-    handles = []
-    if m is not None and wanted:
-        named = dict(m.named_modules())
-        for name in wanted:
-            if name == "penultimate":
-                handles.append(_last_linear(m).register_forward_pre_hook(
-                    lambda _m, args, _n=name: captured[_n].append(args[0].detach().flatten(1).float().cpu())
-                ))  # fmt: skip
-            else:
-                handles.append(named[name].register_forward_hook(
-                    lambda _m, _a, out, _n=name: captured[_n].append(_first(out).detach().flatten(1).float().cpu())
-                ))  # fmt: skip
     logits = []
-    try:
+    with capture(model, wanted) as captured:
         for i in range(0, len(x), chunk):
             logits.append(model.logits(x[i : i + chunk]).detach().float().cpu())
-    finally:
-        for h in handles:
-            h.remove()
     out = {"logits": torch.cat(logits) if logits else torch.zeros(0)}
     for name in wanted:
         if len(captured[name]) != len(logits):
