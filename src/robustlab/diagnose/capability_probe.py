@@ -10,7 +10,7 @@ top of it. Three tools tell the cases apart (their Sec. 4-5), all implemented he
   accuracy after fine-tuning while the output no longer solves the old task = wrapped; probe
   accuracy down to the untrained level = removed;
 * **pruning**: the fraction ``prune`` of last-hidden-layer neurons most important to the *new* task
-  (first-order Taylor importance ``|mean_x a_n(x) dL_new/da_n(x)|``, Molchanov et al., 2017) are
+  (first-order Taylor importance ``|mean_x a_n(x) dl_x/da_n(x)|`` on the new task, Molchanov et al., 2017) are
   pruned; if they were the wrapper, the old capability shows again in the output;
 * **revival**: ``k`` full-batch Adam steps of re-training on the old task (``revive_steps``); a
   wrapped capability comes back in a few steps, far faster than the same architecture trained
@@ -68,8 +68,9 @@ def ridge_probe(
 
 
 def taylor_importance(model: Any, layer: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-neuron first-order Taylor importance ``|mean_x a_n(x) dL/da_n(x)|`` of ``layer``'s
-    outputs for the cross-entropy ``L`` on ``(x, y)`` (Molchanov et al., ICLR 2017), one batch."""
+    """Per-neuron first-order Taylor importance ``|mean_x a_n(x) dl_x/da_n(x)|`` of ``layer``'s
+    outputs ``a`` for the per-example cross-entropy ``l_x`` on ``(x, y)`` (Molchanov et al., ICLR
+    2017): the first-order change of the mean loss when the neuron is removed. One batch."""
     net = model.module
     named = dict(net.named_modules())
     saved: list[torch.Tensor] = []
@@ -87,7 +88,7 @@ def taylor_importance(model: Any, layer: str, x: torch.Tensor, y: torch.Tensor) 
         net.zero_grad(set_to_none=True)
     a = saved[0]
     assert a.grad is not None
-    return (a.detach() * a.grad).mean(0).abs()
+    return (a.detach() * a.grad).sum(0).abs()  # grad of the mean loss: already 1/N per example
 
 
 @diagnoses.register("capability-probe")
