@@ -129,6 +129,47 @@ def test_mahalanobis_equals_lee_reference_and_pytorch_ood(setup: dict[str, Any],
     torch.testing.assert_close(ours, -2 * len(f_fit) * ref.double(), rtol=1e-4, atol=1e-6)
 
 
+def test_mahalanobis_preprocessing_equals_pytorch_ood(setup: dict[str, Any], pood: Any) -> None:
+    """Lee et al.'s input preprocessing vs pytorch-ood's MahalanobisODIN, on an encoder that
+    reads the live penultimate units (its ridge-inverted scatter needs a full-rank covariance)."""
+    from robustlab.diagnose.features import capture
+    from robustlab.diagnose.ood import mahalanobis_preprocessed_score
+    from robustlab.models.torch_adapter import TorchClassifier
+
+    model, f_fit, y = setup["model"], setup["feats"]["train"]["penultimate"], setup["train"].y
+    live = f_fit.std(0) > 0
+    x = torch.cat([setup["test"].x[:60], setup["ood"].x[:60]])
+
+    def encoder(xb: torch.Tensor) -> torch.Tensor:  # the live penultimate units, with a graph
+        with capture(model, ["penultimate"], detach=False) as cap:
+            model.logits(xb)
+        return cap["penultimate"][0][:, live]
+
+    class LiveNet(torch.nn.Module):  # its last Linear reads the live units
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(int(live.sum()), 10)
+
+        def forward(self, xb: torch.Tensor) -> torch.Tensor:
+            return self.head(encoder(xb))
+
+    live_model = TorchClassifier(LiveNet(), 10)
+    gauss = fit_gaussians(f_fit[:, live], y)
+    for eps in (0.002, 0.02):
+        got = mahalanobis_preprocessed_score(live_model, x, "penultimate", *gauss, eps, chunk=50)
+        ref = pood.MahalanobisODIN(encoder, eps=eps)
+        ref = ref.fit_features(f_fit[:, live], y).predict(x).double()
+        torch.testing.assert_close(got, -2 * len(f_fit) * ref, rtol=1e-4, atol=1e-6)
+        if eps == 0.02:  # the step moves the scores: ID inputs towards their class means
+            plain = mahalanobis_score(encoder(x).detach(), *gauss)
+            assert (got[:60] > plain[:60]).float().mean() > 0.9
+    # eps = 0 is the plain score
+    plain = mahalanobis_score(extract(live_model, x, ("penultimate",))["penultimate"], *gauss)
+    torch.testing.assert_close(
+        mahalanobis_preprocessed_score(live_model, x, "penultimate", *gauss, 0.0), plain
+    )
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from robustlab.report import write_report

@@ -16,9 +16,10 @@ Detectors (``z`` logits, ``f`` the features of ``layer``, penultimate by default
 * ``mahalanobis``: ``-min_c (f - mu_c)^T Sigma^+ (f - mu_c)`` with class means ``mu_c`` and one
   shared covariance ``Sigma = 1/N sum_c sum_{i in c} (f_i - mu_c)(f_i - mu_c)^T`` fitted on the
   fitting set's features with its true labels; ``Sigma^+`` the pseudo-inverse (``pinvh``, as Lee
-  et al.'s code via scikit-learn's ``EmpiricalCovariance``), without their input preprocessing or
-  feature ensemble (Lee et al. 2018, "A Simple Unified Framework for Detecting OOD Samples and
-  Adversarial Attacks");
+  et al.'s code via scikit-learn's ``EmpiricalCovariance``), without their feature ensemble and, by
+  default, without their input preprocessing (``mahalanobis_eps`` > 0: score ``x' = x - eps
+  sign(grad_x d_closest(x))``, one more forward+backward and forward pass) (Lee et al. 2018, "A
+  Simple Unified Framework for Detecting OOD Samples and Adversarial Attacks");
 * ``knn``: ``-||f/|f| - b_(k)||``: minus the distance of the L2-normalised feature to its
   ``k``-th nearest normalised fitting feature (Sun et al. 2022, "OOD Detection with Deep Nearest
   Neighbors"), exact brute force in chunks of matrix products;
@@ -115,6 +116,34 @@ def mahalanobis_score(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
+def mahalanobis_preprocessed_score(
+    model: Any,
+    x: torch.Tensor,
+    layer: str,
+    means: torch.Tensor,
+    precision: torch.Tensor,
+    eps: float,
+    chunk: int = 512,
+) -> torch.Tensor:
+    """Mahalanobis with Lee et al.'s input preprocessing: the score of ``x' = x - eps
+    sign(grad_x d_c(x))``, ``d_c`` the distance of ``x``'s ``layer`` features to the closest class
+    mean (the step that moves the input towards it); one forward+backward and one forward pass."""
+    from robustlab.diagnose.features import capture, extract
+
+    out = []
+    for i in range(0, len(x), chunk):
+        xb = x[i : i + chunk].detach().clone().requires_grad_(True)
+        with torch.enable_grad(), capture(model, [layer], detach=False) as cap:
+            model.logits(xb)
+            f = cap[layer][0].double()
+            d = (f @ precision * f).sum(1, keepdim=True) - 2 * f @ (means @ precision).T
+            d = d + ((means @ precision) * means).sum(1)[None]
+            (grad,) = torch.autograd.grad(d.amin(1).sum(), xb)
+        x_hat = xb.detach() - eps * grad.sign()
+        out.append(mahalanobis_score(extract(model, x_hat, (layer,))[layer], means, precision))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
 def normalise(feats: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit L2 norm (zero rows stay zero)."""
     f = feats.double()
@@ -170,7 +199,8 @@ class OODDetection:
     model supports: the logit ones for a black-box model); ``ood``: ``{name, params}`` of the OOD
     set (optional: without it only failure detection); ``fit``: ``{name, params}`` of the fitting
     set of mahalanobis and knn; ``layer``: their features; ``temperature``: energy's T; ``k``:
-    knn's neighbour; ``odin_temperature``, ``odin_eps``: ODIN's T and step.
+    knn's neighbour; ``odin_temperature``, ``odin_eps``: ODIN's T and step; ``mahalanobis_eps``:
+    Lee et al.'s input preprocessing step (0: none).
     """
 
     def __init__(
@@ -183,6 +213,7 @@ class OODDetection:
         k: PositiveInt = 50,
         odin_temperature: Positive = 1000.0,
         odin_eps: NonNegative = 0.0014,
+        mahalanobis_eps: NonNegative = 0.0,
     ) -> None:
         for name in detectors or []:
             if name not in DETECTORS:
@@ -201,6 +232,7 @@ class OODDetection:
         self.k = k
         self.odin_temperature = odin_temperature
         self.odin_eps = odin_eps
+        self.mahalanobis_eps = mahalanobis_eps
 
     # hooks called before a run ------------------------------------------------------------------
 
@@ -241,6 +273,11 @@ class OODDetection:
             )
         if "odin" in self.detectors and not grad:
             raise CapabilityError("ood: odin needs input gradients, which this model lacks")
+        if "mahalanobis" in self.detectors and self.mahalanobis_eps > 0 and not grad:
+            raise CapabilityError(
+                "ood: mahalanobis_eps > 0 (input preprocessing) needs input gradients, which "
+                "this model lacks; use mahalanobis_eps: 0"
+            )
         if any(d in FEATURE_DETECTORS for d in self.detectors):
             check_layers(model, [self.layer], "ood")
         return list(dict.fromkeys(self.detectors))
@@ -304,6 +341,12 @@ class OODDetection:
                     scores[det] = maxlogit_score(logits)
                 elif det == "energy":
                     scores[det] = energy_score(logits, self.temperature)
+                elif det == "mahalanobis" and self.mahalanobis_eps > 0:
+                    assert gauss is not None
+                    scores[det] = mahalanobis_preprocessed_score(
+                        model, d.x, self.layer, *gauss, self.mahalanobis_eps
+                    )
+                    ok &= _finite(scores[det])
                 elif det == "mahalanobis":
                     assert gauss is not None
                     scores[det] = mahalanobis_score(f[self.layer].nan_to_num(), *gauss)
