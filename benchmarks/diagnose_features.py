@@ -11,6 +11,11 @@ Part 2 times the batched kNN (Sun et al. 2022) and Mahalanobis (Lee et al. 2018)
 a naive per-example Python loop over the same features (ratio), after checking both agree.
 
     .venv/bin/python benchmarks/diagnose_features.py [--repeats 5] [--ood 2000] [--width 64]
+        [--setup digits|fashion]
+
+``--setup fashion``: a 28x28 CNN (``trained`` small-cnn, 10 epochs on 5,000 Fashion-MNIST
+images; cached) on 2,000 Fashion-MNIST test images, the digits resized to 28x28 as OOD set
+(all 1,797) and 2,000 Fashion-MNIST train images as fit set.
 
 CPU time (``time.process_time``, one torch thread) is reported: the machine may be shared.
 """
@@ -18,6 +23,7 @@ CPU time (``time.process_time``, one torch thread) is reported: the machine may 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -38,6 +44,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ood", type=int, default=2000, help="Fashion-MNIST examples (8x8) as OOD")
     ap.add_argument("--width", type=int, default=64, help="digits-cnn width (model cost)")
+    ap.add_argument("--setup", choices=["digits", "fashion"], default="digits")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -51,22 +58,37 @@ def main() -> None:
     from robustlab.runner.plan import data_key, plan
 
     has_cal = "calibration" in diagnoses.names()
-    ood = f"{{name: fashion-mnist, params: {{split: test, limit: {args.ood}, size: 8}}}}"
+    if args.setup == "digits":
+        ood_spec = {
+            "name": "fashion-mnist",
+            "params": {"split": "test", "limit": args.ood, "size": 8},
+        }
+        model_yaml = f"{{name: digits-cnn, params: {{width: {args.width}}}}}"
+        data_spec = {"name": "digits", "params": {"split": "test"}}
+        fit_spec = {"name": "digits", "params": {"split": "train"}}
+        what = f"digits-cnn width {args.width}"
+    else:
+        ood_spec = {"name": "digits", "params": {"split": "all", "size": 28}}
+        model_yaml = ("{name: trained, label: fashion-cnn, params: {base: {name: small-cnn, "
+                      "params: {side: 28}}, epochs: 10}}")  # fmt: skip
+        data_spec = {"name": "fashion-mnist", "params": {"split": "test", "limit": 2000}}
+        fit_spec = {"name": "fashion-mnist", "params": {"split": "train", "limit": 2000}}
+        what = "fashion-cnn (small-cnn 28x28)"
     cal = "\n  - {kind: diagnosis, name: calibration}" if has_cal else ""
     suite = Suite.from_yaml(f"""
 name: bench-features
-models: [{{name: digits-cnn, params: {{width: {args.width}}}}}]
-data: {{name: digits, params: {{split: test}}}}
+models: [{model_yaml}]
+data: {json.dumps(data_spec)}
 probes:
   - {{kind: diagnosis, name: ood, params: {{detectors: [msp, maxlogit, energy, mahalanobis, knn],
-      ood: {ood}, k: 50}}}}{cal}
+      ood: {json.dumps(ood_spec)}, k: 50}}}}{cal}
 """)
     ctx = Context()
     model = ctx.model(suite.models[0], 0)
     data = ctx.data(suite.data)
     units = [u for u in plan(suite, {data_key(suite.data): 1}) if u.kind == "diagnosis"]
-    ood_set = datasets.create("fashion-mnist", {"split": "test", "limit": args.ood, "size": 8})
-    fit = datasets.create("digits", {"split": "train"})
+    ood_set = datasets.create(ood_spec["name"], ood_spec["params"])
+    fit = datasets.create(fit_spec["name"], fit_spec["params"])
     for d in (data, ood_set, fit):  # warm up (first calls allocate)
         extract(model, d.x[:64], ("penultimate",))
 
@@ -99,7 +121,7 @@ probes:
     ratios = [a / b for a, b in pairs]
     best_a, best_b = min(a for a, _ in pairs), min(b for _, b in pairs)
     n = (len(data), len(ood_set), len(fit))
-    print(f"load {os.getloadavg()[0]:.1f}; digits-cnn width {args.width}; data/ood/fit = {n}")
+    print(f"load {os.getloadavg()[0]:.1f}; {what}; data/ood/fit = {n}")
     print(
         f"diagnoses: ood (msp, maxlogit, energy, mahalanobis, knn){' + calibration' if has_cal else ''}"
     )
