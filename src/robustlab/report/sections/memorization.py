@@ -158,7 +158,7 @@ def _prune_plot(rows: list[dict[str, Any]]) -> str:
                 ax.plot(xs, [_nan(r[key]) for r in mine], marker=plots._MARKERS[i], label=label,
                         clip_on=False, zorder=3)  # fmt: skip
             ax.set_title(f"{model} ({probe})")
-            plots.finish_axes(ax, xs, "fraction of neurons pruned (lowest IPR first)")
+            plots.finish_axes(ax, xs, "fraction of neurons pruned")
         axes[0].legend(fontsize=8)
         return plots._svg(fig)
 
@@ -173,16 +173,25 @@ def _wd_plot(rows: list[dict[str, Any]]) -> str:
         fig = Figure(figsize=(6.0, 3.4), layout="constrained")
         ax = fig.subplots()
         xs = [float(r["weight_decay"]) for r in rows]
-        for i, (key, label) in enumerate(SERIES):
+        for i, (key, label) in enumerate(SERIES):  # dashed, hollow: equal series stay visible
             ax.plot(xs, [_nan(r[key + "_before"]) for r in rows], marker=plots._MARKERS[i],
-                    label=label, clip_on=False, zorder=3)  # fmt: skip
+                    label=label, clip_on=False, zorder=10 - i, linestyle=("-", "--")[i % 2],
+                    fillstyle="none" if i == 0 else "full", markersize=9 if i == 0 else 5)  # fmt: skip
         if min(xs) > 0 and max(xs) / min(xs) >= 10:
             ax.set_xscale("log")
+        ax.set_xticks(xs, [num(x) for x in xs], minor=False)
+        ax.minorticks_off()
         ax.set_ylim(-0.04, 1.04)
         ax.set_xlabel("weight decay (AdamW)")
         ax.set_title("unpruned models: accuracy vs weight decay")
         ax.legend(fontsize=8)
         return plots._svg(fig)
+
+
+def _model_order(info: dict[str, Any]) -> list[str]:
+    """The suite's model display names, in suite order."""
+    models = (info.get("suite") or {}).get("models") or []
+    return [str(m.get("label") or m.get("name")) for m in models if isinstance(m, dict)]
 
 
 @report_sections.register("capability-probe")
@@ -199,7 +208,10 @@ class CapabilityProbeSection:
         layers = sorted(c[len("x.probe_") : -len("_correct")] for c in d.columns
                         if c.startswith("x.probe_") and c.endswith("_correct"))  # fmt: skip
         rows = []
-        for (model, probe), g in d.groupby(["model", "probe"], sort=False):
+        order = {m: i for i, m in enumerate(_model_order(info))}
+        groups = sorted(d.groupby(["model", "probe"], sort=False),
+                        key=lambda kv: order.get(str(kv[0][0]), len(order)))  # fmt: skip
+        for (model, probe), g in groups:
             for stage in dict.fromkeys(g["x.role"]):
                 s = g[g["x.role"] == stage]
                 rows.append({
@@ -258,5 +270,5 @@ def _stage_plot(rows: list[dict[str, Any]], layers: list[str]) -> str:
             ax.set_xticks(xs, stages, rotation=30, ha="right")
             ax.set_ylim(0, 1.04)
             ax.set_title(f"{model} ({probe})")
-        axes[0].legend(fontsize=8)
+        axes[0].legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncols=3)
         return plots._svg(fig)
