@@ -172,8 +172,13 @@ class CapabilityProbe:
         y_fit = torch.as_tensor(fit.y)
         out = []
         for role, clf in stages:
-            f_fit = extract(clf, fit.x, layers)
-            f = extract(clf, data.x, layers)
+            if clf is model:  # the suite's model: features shared with the run's other diagnoses
+                f_fit, f = (
+                    env.features(model, fit, tuple(layers)),
+                    env.features(model, data, tuple(layers)),
+                )
+            else:
+                f_fit, f = extract(clf, fit.x, layers), extract(clf, data.x, layers)
             pred = f["logits"].argmax(1)
             extra: dict[str, list[Any]] = {}
             for layer in layers:

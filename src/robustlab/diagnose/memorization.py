@@ -48,6 +48,7 @@ from typing import Any, Literal
 import torch
 
 from robustlab.core.errors import CapabilityError, ConfigError
+from robustlab.core.levels import Levels
 from robustlab.core.registry import diagnoses
 from robustlab.diagnose.base import DiagnosisEnv, Scored
 from robustlab.runner.suite import ComponentSpec
@@ -94,7 +95,7 @@ def pruning_order(scores: torch.Tensor, order: str, seed: int) -> torch.Tensor:
     return torch.sort(scores, descending=order == "high-ipr", stable=True).indices
 
 
-@diagnoses.register("memorization")
+@diagnoses.register("memorization", levels=Levels(0, 1, what="fraction of neurons pruned"))
 class Memorization:
     """S28: IPR of hidden neurons in the Fourier basis; prune the fraction ``level`` of them
     (lowest IPR = memorising, per Doshi et al. 2024) and score train (corrupted) and test data."""
