@@ -311,6 +311,14 @@ probes: [{kind: diagnosis, name: memorization}]
 """
     with pytest.raises(CapabilityError, match="needs a modular-mlp"):
         run_suite(Suite.from_yaml(bad_model), store, progress=False)
+    bad_level = S28 % {
+        "train": _yaml(_data(split="train", noise=0.1)),
+        "test": _yaml(_data(split="test")),
+    }
+    with pytest.raises(ConfigError, match="fraction of neurons pruned"):
+        run_suite(
+            Suite.from_yaml(bad_level.replace("[0, 0.25, 0.5]", "[0, 1.5]")), store, progress=False
+        )
     with pytest.raises(ConfigError, match="revive_steps"):
         from robustlab.core.registry import diagnoses
 
