@@ -272,18 +272,21 @@ def test_bad_input() -> None:
     # (or a dataset without splits) needs an explicit fit set
     from types import SimpleNamespace
 
+    from robustlab.diagnose.base import DiagnosisEnv
     from robustlab.runner import ComponentSpec
 
     diag = diagnoses.create("ood", {})
-    env = SimpleNamespace(unit=SimpleNamespace(probe=None, data=ComponentSpec(
-        name="digits", params={"split": "test"})))  # fmt: skip
+    unit = SimpleNamespace(probe=None, data=ComponentSpec(name="digits", params={"split": "test"}))
+    env = DiagnosisEnv(unit, None, None)  # type: ignore[arg-type]
     assert diag.fit_spec(env) == {"name": "digits", "params": {"split": "train"}}
-    env.unit.data = ComponentSpec(name="digits", params={"split": "train"})
-    with pytest.raises(ConfigError, match="no other train split.*name one with fit"):
+    unit.data = ComponentSpec(name="digits", params={"split": "train"})
+    with pytest.raises(ConfigError, match=r"ood \(mahalanobis, knn\): .*no other train split"):
         diag.fit_spec(env)
-    env.unit.data = ComponentSpec(name="skimage-photos", params={})
-    with pytest.raises(ConfigError, match="name one with fit"):
+    unit.data = ComponentSpec(name="skimage-photos", params={})
+    with pytest.raises(ConfigError, match="name the training set with fit"):
         diag.fit_spec(env)
+    given = {"name": "digits", "params": {"split": "all"}}
+    assert diagnoses.create("ood", {"fit": given}).fit_spec(env) == given
 
 
 class NaNModel:

@@ -50,14 +50,13 @@ Example suite probe::
 from __future__ import annotations
 
 import difflib
-import inspect
 from typing import Any
 
 import numpy as np
 import torch
 
 from robustlab.core.errors import CapabilityError, ConfigError
-from robustlab.core.registry import datasets, diagnoses
+from robustlab.core.registry import diagnoses
 from robustlab.core.types import NonNegative, Positive, PositiveInt
 from robustlab.data.base import Dataset
 from robustlab.diagnose.base import DiagnosisEnv, Scored
@@ -284,22 +283,7 @@ class OODDetection:
 
     def fit_spec(self, env: DiagnosisEnv) -> dict[str, Any]:
         """The fitting set: ``fit``, else the scored dataset's train split (see the module doc)."""
-        if self.fit:
-            return self.fit
-        spec = env.unit.probe.data if env.unit.probe and env.unit.probe.data else env.unit.data
-        params = dict(spec.params)
-        factory = datasets.get(spec.name)
-        try:
-            sig = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            sig = {}
-        split = params.get("split", sig["split"].default if "split" in sig else None)
-        if "split" not in sig or split == "train":
-            raise ConfigError(
-                f"ood: mahalanobis and knn fit on a training set, and data {spec.name!r} has no "
-                f"other train split to default to: name one with fit: {{name, params}}"
-            )
-        return {"name": spec.name, "params": {**params, "split": "train"}}
+        return self.fit or env.train_split("ood (mahalanobis, knn)")
 
     # the run ------------------------------------------------------------------------------------
 
