@@ -314,8 +314,10 @@ def test_suite_with_smollm2_to_store_and_report(tmp_path):
 @pytest.mark.slow
 def test_sweep_with_smollm2_and_the_same_answers_over_http(tmp_path):
     """A small sweep (3 prompts, 3 functions, levels 0 / 1, both noise types) in-process, then
-    the same suite against llama.cpp's OpenAI-compatible HTTP server: identical records."""
-    from llm_server import LLMServer
+    the same suite against llama.cpp's OpenAI-compatible HTTP server: identical records, except
+    one prompt the server refuses (HTTP 400): an error record, nothing else lost."""
+    from llm_server import Fault, LLMServer
+    from robustlab.report.build import build_report
     from robustlab.store.cache import use_store
 
     data = {"n": 3, "functions": ["max", "sum", "count_even"], "length": 2, "high": 5,
@@ -324,7 +326,12 @@ def test_sweep_with_smollm2_and_the_same_answers_over_http(tmp_path):
     store, rid = _run(local, tmp_path)
     sec = _check_run(store, rid, local, tmp_path)
     assert len(sec["functions"]) == 3 * 2 * 2
+    # a demonstration line only the dynamic prompt of example 0 at level 1 holds
+    dyn = datasets.create("tint", data | {"noise": "dynamic", "contamination": 1.0}).x
+    others = datasets.create("tint", data | {"noise": "static", "contamination": 1.0}).x
+    line = next(ln for ln in dyn[0].split("\n")[:-1] if ln not in "\n".join([*others, *dyn[1:]]))
     with LLMServer(n_parallel=1) as srv:
+        srv.faults.append(Fault("400", times=100, match=line))
         params = {"base_url": srv.url, "model": "smollm2", "chat": False, "timeout": 120.0}
         http = _suite(
             levels=(0, 1),
@@ -334,14 +341,25 @@ def test_sweep_with_smollm2_and_the_same_answers_over_http(tmp_path):
         (tmp_path / "http").mkdir()
         with use_store(str(tmp_path / "http" / "runs.db")):
             store2, rid2 = _run(http, tmp_path / "http")
-        # clean + 2 types at level 1; level 0 is the clean prompt, answered by the cache
-        assert srv.forwarded == 3 * 3
+        # clean + 2 types at level 1 less the refused prompt; level 0 is the clean prompt,
+        # answered by the cache
+        assert srv.forwarded == 3 * 3 - 1
     a, b = store.records(rid), store2.records(rid2)
+    refused = (b["probe"] == "tint-dynamic") & (b["level"] == 1.0) & (b["example_id"] == 0)
+    assert refused.sum() == 1 and b.loc[refused, "correct"].isna().all()
+    assert "400" in b.loc[refused, "error"].iloc[0] and b.loc[~refused, "error"].isna().all()
     cols = ["probe", "level", "example_id", "pred", "correct"]
     key = ["probe", "level", "example_id"]
+    keep = ~((a["probe"] == "tint-dynamic") & (a["level"] == 1.0) & (a["example_id"] == 0))
     assert (
-        a[cols]
+        a.loc[keep, cols]
         .sort_values(key)
         .reset_index(drop=True)
-        .equals(b[cols].sort_values(key).reset_index(drop=True))
+        .equals(b.loc[~refused, cols].sort_values(key).reset_index(drop=True))
     )
+    row = next(
+        r
+        for r in build_report(store2, rid2)["extensions"]["tint"]["data"]["rows"]
+        if r["probe"] == "tint-dynamic" and r["level"] == 1.0
+    )
+    assert row["errors"] == 1 and row["n"] == 2  # the error is counted, not scored

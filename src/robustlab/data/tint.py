@@ -210,8 +210,7 @@ def generate(
                 before[sel, :, t] = s_clean
                 after[sel, :, t] = new_clean + noised
             s_clean = new_clean
-    answer = after[:, :, -1] if noise == "dynamic" else clean[:, :, -1].copy()
-    answer = answer.copy()
+    answer = (after if noise == "dynamic" else clean)[:, :, -1].copy()
     answer[:, shots] = clean[:, shots, -1]  # the query is never noised
     mask[:, shots] = False
     return TInt(
