@@ -67,3 +67,36 @@ def test_diagnosis_units_are_unsharded_and_run_once_without_levels() -> None:
     assert {u.shard for u in diag} == {0}
     assert sorted({u.level for u in diag}) == [0.0, 3.0]
     assert count_units(suite, shards) == len(units)
+
+
+def test_feature_cache_is_keyed_by_objects_not_names(mlp) -> None:
+    """Two datasets with the same name and ids but other contents (two configurations of one
+    source), or another model, never share cached features; the same objects share one pass."""
+    from robustlab.core.rng import ExampleRNG
+    from robustlab.data.base import Dataset
+    from robustlab.data.sources import digits
+    from robustlab.diagnose.base import DiagnosisEnv
+    from robustlab.runner.context import Context
+
+    d = digits(split="test")
+    a = Dataset(d.x[:40], d.y[:40], "same")
+    b = Dataset(1 - d.x[:40], d.y[:40], "same")  # same name, ids and size; other pixels
+    other = models.create("digits-mlp", {"seed": 1})
+    ctx = Context()
+    ctx.start_run("r")
+    unit = plan(
+        Suite(
+            name="d",
+            models=[ModelSpec(name="digits-mlp")],
+            data=ComponentSpec(name="digits"),
+            probes=[ProbeSpec(kind="diagnosis", name="ood")],
+        ),
+        {data_key(ComponentSpec(name="digits")): 1},
+    )[-1]
+    env = DiagnosisEnv(unit, ctx, ExampleRNG.from_seed(0, a.ids))
+    fa, fb = env.features(mlp, a)["logits"], env.features(mlp, b)["logits"]
+    assert torch.allclose(fa, mlp.logits(a.x).detach(), atol=1e-6)
+    assert torch.allclose(fb, mlp.logits(b.x).detach(), atol=1e-6)
+    fo = env.features(other, a)["logits"]
+    assert torch.allclose(fo, other.logits(a.x).detach(), atol=1e-6)
+    assert env.features(mlp, a)["logits"] is fa  # the same objects: one pass, shared

@@ -140,18 +140,23 @@ class DiagnosisEnv:
         self, model: Any, data: Dataset, layers: tuple[str, ...] = ("penultimate",), key: str = ""
     ) -> dict[str, torch.Tensor]:
         """``{"logits": [N, C], layer: [N, D], ...}`` of ``data`` under ``model``, from one batched
-        forward pass, cached for the run under (model replicate, ``key`` or the data's identity):
-        every diagnosis of a run that asks for the same features shares one pass. A pass also
+        forward pass, cached for the run under the identity of the ``model`` and ``data`` objects
+        (and ``key``): the runner's context loads each model replicate and dataset spec once per
+        process, so every diagnosis of a run that asks for the same features shares one pass,
+        while two differently configured datasets (or another model: a compared model, a
+        checkpoint) never share an entry, whatever their names. Both objects are kept alive by the
+        entry, so an identity is never reused within a run; do not change either in place after
+        reading its features (prune a copy). A pass also
         reads ``penultimate`` when the model has one (a copy of one small tensor), so a diagnosis
         asking for logits only (calibration) and one asking for the penultimate layer (OOD
         detectors) share a pass in either order; other layers missing from the cache cost a pass
         over them."""
         from robustlab.diagnose.features import extract, has_penultimate
 
-        u = self.unit
-        ident = key or f"{data.name}|{len(data)}|{_ids_digest(data)}"
-        ckey = f"features|{u.model.model_dump_json()}|{u.replicate}|{ident}"
-        cache: dict[str, torch.Tensor] = self.ctx.run_cached(ckey, dict)
+        ckey = f"features|{id(model)}|{id(data)}|{key}"
+        cache: dict[str, Any] = self.ctx.run_cached(ckey, lambda: {_PIN: (model, data)})
+        if cache[_PIN][0] is not model or cache[_PIN][1] is not data:  # unreachable while pinned
+            raise AssertionError("feature cache entry for another model or dataset")
         missing = [name for name in dict.fromkeys(layers) if name not in cache]
         if "logits" not in cache or missing:
             extra = ["penultimate"] if "penultimate" not in cache and has_penultimate(model) else []
@@ -165,11 +170,7 @@ class DiagnosisEnv:
         return {name: cache[name] for name in dict.fromkeys(("logits", *layers))}
 
 
-def _ids_digest(data: Dataset) -> str:
-    import hashlib
-
-    assert data.ids is not None
-    return hashlib.sha256(data.ids.numpy().tobytes()).hexdigest()[:16]
+_PIN = "\0objects"  # the cache entry's (model, data): keeps their ids from being reused
 
 
 def require_finite(name: str, t: torch.Tensor) -> None:

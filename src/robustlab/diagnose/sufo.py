@@ -269,15 +269,13 @@ class Sufo:
         if self.compare is not None:
             other, label = self._other(env, self.compare)
             olayers = default_layers(other)
-            of = env.features(
-                other, data, tuple(olayers), key=f"sufo-compare|{label}|{_ident(data)}"
-            )
+            of = env.features(other, data, tuple(olayers))
             theirs = [of[name][:m] for name in olayers]
             add("compare", me, layers, label, olayers, cka_matrix(mine, theirs),
                 rsa_matrix(mine, theirs), [(i, j) for i in range(n_l) for j in range(len(olayers))])  # fmt: skip
         for epoch in self.checkpoints or []:
             other, label = self._checkpoint(env, epoch)
-            of = env.features(other, data, tuple(layers), key=f"sufo-epoch|{label}|{_ident(data)}")
+            of = env.features(other, data, tuple(layers))
             theirs = [of[name][:m] for name in layers]
             add("epoch", label, layers, me, layers, cka_matrix(theirs, mine),
                 rsa_matrix(theirs, mine), [(i, i) for i in range(n_l)], epoch)  # fmt: skip
@@ -316,9 +314,3 @@ class Sufo:
         return env.ctx.model(
             ModelSpec(name="trained", params=params), env.unit.replicate
         ), f"epoch {epoch}"
-
-
-def _ident(data: Dataset) -> str:
-    from robustlab.diagnose.base import _ids_digest
-
-    return f"{data.name}|{len(data)}|{_ids_digest(data)}"
