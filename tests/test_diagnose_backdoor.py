@@ -240,7 +240,8 @@ def test_poisoned_model_backdoor_records_and_report(run: dict[str, Any]) -> None
         assert row["auroc_target"][d] == pytest.approx(roc_auc_score(poisoned[tg], s[tg]))
     assert row["auroc"]["spectral"] > 0.9
     html = run["html"]
-    assert "Backdoor: CTRL trigger and poison detection" in html and "<svg" in html
+    assert "Backdoor: CTRL trigger and poison detection" in html
+    assert "<svg" in html.split("Backdoor: CTRL trigger")[-1].split("</section>")[0]
     assert f"{100 * asr:.1f}" in html
 
 

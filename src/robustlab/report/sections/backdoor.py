@@ -125,7 +125,7 @@ class Backdoor:
             "cluster of a class holding at most the size threshold. A dash: undefined (no "
             "poisons).</p>"
         )
-        head = ["model", "probe", "clean acc", "&Delta; acc", "ASR", "target",
+        head = ["model", "probe", "clean acc", "Δ acc", "ASR", "target",
                 "poisoned / train", "spectral AUROC (all / target)",
                 "clustering AUROC (all / target)", "AC flag precision / recall"]  # fmt: skip
         body = []
@@ -137,7 +137,7 @@ class Backdoor:
             dacc = r.get("delta_acc")
             body.append([
                 e(r["model"]), e(r["probe"]), pct(r["accuracy"]),
-                "&ndash;" if dacc is None else f"{100 * dacc:+.1f} pt", pct(r["asr"]),
+                "&ndash;" if dacc is None else f"{100 * dacc:+.2f} pt", pct(r["asr"]),
                 e(str(r["target"])), f"{r['n_poisoned']} / {r['n_train']}", *cells,
                 f"{num(r.get('ac_precision'))} / {num(r.get('ac_recall'))}",
             ])  # fmt: skip
