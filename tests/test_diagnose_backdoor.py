@@ -161,10 +161,11 @@ def test_silhouette_equals_sklearn_and_clustering_finds_planted_cluster() -> Non
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 5))
     assign = (x[:, 0] > 0.3).astype(np.int64)
-    np.testing.assert_allclose(
-        silhouette(torch.tensor(x), torch.tensor(assign)).numpy(),
-        silhouette_samples(x, assign), atol=1e-12,
-    )  # fmt: skip
+    for chunk in (2048, 7):  # chunking rows does not change the values
+        np.testing.assert_allclose(
+            silhouette(torch.tensor(x), torch.tensor(assign), chunk).numpy(),
+            silhouette_samples(x, assign), atol=1e-12,
+        )  # fmt: skip
     labels = np.repeat([0, 1], 300)
     feats = rng.normal(size=(600, 16))
     poisoned = np.zeros(600, bool)
@@ -259,3 +260,17 @@ def test_backdoor_diagnosis_bad_input() -> None:
     with pytest.raises(ConfigError, match="target class 12 is not in 0..9"):
         t = diagnoses.create("backdoor", {"target": 12, "train": FM})
         t.check_model(models.create("small-cnn", {"side": 28}))
+
+
+def test_suite_refused_before_running(tmp_path: Path) -> None:
+    from robustlab.runner.validation import validate_suite
+
+    # training data without ground truth: refused in validation
+    bad = SUITE.replace("label: ctrl}", f"label: ctrl, params: {{train: {FM}}}}}")
+    with pytest.raises(ConfigError, match="has no ground truth fields"):
+        validate_suite(Suite.from_yaml(bad))
+    # a model that was not trained on poisoned data (no provenance) and no train set named
+    plain = SUITE.replace(f"{{name: ctrl-poisoned, params: {TRAIN}}}", "{name: small-cnn}")
+    store = Store(tmp_path / "runs.db")
+    with pytest.raises(CapabilityError, match="no training-data provenance"):
+        run_suite(Suite.from_yaml(plain), store, progress=False)

@@ -86,15 +86,18 @@ def class_normalised(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return out
 
 
-def silhouette(x: torch.Tensor, assign: torch.Tensor) -> torch.Tensor:
+def silhouette(x: torch.Tensor, assign: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """Per-example silhouette values ``(b - a) / max(a, b)`` (Euclidean; a = mean distance to the
     other members of its cluster, b = the smallest mean distance to another cluster; 0 for a
-    singleton cluster), as ``sklearn.metrics.silhouette_samples``; one distance matrix."""
+    singleton cluster), as ``sklearn.metrics.silhouette_samples``; exact distances, computed
+    ``chunk`` rows at a time (memory ``chunk x N``)."""
     x = x.double()
-    d = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # exact, not |a|^2-2ab+|b|^2
     k = int(assign.max()) + 1
     onehot = torch.nn.functional.one_hot(assign, k).double()  # [N, k]
-    sums = d @ onehot  # [N, k] total distance to each cluster
+    sums = torch.cat([  # [N, k] total distance to each cluster; exact, not |a|^2 - 2ab + |b|^2
+        torch.cdist(x[i : i + chunk], x, compute_mode="donot_use_mm_for_euclid_dist") @ onehot
+        for i in range(0, len(x), chunk)
+    ])  # fmt: skip
     counts = onehot.sum(0)
     own = counts[assign]
     a = sums.gather(1, assign[:, None]).squeeze(1) / (own - 1).clamp_min(1)
