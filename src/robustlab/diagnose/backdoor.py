@@ -243,10 +243,9 @@ class Backdoor:
         target = int(trig["target"])
         train = env.data(self.train_spec(model))
         self.check_data(data, {"train": train})
-        assert isinstance(data.x, torch.Tensor)
+        assert isinstance(data.x, torch.Tensor) and isinstance(data.y, torch.Tensor)
         resolve(tuple(data.x.shape[1:]), trig["window"], trig["positions"], trig["channels"])
         # test set: clean and triggered predictions
-        assert isinstance(data.x, torch.Tensor) and isinstance(data.y, torch.Tensor)
         logits = env.features(model, data, ())["logits"]
         require_finite(f"backdoor: logits of {data.name!r}", logits)
         pred = logits.argmax(1)
