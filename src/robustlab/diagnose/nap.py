@@ -29,7 +29,7 @@ Records:
   the whole input domain: ``status`` (as above; null when the class was not verified), ``stage``
   (``"data"``: a fitting or scored input matches ``NAP_c`` and gets another class in the float64
   chain, no solve needed, unless ``search_data`` is false; ``"milp"``), ``margin_lb`` (the MILP's proven lower bound of
-  ``min_j z_c - z_j``; ``-inf`` as null when refuted), ``seconds``, ``cex`` (the counterexample,
+  ``min_j z_c - z_j``; null when a real input decided or the solver proved none), ``seconds``, ``cex`` (the counterexample,
   flat, or null), ``cex_class`` (its class in the float64 chain), ``cex_margin`` (its
   ``z_c - max_j z_j``, negative), ``cex_float32`` (rounded to float32, it still matches ``NAP_c``
   and the model in float32 still predicts another class). At ``eps > 0``: ``checked``,
