@@ -244,6 +244,40 @@ def test_bad_suites_are_refused_before_running():
         diagnoses.create("tint", {}).check_model(object())
 
 
+def test_diagnosis_loads_the_suite_data_with_its_noise():
+    """At level c the diagnosis scores the suite's examples with its own noise type, intensity and
+    unit at contamination c: exactly the prompts the dataset gives for those parameters."""
+    from robustlab.diagnose.base import DiagnosisEnv
+    from robustlab.runner.context import process_context
+    from robustlab.runner.plan import data_key, plan
+
+    base = {"n": 5, "functions": ["sum", "alt_sum"], "shots": 3, "intensity": 1}
+    suite = _suite(levels=(0.5,), data=base, intensity=4, unit="shot")
+    units = [u for u in plan(suite, {data_key(suite.data): 1}) if u.probe is not None]
+    assert [(u.probe_label, u.level) for u in units] == [
+        ("tint-static", 0.5),
+        ("tint-dynamic", 0.5),
+    ]
+    for u in units:
+        env = DiagnosisEnv(u, process_context(), None)  # type: ignore[arg-type]
+        got = diagnoses.create("tint", dict(u.probe.params)).noised(env, 0.5)
+        want = datasets.create("tint", base | {"noise": u.probe.params["noise"],
+                                               "contamination": 0.5, "intensity": 4,
+                                               "unit": "shot"})  # fmt: skip
+        assert got.x == want.x and got.meta == want.meta and got.y == want.y
+        assert set(got.meta["intensity"]) == {4} and set(got.meta["noised_steps"]) == {2}
+
+
+def test_section_is_absent_without_tint_probes():
+    from robustlab.report.sections.tint import TInt
+
+    df = pd.DataFrame({"kind": ["clean"], "probe": ["clean"], "model": ["m"], "level": [0.0],
+                       "correct": [1.0]})  # fmt: skip
+    assert TInt().build(df, {"suite": {"probes": []}}) is None
+    info = {"suite": {"probes": [{"kind": "diagnosis", "name": "tint", "label": "t"}]}}
+    assert TInt().build(df, info) is None  # a tint probe, but no records of it
+
+
 # end to end: suite -> store -> report, with the local SmolLM2 ---------------------------------------
 def _run(suite: Suite, tmp_path: Path):
     from robustlab.runner import run_suite

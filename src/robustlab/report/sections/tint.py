@@ -51,7 +51,9 @@ def _acc(g: pd.DataFrame) -> dict[str, Any]:
     return {"n": n, "accuracy": k / n, "accuracy_lo": lo, "accuracy_hi": hi}
 
 
-def _rows(df: pd.DataFrame, probes: dict[str, dict[str, Any]], by: list[str]) -> list[dict]:
+def _rows(
+    df: pd.DataFrame, probes: dict[str, dict[str, Any]], by: list[str]
+) -> list[dict[str, Any]]:
     rows = []
     for key, g in df.groupby(["model", "probe", *by, "level"], sort=True):
         model, probe, *rest, level = key
