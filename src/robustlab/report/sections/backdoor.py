@@ -25,18 +25,9 @@ import pandas as pd
 
 from robustlab.core.registry import report_sections
 from robustlab.report.format import e, num, pct, table
+from robustlab.report.sections import diagnosis_records
 
 DEFENCES = ("spectral", "clustering")
-
-
-def backdoor_probes(info: dict[str, Any]) -> set[str]:
-    """Labels of the suite's probes that run the ``backdoor`` diagnosis."""
-    probes = (info.get("suite") or {}).get("probes") or []
-    return {
-        str(p.get("label") or p.get("name"))
-        for p in probes
-        if p.get("kind") == "diagnosis" and p.get("name") == "backdoor"
-    }
 
 
 def _bool(s: pd.Series) -> np.ndarray:
@@ -108,8 +99,7 @@ class Backdoor:
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
         if df.empty or "kind" not in df or "x.role" not in df:
             return None
-        labels = backdoor_probes(info)
-        mine = df[(df["kind"] == "diagnosis") & df["probe"].isin(labels)]
+        mine = diagnosis_records(df, info, "backdoor")
         if mine.empty:
             return None
         rows, hists = _rows(mine)

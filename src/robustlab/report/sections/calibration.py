@@ -24,18 +24,10 @@ from robustlab.core.registry import report_sections
 from robustlab.metrics import calibration as cal
 from robustlab.report.format import e, num, pct, table
 from robustlab.report.format import level as fmt_level
+from robustlab.report.sections import diagnosis_probes, diagnosis_records
 
 NAME = "calibration"
 CURVE_POINTS = 101  # risk-coverage points kept per curve (the curve itself has one per example)
-
-
-def _probes(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Probe label -> parameters, for the suite's calibration diagnosis probes."""
-    out = {}
-    for p in (info.get("suite") or {}).get("probes", []):
-        if p.get("kind") == "diagnosis" and p.get("name") == NAME:
-            out[p.get("label") or p["name"]] = dict(p.get("params") or {})
-    return out
 
 
 def _f(v: float | None) -> float | None:
@@ -98,11 +90,9 @@ class CalibrationSection:
     title = "Calibration and selective prediction"
 
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
-        probes = _probes(info)
-        if df.empty or "kind" not in df or not probes:
-            return None
-        d = df[(df["kind"] == "diagnosis") & df["probe"].isin(list(probes))]
-        if "x.confidence" not in d:
+        probes = diagnosis_probes(info, NAME)
+        d = diagnosis_records(df, info, NAME)
+        if d.empty or "x.confidence" not in d:
             return None
         d = d[d["correct"].notna() & d["x.confidence"].notna()]
         if d.empty:

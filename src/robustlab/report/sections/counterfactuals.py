@@ -17,17 +17,9 @@ import pandas as pd
 
 from robustlab.core.registry import report_sections
 from robustlab.report.format import e, num, pct, table
+from robustlab.report.sections import diagnosis_records
 
 NAME = "counterfactuals"
-
-
-def _labels(info: dict[str, Any]) -> set[str]:
-    """Display labels of the run's ``counterfactuals`` diagnosis probes."""
-    return {
-        p.get("label") or p["name"]
-        for p in (info.get("suite") or {}).get("probes", [])
-        if p.get("kind") == "diagnosis" and p.get("name") == NAME
-    }
 
 
 def _num(g: pd.DataFrame, col: str) -> pd.Series:
@@ -87,7 +79,7 @@ class CounterfactualsSection:
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
         if df.empty or "kind" not in df:
             return None
-        mine = df[(df["kind"] == "diagnosis") & df["probe"].isin(_labels(info))]
+        mine = diagnosis_records(df, info, NAME)
         if mine.empty:
             return None
         rows = _rows(mine)

@@ -25,19 +25,10 @@ import pandas as pd
 
 from robustlab.core.registry import report_sections
 from robustlab.report.format import ci, e, num, pct, table
+from robustlab.report.sections import diagnosis_records
 
 PREFIX = "x.score_"
 N_BOOT = 200
-
-
-def ood_probes(info: dict[str, Any]) -> set[str]:
-    """Labels of the suite's probes that run the ``ood`` diagnosis."""
-    probes = (info.get("suite") or {}).get("probes") or []
-    return {
-        str(p.get("label") or p.get("name"))
-        for p in probes
-        if p.get("kind") == "diagnosis" and p.get("name") == "ood"
-    }
 
 
 def _metrics(scores: np.ndarray, pos: np.ndarray) -> dict[str, Any]:
@@ -104,8 +95,7 @@ class Detection:
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
         if df.empty or "kind" not in df or "x.role" not in df:
             return None
-        labels = ood_probes(info)
-        mine = df[(df["kind"] == "diagnosis") & df["probe"].isin(labels)]
+        mine = diagnosis_records(df, info, "ood")
         if mine.empty:
             return None
         rows, curves = _rows(mine)

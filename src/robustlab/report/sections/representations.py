@@ -25,20 +25,9 @@ import pandas as pd
 
 from robustlab.core.registry import report_sections
 from robustlab.report.format import e, num, pct, table
+from robustlab.report.sections import diagnosis_records
 
 MAX_POINTS = 600
-
-
-def _probes_named(df: pd.DataFrame, info: dict[str, Any], name: str) -> pd.DataFrame:
-    """Records of diagnosis probes registered as ``name``."""
-    if df.empty or "kind" not in df:
-        return df.iloc[:0]
-    labels = {
-        p.get("label") or p["name"]
-        for p in (info.get("suite") or {}).get("probes", [])
-        if p.get("kind") == "diagnosis" and p.get("name") == name
-    }
-    return df[(df["kind"] == "diagnosis") & df["probe"].isin(labels)]
 
 
 def _col(g: pd.DataFrame, name: str) -> np.ndarray:
@@ -75,7 +64,7 @@ class RobustnessIndexSection:
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
         from robustlab.diagnose.robustness_index import robustness_index
 
-        d = _probes_named(df, info, "robustness-index")
+        d = diagnosis_records(df, info, "robustness-index")
         if d.empty or "x.so" not in d:
             return None
         params = {p.get("label") or p["name"]: p.get("params") or {}
@@ -194,7 +183,7 @@ class SufoSection:
     title = "SUFO: probes, representation similarity, dynamics, outliers"
 
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
-        d = _probes_named(df, info, "sufo")
+        d = diagnosis_records(df, info, "sufo")
         if d.empty or "x.role" not in d:
             return None
         out: dict[str, Any] = {
