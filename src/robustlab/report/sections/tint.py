@@ -21,19 +21,11 @@ import pandas as pd
 from robustlab.core.registry import report_sections
 from robustlab.report.format import ci, e, num, pct, pp, table
 from robustlab.report.format import level as fmt_level
+from robustlab.report.sections import diagnosis_probes, diagnosis_records
 
 NAME = "tint"
 MAX_FUNCTIONS = 6  # per-function curves up to this many functions
 XLABEL = "contamination"
-
-
-def _probes(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Probe label -> parameters, for the suite's tint diagnosis probes."""
-    out = {}
-    for p in (info.get("suite") or {}).get("probes", []):
-        if p.get("kind") == "diagnosis" and p.get("name") == NAME:
-            out[p.get("label") or p["name"]] = dict(p.get("params") or {})
-    return out
 
 
 def _acc(g: pd.DataFrame) -> dict[str, Any]:
@@ -116,10 +108,8 @@ class TInt:
     title = "Noisy chains of thought (TInt)"
 
     def build(self, df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any] | None:
-        probes = _probes(info)
-        if df.empty or "kind" not in df or not probes:
-            return None
-        d = df[(df["kind"] == "diagnosis") & df["probe"].isin(list(probes))]
+        probes = diagnosis_probes(info, NAME)
+        d = diagnosis_records(df, info, NAME)
         if d.empty:
             return None
         rows = _rows(d, probes, [])
