@@ -16,23 +16,11 @@ import pandas as pd
 
 from robustlab.core.registry import report_sections
 from robustlab.report.format import e, num, pct, table
-
-
-def probe_labels(info: dict[str, Any], name: str) -> set[str]:
-    """Labels of the suite's diagnosis probes that run the registered diagnosis ``name``."""
-    probes = (info.get("suite") or {}).get("probes") or []
-    return {
-        str(p.get("label") or p.get("name"))
-        for p in probes
-        if isinstance(p, dict) and p.get("kind") == "diagnosis" and p.get("name") == name
-    }
+from robustlab.report.sections import diagnosis_records
 
 
 def _records(df: pd.DataFrame, info: dict[str, Any], name: str) -> pd.DataFrame | None:
-    if df.empty or "kind" not in df:
-        return None
-    labels = probe_labels(info, name)
-    sel = df[(df["kind"] == "diagnosis") & df["probe"].astype(str).isin(labels)]
+    sel = diagnosis_records(df, info, name)
     return sel if len(sel) and "x.role" in sel else None
 
 
