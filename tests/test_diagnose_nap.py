@@ -248,3 +248,16 @@ def test_full_digits_mlp_run(tmp_path: Any, digits: Any) -> None:
     loc = df[(df["x.role"] == "spec") & (df["level"] == 0.05)]
     assert int(loc["x.checked"].sum()) == 10
     assert int(loc["x.verified"].sum()) >= int(loc["x.plain_verified"].sum())
+
+
+def test_no_default_training_split(tmp_path: Any) -> None:
+    """Scoring the train split itself without ``fit``: the unit fails with a message naming
+    ``fit`` (the default fitting set is only known at run time); the run is stored as failed."""
+    store = Store(tmp_path / "runs.db")
+    suite = SUITE.replace("{split: test}", "{split: train}").replace("[0, 0.1]", "[0]")
+    run_id = run_suite(Suite.from_yaml(suite), store, progress=False)
+    info = store.run_info(run_id)
+    assert info["status"] == "failed"
+    errors = [str(u.get("error")) for u in info["units"] if u.get("status") == "failed"]
+    assert len(errors) == 1 and "nap: data 'digits' has no other train split" in errors[0]
+    assert "fit:" in errors[0]

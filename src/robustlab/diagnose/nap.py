@@ -198,14 +198,14 @@ class NAPSpecs:
         cols = ("status", "stage", "margin_lb", "seconds", "cex", "cex_class", "cex_margin",
                 "cex_float32")  # fmt: skip
         out: dict[str, list[Any]] = {k: [None] * len(labels) for k in cols}
+        flat = [(z, d, _logits(chain, z).argmax(axis=1)) for z, d in sets]
         for k, c in enumerate(labels):
             if c not in todo:
                 continue
             t0 = time.perf_counter()
             x_cex, stage, low = None, "data", None
-            for z, d in sets if self.search_data else []:  # batched: a whole set at once
-                logits = _logits(chain, d.x.detach().cpu().double().flatten(1).numpy(), z)
-                bad = follows_phases(z, naps[c].phases) & (logits.argmax(axis=1) != c)
+            for z, d, top in flat if self.search_data else []:  # batched: a whole set at once
+                bad = follows_phases(z, naps[c].phases) & (top != c)
                 if bad.any():
                     x_cex = d.x[int(np.flatnonzero(bad)[0])].detach().cpu().double().flatten()
                     x_cex = x_cex.numpy()
@@ -263,8 +263,8 @@ class NAPSpecs:
         return out, counts
 
 
-def _logits(chain: Any, x: np.ndarray, pre: np.ndarray) -> np.ndarray:
-    """Float64 chain logits of flat inputs ``x`` from their hidden pre-activations ``pre``."""
+def _logits(chain: Any, pre: np.ndarray) -> np.ndarray:
+    """Float64 chain logits from the hidden pre-activations ``pre`` ``[B, hidden]``."""
     last = chain.weights[-2].shape[0]
     return np.maximum(pre[:, -last:], 0) @ chain.weights[-1].T + chain.biases[-1]
 
@@ -277,7 +277,7 @@ def _recheck(model: Any, chain: Any, nap: NAP, x: np.ndarray) -> tuple[int, floa
     """A counterexample's class and margin in the float64 chain, and whether it survives float32:
     rounded to float32 it still matches the pattern and the model (float32) gets another class."""
     pre = pre_activations(chain, torch.from_numpy(x)[None])
-    z = _logits(chain, x[None], pre)[0]
+    z = _logits(chain, pre)[0]
     c = nap.label
     margin = float(z[c] - np.delete(z, c).max())
     x32 = torch.from_numpy(x).float().view(1, *model.domain.shape)
