@@ -100,3 +100,41 @@ def test_feature_cache_is_keyed_by_objects_not_names(mlp) -> None:
     fo = env.features(other, a)["logits"]
     assert torch.allclose(fo, other.logits(a.x).detach(), atol=1e-6)
     assert env.features(mlp, a)["logits"] is fa  # the same objects: one pass, shared
+
+
+def test_diagnosis_records_stay_out_of_accuracy_tables(tmp_path) -> None:
+    """A diagnosis's records (OOD examples, probe rows) are not accuracies: the CLI table and the
+    report's core tables leave them out and name them; their own report section reads them."""
+    from typer.testing import CliRunner
+
+    from robustlab.cli import app
+    from robustlab.report import build_report
+    from robustlab.store import Store
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: d\nmodel: {name: digits-mlp}\ndata: {name: digits, params: {split: test}}\n"
+        "probes:\n  - kind: diagnosis\n    name: ood\n    label: ood-fashion\n"
+        "    params: {detectors: [msp, energy], ood: {name: fashion-mnist, params: "
+        "{split: test, limit: 100, size: 8}}}\n"
+    )
+    db = tmp_path / "runs.db"
+    r = CliRunner().invoke(
+        app,
+        ["run", str(suite), "--store", str(db), "--out", str(tmp_path / "rep"), "--no-progress"],
+        env={"COLUMNS": "200"},
+    )
+    assert r.exit_code == 0, r.output
+    assert "diagnoses (see the report): ood-fashion" in r.output
+    table = [line for line in r.output.splitlines() if "│" in line]
+    assert any(" clean " in line for line in table)
+    assert not any("ood-fashion" in line for line in table)
+    st = Store(f"sqlite:///{db}")
+    run = st.runs()["id"].iloc[0]
+    content = build_report(st, run)
+    assert [row["kind"] for row in content["sections"]["metrics"]["rows"]] == ["clean"]
+    assert content["summary"]["models"][0]["clean_accuracy"] > 0.9
+    assert {row["detector"] for row in content["extensions"]["detection"]["data"]["rows"]} == {
+        "msp",
+        "energy",
+    }

@@ -168,6 +168,14 @@ def _summary_table(st: Any, run_id: str) -> tuple[dict[str, Any], Any]:
     table: dict[str, Any] = {"title": f"accuracy, 95% bootstrap CI (run {run_id})", "rows": []}
     if df.empty:
         return table, df
+    from robustlab.core.records import without_diagnoses
+
+    full, df = df, without_diagnoses(df)
+    if len(df) < len(full):  # their scores are not accuracies: each has a report section
+        names = full.loc[full["kind"] == "diagnosis", "probe"].astype(str).unique()
+        table["note"] = f"diagnoses (see the report): {', '.join(sorted(names))}"
+    if df.empty:
+        return table, full
     s = summarize(df, ["accuracy"], by=("model", "kind", "probe", "level"), n_boot=500)
     many = s["model"].nunique() > 1
     keys = ["model", "kind", "probe", "level"]
@@ -182,14 +190,7 @@ def _summary_table(st: Any, run_id: str) -> tuple[dict[str, Any], Any]:
         "n",
         *(["errored"] if show_errors else []),
     ]
-    order = {
-        "clean": 0,
-        "evalset": 1,
-        "perturbation": 2,
-        "attack": 3,
-        "certifier": 4,
-        "diagnosis": 5,
-    }
+    order = {"clean": 0, "evalset": 1, "perturbation": 2, "attack": 3, "certifier": 4}
     s = s.sort_values(
         ["model", "kind", "probe", "level"],
         key=lambda c: c.map(order) if c.name == "kind" else c,
@@ -202,20 +203,22 @@ def _summary_table(st: Any, run_id: str) -> tuple[dict[str, Any], Any]:
             k = errored.get((r.model, r.kind, r.probe, r.level), 0)
             cells.append(f"[red]{k}[/]" if k else "0")
         table["rows"].append([*([r.model] if many else []), *cells])
-    return table, df
+    return table, full
 
 
 def _print_table(table: dict[str, Any]) -> None:
     """Print a table made by :func:`_summary_table` (or kept by the summary cache)."""
-    if not table["rows"]:
+    if table["rows"]:
+        shown = Table(title=table["title"], title_justify="left")
+        for col in table["columns"]:
+            shown.add_column(col, justify="left" if col in ("model", "probe") else "right")
+        for row in table["rows"]:
+            shown.add_row(*row)
+        out.print(shown)
+    elif not table.get("note"):
         out.print("no records")
-        return
-    shown = Table(title=table["title"], title_justify="left")
-    for col in table["columns"]:
-        shown.add_column(col, justify="left" if col in ("model", "probe") else "right")
-    for row in table["rows"]:
-        shown.add_row(*row)
-    out.print(shown)
+    if table.get("note"):
+        out.print(escape(table["note"]))
 
 
 @app.command()

@@ -50,6 +50,17 @@ def frame(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def without_diagnoses(df: pd.DataFrame) -> pd.DataFrame:
+    """The records of evaluations (clean, perturbations, attacks, certifiers, evaluation sets,
+    conformal), without those of ``diagnosis`` probes: a diagnosis's records hold scores of
+    several sets (OOD examples, training examples, layer pairs) whose ``correct`` is not an
+    accuracy, so accuracy tables leave them out and each diagnosis's report section reads them."""
+    if df.empty or "kind" not in df:
+        return df
+    keep = df["kind"] != "diagnosis"
+    return df if bool(keep.all()) else df[keep]
+
+
 def dumps(value: Any) -> str:
     """JSON text for labels, predictions and dicts (stable key order)."""
     return json.dumps(value, sort_keys=True, default=_default)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from robustlab.core.errors import ConfigError
+from robustlab.core.records import without_diagnoses
 from robustlab.report import tables
 from robustlab.report.format import level_text
 from robustlab.report.levels import NORMS, Axis, axis_for, probe_axes
@@ -189,6 +190,7 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
     models += sorted(set(df["model"].dropna().unique()) - set(models)) if len(df) else []
 
     metric_names = ["accuracy", *suite.get("metrics", [])]
+    full, df = df, without_diagnoses(df)  # diagnoses: their own sections (extensions) only
     # every per-kind table below selects its groups from one summary pass over the records
     summary = (
         tables.summary_by_kind(df, [*metric_names, *tables.ATTACK_METRICS]) if len(df) else None
@@ -205,16 +207,16 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
     cert = _with_axes(tables.certifiers(df, summary), axes, "certifier")
     worst = tables.worst_levels([pert, evalsets, atk])
     slices, notes = tables.slices(df, suite.get("slices", []), worst)
-    probes = _probe_order(suite, df)
+    probes = _probe_order(suite, full)
 
     return _clean_json(
         {
             "report_version": REPORT_VERSION,
-            "run": _header(info, df),
+            "run": _header(info, full),
             "models": models,
             "probes": probes,
             "summary": {
-                "models": _rows(_model_summary(models, clean, ood, atk, cert, df)),
+                "models": _rows(_model_summary(models, clean, ood, atk, cert, full)),
                 "iid": _rows(clean, models),
                 "replicates": _rows(reps, models),
                 "ood": _rows(ood, models, probes),
@@ -240,7 +242,7 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
                     )
                 },
             },
-            "extensions": _extensions(df, info),
+            "extensions": _extensions(full, info),
         }
     )
 

@@ -281,12 +281,19 @@ def _probe_plot(rows: list[dict[str, Any]]) -> str:
         width = max(6.0, 0.5 * max(len(r["layers"]) for r in rows) + 2)
         fig = Figure(figsize=(width, 3.4), layout="constrained")
         ax = fig.subplots()
+        # one layer axis when every model has the same layers; else relative depth (a layer
+        # index of one model is not a layer of another)
+        same = all(r["layers"] == rows[0]["layers"] for r in rows)
         for i, r in enumerate(rows):
             acc = [float("nan") if a is None else a for a in r["accuracy"]]
-            ax.plot(range(len(acc)), acc, marker=plots._MARKERS[i % len(plots._MARKERS)],
+            n = len(acc)
+            xs = list(range(n)) if same else [j / max(n - 1, 1) for j in range(n)]
+            ax.plot(xs, acc, marker=plots._MARKERS[i % len(plots._MARKERS)],
                     label=f"{r['model']} ({r['probe']})", clip_on=False)  # fmt: skip
-        longest = max(rows, key=lambda r: len(r["layers"]))["layers"]
-        ax.set_xticks(range(len(longest)), longest, rotation=40, ha="right")
+        if same:
+            ax.set_xticks(range(len(rows[0]["layers"])), rows[0]["layers"], rotation=40, ha="right")
+        else:
+            ax.set_xlabel("relative depth (input = 0, output = 1; layers in the table below)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("probe accuracy")
         ax.legend(fontsize=8)
