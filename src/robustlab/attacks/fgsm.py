@@ -32,6 +32,11 @@ class FGSM:
     needs_grad = True  # white-box: validation refuses it on a model without gradients
     single_step = True  # the report's gradient-masking checks compare it with iterative attacks
 
+    def cost(self, n: int) -> dict[str, int]:
+        """Model passes on ``n`` examples (``robustlab plan --estimate``): one forward/backward;
+        the success check is the task's evaluation of ``x_adv``, counted by the runner."""
+        return {"forward": n, "backward": n}
+
     def __call__(
         self,
         model: Any,

@@ -71,6 +71,13 @@ class PGD:
         self.random_start = random_start
         self.early_stop = early_stop
 
+    def cost(self, n: int) -> dict[str, int]:
+        """Model passes on ``n`` examples (``robustlab plan --estimate``): ``steps x restarts``
+        forward/backward passes, exact without early stopping and an upper bound with it; the
+        final success check is the task's evaluation of ``x_adv``, counted by the runner."""
+        k = self.steps * self.restarts * n
+        return {"forward": k, "backward": k}
+
     def __call__(
         self,
         model: Any,

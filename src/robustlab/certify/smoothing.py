@@ -120,6 +120,11 @@ class GaussianSmoothing:
         if self.n0 > self.n:
             raise ConfigError(f"{name}: n0 ({self.n0}) must not exceed n ({self.n})")
 
+    def cost(self, n: int) -> dict[str, int]:
+        """Model passes of :meth:`certify` on ``n`` examples (``robustlab plan --estimate``):
+        ``n0 + n`` noisy forward passes each."""
+        return {"forward": (self.n0 + self.n) * n, "backward": 0}
+
     def certify(
         self, model: Any, x: torch.Tensor, y: torch.Tensor, *, rng: ExampleRNG
     ) -> Certificate:
