@@ -8,10 +8,12 @@ import math
 import os
 import platform
 import sys
+import time
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from robustlab.runner.budget import Budget
 from robustlab.runner.context import process_context
 from robustlab.runner.engines import LocalEngine, RayEngine
 from robustlab.runner.plan import WorkUnit, plan
@@ -97,6 +99,7 @@ def run_suite(
     resume: bool = True,
     progress: bool = True,
     validated: dict[str, str] | None = None,
+    budget: Budget | None = None,
 ) -> str:
     """Run ``suite`` and return the run id.
 
@@ -105,7 +108,10 @@ def run_suite(
     ``validated``: what :func:`validate_models` returned for this very ``suite`` object in this
     process (``robustlab run`` checks the models before it opens the store), so that the model
     stage (a forward pass per data spec, each weight fingerprint) is not repeated.
+    ``budget`` (:mod:`robustlab.runner.budget`): once reached, no further unit starts and the run
+    is stored ``interrupted`` (resumable) with a message naming the budget.
     """
+    started = time.monotonic()
     engine = engine or LocalEngine()
     ctx = process_context()
     shards = validate_suite(suite, ctx)  # the same checks as `robustlab validate`
@@ -124,18 +130,36 @@ def run_suite(
         )  # fmt: skip
     done = store.done_units(run_id)
     pending = [u for u in units if u.key not in done]
-    failures = 0
+    failures, finished, spent = 0, 0, None
     try:  # adapters with a response cache keep it in this run's database (store/cache.py)
         # connect_url: workers must connect (it may hold a password: never printed or stored)
         with use_store(store.connect_url), UnitWriter(store, run_id) as writer:
-            for unit, rows, err, secs in _progress(
-                engine.map(pending, run_id), pending, progress, run_id
-            ):
-                writer.put((unit.key, unit.describe(), rows, secs, err))
-                failures += err is not None
+            results = engine.map(pending, run_id)
+            shown = _progress(results, pending, progress, run_id)
+            try:
+                for unit, rows, err, secs in shown:
+                    writer.put((unit.key, unit.describe(), rows, secs, err))
+                    failures += err is not None
+                    finished += 1
+                    if budget is not None and finished < len(pending):
+                        spent = budget.reached(finished, time.monotonic() - started)
+                        if spent:
+                            break  # between units: the finished ones are queued for the writer
+            finally:  # no further unit starts (a Ray engine cancels what it submitted)
+                shown.close()
+                if hasattr(results, "close"):
+                    results.close()
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted", "interrupted; rerun the same suite to resume")
         raise
+    if spent:
+        done_now = len(units) - len(pending) + finished
+        store.finish_run(
+            run_id, "interrupted",
+            f"budget reached ({spent}): {done_now} of {len(units)} units done; rerun the same "
+            "suite to resume",
+        )  # fmt: skip
+        return run_id
     status = "failed" if failures else "complete"
     message = f"{failures} of {len(units)} units failed" if failures else None
     store.finish_run(run_id, status, message)
