@@ -1,4 +1,4 @@
-"""The ``robustlab`` command line: demo, run, list, runs, show, compare, report, validate, train.
+"""The ``robustlab`` command line: demo, run, list, runs, show, compare, gate, report, validate, train.
 
 Every user error prints one line naming the culprit and exits with status 2; the store is never
 left half-written (units are written atomically).
@@ -101,7 +101,7 @@ def _load_suite(path: str, sets: list[str], seed: int | None) -> Any:
 
 def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None, new: bool,
              out_dir: str | None, progress: bool,
-             validated: dict[str, str] | None = None) -> str:  # fmt: skip
+             validated: dict[str, str] | None = None, budget: Any = None) -> str:  # fmt: skip
     from robustlab.runner import make_engine, run_suite
     from robustlab.store.location import missing_folders, writable_folder
 
@@ -116,7 +116,7 @@ def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None
     try:
         run_id = run_suite(
             suite, st, engine=make_engine(engine, ray_address), resume=not new,
-            progress=progress, validated=validated,
+            progress=progress, validated=validated, budget=budget,
         )  # fmt: skip
     except KeyboardInterrupt:
         err.print("interrupted: finished units are stored; rerun the same command to resume")
@@ -127,6 +127,9 @@ def _execute(suite: Any, store: str | None, engine: str, ray_address: str | None
     out.print(f"\nrun [bold]{run_id}[/] ({info['status']}) stored in {escape(st.url)}")
     if html:
         out.print(f"report: {html}")
+    if info["status"] == "interrupted":  # a --budget stop: finished units are stored
+        err.print(f"[yellow]stopped:[/] {escape(info['message'] or '')}", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
     failed = sum(u["status"] == "failed" for u in info["units"])
     errored = int(df["error"].notna().sum()) if "error" in df else 0
     if failed or errored:
@@ -256,11 +259,20 @@ def run(
     ] = False,
     out_dir: Annotated[str | None, typer.Option("--out", help="Report folder")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop cleanly (resumable, exit status 130) once this is spent: 30s, 5m, 1h or "
+            "'1000 units'; checked between units"
+        ),
+    ] = None,
 ) -> None:
     """Run a suite (resuming an unfinished run of the same suite) and write its report."""
+    from robustlab.runner.budget import Budget
     from robustlab.runner.context import process_context
     from robustlab.runner.validation import validate_models, validate_suite
 
+    limit = Budget.parse(budget) if budget is not None else None  # before any work
     s = _load_suite(suite, set_ or [], seed)
     validate_suite(s)  # before the store is opened: a refused suite leaves no trace
     if allow_pickle:
@@ -271,7 +283,66 @@ def run(
         s = type(s).parse(data, suite)
     # loaded (cached for the run), still before the store; not repeated by run_suite
     fingerprints = validate_models(s, process_context())
-    _execute(s, store, engine, ray_address, new, out_dir, progress, fingerprints)
+    _execute(s, store, engine, ray_address, new, out_dir, progress, fingerprints, limit)
+
+
+@app.command("plan")
+@user_errors
+def plan_(
+    suite: Annotated[str, typer.Argument(help="Suite YAML file, or the name of a bundled suite")],
+    seed: Annotated[int | None, typer.Option(help="Override the suite's seed")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a suite field: a.b=value")
+    ] = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate",
+            help="Also time a few model passes on the suite's data and estimate the run's time",
+        ),
+    ] = False,
+) -> None:
+    """Show a suite's work units and model passes (forward/backward, LLM prompts and tokens)."""
+    from robustlab.runner.estimate import estimate as estimate_cost
+
+    s = _load_suite(suite, set_ or [], seed)
+    est = estimate_cost(s, calibrate=estimate)
+    table = Table(title=f"plan of suite {s.name!r}: {len(est.units)} units", title_justify="left")
+    rows = est.by_probe()
+    llm = any(r["prompts"] for r in rows)
+    cols = ["model", "probe", "kind", "units", "forward", "backward"]
+    cols += ["prompts", "prompt tokens", "completion tokens"] if llm else []
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "probe", "kind") else "right")
+    for r in rows:
+        unknown = f" ({r['unknown']} unknown)" if r["unknown"] else ""
+        cells = [r["model"], r["probe"], r["kind"], str(r["units"]) + unknown,
+                 f"{r['forward']:,}", f"{r['backward']:,}"]  # fmt: skip
+        if llm:
+            cells += [f"{r[k]:,}" for k in ("prompts", "prompt_tokens", "completion_tokens")]
+        table.add_row(*(escape(c) for c in cells))
+    out.print(table)
+    t = est.totals
+    out.print(
+        f"total: {len(est.units)} units, {t['forward']:,} forward passes ({t['backward']:,} with "
+        "a backward pass), counted in examples"
+        + (f", {t['prompts']:,} prompts" if t["prompts"] else "")
+    )
+    if est.unknown:
+        out.print(
+            f"{len(est.unknown)} units have an unknown cost (their component declares no cost "
+            "hook): not counted above"
+        )
+    if est.cost_usd is not None:
+        out.print(f"LLM cost: at most ${est.cost_usd:.4f} (tokens x the models' prices)")
+    if est.seconds is not None:
+        for name, t_ in est.timings.items():
+            fb = f", forward+backward {t_['backward'] * 1e3:.3f} ms" if "backward" in t_ else ""
+            out.print(
+                f"calibration {escape(name)}: forward {t_['forward'] * 1e3:.3f} ms{fb} per example"
+            )
+        out.print(f"estimated time: {est.seconds:.1f} s (model passes and per-unit overhead; "
+                  "model loading, validation and the report not included)")  # fmt: skip
 
 
 @app.command()
@@ -458,20 +529,143 @@ def compare(
     out.print(table)
 
 
+EXIT_REGRESSION = 1  # `gate`: a significant regression beyond --max-drop
+
+
+@app.command()
+@user_errors
+def gate(
+    baseline: Annotated[str, typer.Option("--baseline", help="Baseline run (id, prefix, latest)")],
+    candidate: Annotated[str, typer.Option("--candidate", help="Candidate run to gate")],
+    store: StoreOpt = None,
+    max_drop: Annotated[
+        str, typer.Option("--max-drop", help="Largest tolerated drop: 2pp or 0.02")
+    ] = "0",
+    metric: Annotated[list[str] | None, typer.Option(help="Metric(s) to gate on")] = None,
+    alpha: Annotated[float, typer.Option(help="False-discovery rate (Benjamini-Hochberg)")] = 0.05,
+    junit: Annotated[str | None, typer.Option("--junit", help="Write JUnit XML here")] = None,
+    summary: Annotated[
+        str | None,
+        typer.Option(
+            "--summary",
+            help="Write the Markdown summary here [default: "
+            "$GITHUB_STEP_SUMMARY, appended, when set]",
+        ),
+    ] = None,  # fmt: skip
+) -> None:
+    """CI gate: exit 1 when a (model, probe, level) row of the candidate is significantly worse
+    than the baseline (paired permutation test, Benjamini-Hochberg FDR) by more than --max-drop;
+    0 when none is; 2 on bad input. See docs/gate.md."""
+    from robustlab.gate import gate_runs, parse_max_drop
+
+    drop = parse_max_drop(max_drop)
+    st = _open_store(store)
+    res = gate_runs(st, baseline, candidate, metric or ["accuracy"], drop, alpha=alpha)
+    md = res.markdown()
+    target, mode = summary, "w"
+    if target is None and os.environ.get("GITHUB_STEP_SUMMARY"):
+        target, mode = os.environ["GITHUB_STEP_SUMMARY"], "a"
+    if target:
+        with open(target, mode, encoding="utf-8") as f:
+            f.write(md)
+    if junit:
+        res.write_junit(junit)
+    table = Table(title=md.splitlines()[0].removeprefix("## "), title_justify="left")
+    per_model = "model" in res.rows
+    for col in ("model",) * per_model + ("probe", "level", "metric", "A", "B", "drop", "q", ""):
+        table.add_column(col)
+    for r in res.rows.itertuples():
+        verdict = res._verdict(r)
+        style = "red" if r.regression else ("green" if verdict == "better" else "")
+        table.add_row(*((str(r.model),) if per_model else ()), f"{r.kind}/{r.probe}",
+                      f"{r.level:g}", r.metric, "" if r.a != r.a else f"{r.a:.3f}",
+                      "" if r.b != r.b else f"{r.b:.3f}",
+                      "" if r.drop != r.drop else f"{r.drop:+.3f}",
+                      "" if r.q_value != r.q_value else f"{r.q_value:.3g}",
+                      f"[{style}]{verdict}[/]" if style else verdict)  # fmt: skip
+    out.print(table)
+    for note in res.notes:
+        out.print(f"note: {escape(note)}")
+    if not res.passed:
+        raise typer.Exit(EXIT_REGRESSION)
+
+
 @app.command()
 @user_errors
 def report(
-    run_id: Annotated[str, typer.Argument(help="Run id, prefix, or 'latest'")],
+    run_ids: Annotated[
+        list[str], typer.Argument(help="Run id, prefix, or 'latest'; several: compared")
+    ],
     store: StoreOpt = None,
     out_dir: Annotated[str | None, typer.Option("--out", help="Report folder")] = None,
 ) -> None:
-    """Write a run's self-contained HTML report and its JSON."""
+    """Write a run's self-contained HTML report and its JSON. With RUN_A RUN_B ...: the report of
+    the last run with a comparison section (each later run vs RUN_A: B - A, paired bootstrap CIs,
+    Benjamini-Hochberg flags)."""
     from robustlab.report import write_report
 
     st = _open_store(store)
-    rid = st.resolve(run_id)
-    html, js = write_report(st, rid, _report_dir(store, out_dir))
+    ids = list(dict.fromkeys(st.resolve(r) for r in run_ids))
+    if len(run_ids) > 1 and len(ids) < 2:
+        raise ConfigError(f"the runs {', '.join(run_ids)} are all run {ids[0]}: nothing to compare")
+    compare_with = ids if len(ids) > 1 else ()
+    html, js = write_report(st, ids[-1], _report_dir(store, out_dir), compare_with=compare_with)
     out.print(f"report: {html}\njson:   {js}")
+
+
+export_app = typer.Typer(help="Export a run to other tools.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("mlflow")
+@user_errors
+def export_mlflow(
+    run_id: Annotated[str, typer.Argument(help="Run id, prefix, or 'latest'")],
+    store: StoreOpt = None,
+    tracking_uri: Annotated[
+        str, typer.Option("--tracking-uri", help="MLflow tracking URI")
+    ] = "file:./mlruns",
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment [default: the run's suite name]")
+    ] = None,
+) -> None:
+    """Log a run's summary metrics, parameters and report (HTML + JSON) to MLflow."""
+    from robustlab.export.mlflow import export_run
+
+    st = _open_store(store)
+    res = export_run(st, st.resolve(run_id), tracking_uri, experiment)
+    out.print(f"mlflow run {res['mlflow_run_id']} in experiment {escape(res['experiment'])}: "
+              f"{res['n_metrics']} metrics, {res['n_params']} params, report artifacts "
+              f"({escape(tracking_uri)})")  # fmt: skip
+
+
+@app.command()
+@user_errors
+def serve(
+    store: StoreOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind (not loopback: needs --token)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(help="Require this token on every request (header or ?token=)")
+    ] = None,
+) -> None:
+    """Serve a read-only dashboard of the store: runs, reports, examples, comparisons, suites
+    over time (see docs/dashboard.md)."""
+    from robustlab.serve import check_bind, open_store
+
+    check_bind(host, token)
+    st = open_store(_store_location(store))  # an existing store of this schema, never written
+    try:
+        import uvicorn
+
+        from robustlab.serve import make_app
+    except ImportError as e:
+        raise ConfigError(f"robustlab serve needs FastAPI and uvicorn: pip install "
+                          f"'robustlab[serve]' ({e})") from None  # fmt: skip
+    out.print(f"serving {escape(st.url)} at http://{host}:{port}/ (read-only; Ctrl+C stops)")
+    uvicorn.run(make_app(st, token), host=host, port=port, log_level="warning")
 
 
 @app.command()
