@@ -1,0 +1,176 @@
+"""The dashboard's data: runs, a run's records and report, comparisons, a suite over time.
+
+Everything is read from the store; expensive results (records, a report, a suite's history) are
+kept in memory keyed by the digest of the runs' units
+(:func:`robustlab.store.summary_cache.units_digest`), so a run that gains or re-runs a unit is
+recomputed and an unchanged one is not.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from robustlab.core.errors import ConfigError, StoreError
+from robustlab.core.records import without_diagnoses
+from robustlab.store import schema
+from robustlab.store.summary_cache import units_digest
+
+T = TypeVar("T")
+EXAMPLES_SHOWN = 500  # records listed on a drill-down page (the rest are counted)
+
+
+class Views:
+    """Read-only queries of one store for the dashboard, with a small in-memory cache."""
+
+    def __init__(self, store: Any, cache_size: int = 32) -> None:
+        self.store = store
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._size = cache_size
+        self._lock = threading.Lock()
+
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = make()
+        with self._lock:
+            self._cache[key] = value
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return value
+
+    # runs ----------------------------------------------------------------------------------
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, newest first, with its model labels (from the suite JSON)."""
+        rows = self.store.runs().to_dict("records")
+        r = schema.runs.c
+        with self.store.engine.connect() as c:
+            suites = dict(c.execute(sa.select(r.id, r.suite)).all())
+        for row in rows:
+            try:
+                ms = json.loads(suites.get(row["id"]) or "{}").get("models", [])
+                row["models"] = [m.get("label") or m.get("name") for m in ms]
+            except (ValueError, AttributeError):
+                row["models"] = []
+        return rows
+
+    def info(self, run_id: str) -> dict[str, Any]:
+        return self.store.run_info(self.store.resolve(run_id))
+
+    def records(self, info: dict[str, Any]) -> pd.DataFrame:
+        key = ("records", info["id"], units_digest(info["units"]))
+        return self._cached(key, lambda: self.store.records(info["id"]))
+
+    def report_html(self, info: dict[str, Any]) -> str:
+        """The run's report page (built on request; cached while its units are unchanged)."""
+        from robustlab.report import build_report
+        from robustlab.report.html import render
+
+        key = ("report", info["id"], units_digest(info["units"]))
+        return self._cached(key, lambda: render(build_report(self.store, info["id"])))
+
+    # drill-down ------------------------------------------------------------------------------
+    def groups(self, info: dict[str, Any]) -> pd.DataFrame:
+        """Accuracy with 95 % bootstrap CI per (model, kind, probe, level) of the run (diagnosis
+        records left out: their scores are not accuracies)."""
+        from robustlab.metrics import summarize
+
+        def make() -> pd.DataFrame:
+            df = without_diagnoses(self.records(info))
+            if df.empty:
+                return pd.DataFrame()
+            return summarize(df, ["accuracy"], by=("model", "kind", "probe", "level"), n_boot=500)
+
+        return self._cached(("groups", info["id"], units_digest(info["units"])), make)
+
+    def examples(
+        self, info: dict[str, Any], model: str, probe: str, level: float
+    ) -> tuple[pd.DataFrame, int]:
+        """The records of one group, wrong (and failed) first, then by replicate and example id;
+        at most :data:`EXAMPLES_SHOWN` of them, and how many there are."""
+        df = self.records(info)
+        if df.empty:
+            raise StoreError(f"run {info['id']} has no records")
+        sel = (df["model"] == model) & (df["probe"] == probe)
+        sel &= np.isclose(df["level"].astype(float), float(level), rtol=1e-9, atol=1e-12)
+        g = df[sel]
+        if g.empty:
+            raise ConfigError(
+                f"run {info['id']} has no records for model {model!r}, probe {probe!r}, "
+                f"level {level:g}"
+            )
+        g = g.assign(_c=g["correct"].fillna(-1.0)).sort_values(
+            ["_c", "replicate", "example_id"], kind="stable"
+        )
+        return g.drop(columns=["_c"]).head(EXAMPLES_SHOWN), len(g)
+
+    # comparisons -----------------------------------------------------------------------------
+    def compare(self, a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
+        """``metrics.compare`` of two runs' accuracy (B - A), diagnoses left out."""
+        from robustlab.metrics import compare
+
+        def make() -> pd.DataFrame:
+            ra, rb = without_diagnoses(self.records(a)), without_diagnoses(self.records(b))
+            return compare(ra, rb, ["accuracy"])
+
+        key = ("compare", a["id"], units_digest(a["units"]), b["id"], units_digest(b["units"]))
+        return self._cached(key, make)
+
+    def history(self, suite: str) -> dict[str, Any]:
+        """The S32 view of one suite: its runs by date, each probe's accuracy [95 % CI] per run,
+        and the regressions ``compare`` flags between each run and the one before it."""
+        runs = [r for r in self.runs() if r["suite_name"] == suite]
+        if not runs:
+            raise ConfigError(f"no runs of suite {suite!r} in {self.store.url}")
+        runs.sort(key=lambda r: r["created_at"])
+        infos = [self.store.run_info(r["id"]) for r in runs]
+        key = ("history", suite, *((i["id"], units_digest(i["units"])) for i in infos))
+        return self._cached(key, lambda: _history(self, infos))
+
+
+def _history(views: Views, infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """See :meth:`Views.history`. One model per run (model versions under any label): rows are
+    (kind, probe, level); several models: rows are (model, kind, probe, level)."""
+    per_run = [views.groups(i) for i in infos]
+    models = [set(g["model"]) if len(g) else set() for g in per_run]
+    by_model = any(len(m) > 1 for m in models)
+    keys = ["model", "kind", "probe", "level"] if by_model else ["kind", "probe", "level"]
+    cells: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for info, g in zip(infos, per_run, strict=True):
+        for r in g.to_dict("records"):
+            k = tuple(r[c] for c in keys)
+            cells.setdefault(k, {})[info["id"]] = {
+                "value": r["value"], "lo": r["ci_lo"], "hi": r["ci_hi"], "n": r["n"],
+                "model": r["model"],
+            }  # fmt: skip
+    notes: list[str] = []
+    for prev, cur in zip(infos, infos[1:], strict=False):
+        try:
+            cmp = views.compare(prev, cur)
+        except ConfigError as e:
+            notes.append(f"{prev['id']} -> {cur['id']}: not compared ({e})")
+            continue
+        if cmp.empty:
+            continue
+        ok = cmp[cmp["status"] == "ok"]
+        for r in ok.to_dict("records"):
+            k = tuple(r[c] for c in keys)
+            cell = cells.get(k, {}).get(cur["id"])
+            if cell is None:
+                continue
+            cell["diff"], cell["q"] = r["diff"], r["q_value"]
+            worse = (r["diff"] > 0) != r["higher_is_better"]
+            cell["regression"] = bool(r["significant"] and worse)
+            cell["improvement"] = bool(r["significant"] and not worse)
+    order = {"clean": 0, "evalset": 1, "perturbation": 2, "attack": 3, "certifier": 4}
+    rows = sorted(cells, key=lambda k: tuple(order.get(x, 9) if x in order else x for x in k))
+    return {"infos": infos, "keys": keys, "rows": rows, "cells": cells, "notes": notes}

@@ -1,0 +1,254 @@
+"""`robustlab serve`: real runs in a tmp store, the dashboard served by uvicorn in a thread (once per
+module), pages checked over HTTP and in headless Chromium; numbers checked against the records
+(accuracies recomputed directly, the flagged regression against an exact McNemar test)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from robustlab.cli import app as cli
+from robustlab.runner import Suite, run_suite
+from robustlab.store import Store
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CHROMIUM = Path("/usr/bin/chromium")
+
+VERSIONS = """
+name: versions
+models:
+  - {{name: digits-mlp, label: mlp, params: {params}}}
+data: {{name: digits, params: {{split: test}}}}
+probes:
+  - {{kind: perturbation, name: gaussian_noise, levels: [1, 3]}}
+metrics: [accuracy]
+"""
+OTHER = """
+name: other
+models:
+  - {name: digits-mlp, label: small}
+data: {name: digits, params: {split: test}}
+probes: []
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(app: Any) -> tuple[Any, threading.Thread, str]:
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from robustlab.serve import make_app, open_store
+
+    root = tmp_path_factory.mktemp("serve")
+    path = root / "runs.db"
+    with Store(path) as st:
+        good = run_suite(Suite.from_yaml(VERSIONS.format(params="{}")), st, progress=False)
+        weak = "{hidden: 4, epochs: 2}"  # version 2: a much smaller model, trained briefly
+        bad = run_suite(Suite.from_yaml(VERSIONS.format(params=weak)), st, progress=False)
+        other = run_suite(Suite.from_yaml(OTHER), st, progress=False)
+    mtime = path.stat().st_mtime_ns
+    store = open_store(str(path))
+    server, thread, base = _start(make_app(store))
+    yield {"base": base, "store": store, "path": path, "good": good, "bad": bad, "other": other,
+           "mtime": mtime}  # fmt: skip
+    server.should_exit = True
+    thread.join(10)
+    store.close()
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_pages_and_numbers(served: dict[str, Any]) -> None:
+    base, st = served["base"], served["store"]
+    code, html = _get(base + "/")
+    assert code == 200 and served["good"] in html and served["other"] in html
+    code, html = _get(base + "/?suite=other")
+    assert code == 200 and served["other"] in html and served["good"] not in html
+    code, html = _get(base + "/?model=mlp&status=complete")
+    assert served["good"] in html and served["bad"] in html and served["other"] not in html
+
+    # the run page: the report, and one drill-down link per group
+    code, html = _get(f"{base}/run/{served['bad']}")
+    assert code == 200 and "Summary" in html and "<svg" in html
+    links = re.findall(r'class="drill" href="([^"]+)"', html)
+    assert len(links) == 3  # clean, gaussian_noise at 1 and 3
+    df = st.records(served["bad"])
+    for link in links:
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(link.replace("&amp;", "&")).query)
+        g = df[(df["probe"] == q["probe"][0]) & (df["level"] == float(q["level"][0]))]
+        code, page = _get(base + link.replace("&amp;", "&"))
+        assert code == 200
+        assert f"{len(g)} records" in page
+        assert f"accuracy {g['correct'].fillna(0).mean():.3f}" in page  # recomputed directly
+        assert page.count("<tr>") - 1 == len(g)
+        ids = re.findall(r"<tr><td class=num>0</td><td class=num>(\d+)</td>", page)
+        assert sorted(map(int, ids)) == sorted(g["example_id"].tolist())
+    # the dashboard never writes the store
+    assert served["path"].stat().st_mtime_ns == served["mtime"]
+
+
+def test_regression_over_time_matches_mcnemar(served: dict[str, Any]) -> None:
+    """The S32 view flags the drop of version 2 at severity 3; an exact McNemar test (scipy's
+    binomial test on the discordant pairs) on the records agrees that it is significant."""
+    from scipy.stats import binomtest
+
+    st = served["store"]
+    code, html = _get(f"{served['base']}/suite/versions")
+    assert code == 200 and "<svg" in html
+    n_reg = int(re.search(r"id=regressions>(\d+) regression", html).group(1))
+    assert n_reg >= 1
+    a, b = st.records(served["good"]), st.records(served["bad"])
+    rows = re.findall(r"<tr>(.*?)</tr>", html)
+    flagged = [r for r in rows if 'class="regression"' in r]
+    assert len(flagged) == n_reg
+    for row in flagged:
+        kind, probe, level = re.findall(r"<td>([^<]*)</td>", row)[:3]
+        ga = a[(a["probe"] == probe) & (a["level"] == float(level))].set_index("example_id")
+        gb = b[(b["probe"] == probe) & (b["level"] == float(level))].set_index("example_id")
+        ca, cb = ga["correct"].align(gb["correct"])
+        drop = cb.mean() - ca.mean()
+        assert drop < 0 and f"{drop:+.3f}" in row
+        lost, won = int(((ca == 1) & (cb == 0)).sum()), int(((ca == 0) & (cb == 1)).sum())
+        assert binomtest(lost, lost + won, 0.5).pvalue < 0.01
+    # every cell shows the run's accuracy (the mean of correct) with its CI
+    for rid, df in ((served["good"], a), (served["bad"], b)):
+        acc = df[df["probe"] == "clean"]["correct"].mean()
+        assert f"{acc:.3f} <span class=ci>" in html, rid
+    code, cmp = _get(f"{served['base']}/compare?a={served['good']}&b={served['bad']}")
+    assert code == 200 and cmp.count('class="regression"') == n_reg and "worse" in cmp
+
+
+def test_errors_are_pages(served: dict[str, Any]) -> None:
+    code, html = _get(f"{served['base']}/run/nope")
+    assert code == 404 and "no run" in html
+    code, html = _get(f"{served['base']}/suite/missing")
+    assert code == 404 and "no runs of suite" in html
+    code, html = _get(f"{served['base']}/run/{served['good']}/examples?model=x&probe=clean&level=0")
+    assert code == 404 and "no records for model" in html
+
+
+def test_token(served: dict[str, Any]) -> None:
+    from robustlab.serve import make_app
+
+    server, thread, base = _start(make_app(served["store"], token="s3cret"))
+    try:
+        assert _get(base + "/")[0] == 401
+        assert _get(base + "/?token=wrong")[0] == 401
+        assert _get(base + "/?token=s3cret")[0] == 200
+        assert _get(base + "/", {"X-Robustlab-Token": "s3cret"})[0] == 200
+        assert _get(base + "/", {"Authorization": "Bearer s3cret"})[0] == 200
+        assert _get(base + "/", {"Cookie": "robustlab_token=s3cret"})[0] == 200
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_bad_input_exit_2(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = tmp_path / "nowhere" / "runs.db"
+    r = runner.invoke(cli, ["serve", "--store", str(missing)])
+    assert r.exit_code == 2 and "no store at" in r.output
+    assert not missing.parent.exists()  # nothing created
+    newer = tmp_path / "newer.db"
+    Store(newer).close()
+    with sqlite3.connect(newer) as con:
+        con.execute("UPDATE robustlab_meta SET value='99' WHERE key='schema_version'")
+    con.close()
+    before = newer.read_bytes()
+    r = runner.invoke(cli, ["serve", "--store", str(newer)])
+    assert r.exit_code == 2 and "newer than this robustlab" in r.output
+    assert newer.read_bytes() == before
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as con:
+        con.execute("CREATE TABLE t (x)")
+    con.close()
+    r = runner.invoke(cli, ["serve", "--store", str(foreign)])
+    assert r.exit_code == 2 and "not a robustlab store" in r.output
+    r = runner.invoke(cli, ["serve", "--store", str(newer), "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "without --token" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.browser
+def test_dashboard_in_chromium(served: dict[str, Any], tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    base = served["base"]
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(base + "/")
+            page.select_option("select[name=suite]", "other")
+            page.click("button[type=submit]")
+            page.wait_for_load_state("load")
+            assert page.locator("#runs tbody tr").count() == 1
+            page.goto(base + "/")
+            page.click(f"text={served['bad']}")
+            page.wait_for_load_state("load")
+            assert "Summary" in page.locator("#report h2").all_inner_texts()
+            drill = page.locator("a.drill").nth(2)  # gaussian_noise at severity 3
+            drill.click()
+            page.wait_for_load_state("load")
+            assert "Examples: mlp" in page.locator("h1").inner_text()
+            n = int(re.search(r"(\d+) records", page.locator("body").inner_text()).group(1))
+            assert page.locator("#examples tbody tr").count() == n > 0
+            page.goto(f"{base}/suite/versions")
+            reg = page.locator("td.regression")
+            assert reg.count() >= 1 and reg.first.is_visible()
+            assert "regression" in reg.first.inner_text()
+            assert page.locator("figure > svg").first.bounding_box()["width"] > 200
+            page.click("text=→")
+            page.wait_for_load_state("load")
+            assert page.locator("td.regression").first.inner_text() == "worse"
+        finally:
+            browser.close()
+    assert errors == []
+    assert [u for u in requests if not u.startswith(base)] == []
