@@ -693,6 +693,64 @@ def train(
         out.print(f"{what}: {path}")
 
 
+monitor_app = typer.Typer(
+    help="Drift monitoring of production batches (S44).", no_args_is_help=True
+)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("run")
+@user_errors
+def monitor_run(
+    config: Annotated[str, typer.Argument(help="Monitor YAML (see docs/monitor.md)")],
+    store: StoreOpt = None,
+) -> None:
+    """Score batches against the reference (KS, MMD, PSI, C2ST) and record them in the store."""
+    from robustlab.monitor import load_config, run_monitor
+
+    cfg = load_config(config)
+    run_id, results = run_monitor(cfg, _open_store(store))
+    t = Table(title=f"monitor {escape(cfg['name'])} (run {run_id})")
+    dets = [d for d in results[0] if isinstance(results[0][d], dict)]
+    for col in ("#", "batch", "n", *dets):
+        t.add_column(col)
+    for r in results:
+        cells = [_drift_cell(r[d]) for d in dets]
+        t.add_row(str(r["index"]), escape(r["batch"]), str(r["n"]), *cells)
+    out.print(t)
+
+
+@monitor_app.command("show")
+@user_errors
+def monitor_show(
+    run_id: Annotated[str, typer.Argument(help="Monitor run id, prefix, or 'latest'")] = "latest",
+    store: StoreOpt = None,
+    html: Annotated[
+        str | None, typer.Option("--html", help="Also write an HTML page with the plot here")
+    ] = None,
+) -> None:
+    """A monitor's batches over time: each detector's statistic, p-value and alert."""
+    from robustlab.monitor import fmt_num, history, html_report
+
+    info, rows = history(_open_store(store), run_id)
+    t = Table(title=f"monitor {escape(info['suite']['name'])} (run {info['id']})")
+    for col in ("#", "batch", "n", "detector", "statistic", "p-value", "alert"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r["index"]), escape(str(r["batch"])), str(r["n"]), r["detector"],
+                  fmt_num(r["statistic"]), fmt_num(r["p_value"]), "ALERT" if r["alert"] else "")  # fmt: skip
+    out.print(t)
+    if html:
+        Path(html).write_text(html_report(info, rows))
+        out.print(f"html: {html}")
+
+
+def _drift_cell(r: dict[str, Any]) -> str:
+    p = r["p_value"]
+    text = f"{r['statistic']:.3g}" + ("" if p != p else f" (p={p:.3g})")
+    return f"[red]{text} ALERT[/]" if r["alert"] else text
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
