@@ -475,6 +475,9 @@ def show(
     out.print(f"units: {len(info['units'])}/{info['n_units']} finished, {len(failed)} failed")
     for u in failed:
         out.print(f"  [red]failed[/] {u['description']}: {u['error']}")
+    if isinstance(info.get("suite"), dict) and info["suite"].get("kind") == "monitor":
+        monitor_show(rid, store)  # drift statistics, not accuracies
+        return
     table = summary_cache.load(url, rid, info["units"])  # kept by `run` or an earlier `show`
     if table is not None:
         _print_table(table)

@@ -72,11 +72,13 @@ class PGD:
         self.early_stop = early_stop
 
     def cost(self, n: int) -> dict[str, int]:
-        """Model passes on ``n`` examples (``robustlab plan --estimate``): ``steps x restarts``
-        forward/backward passes, exact without early stopping and an upper bound with it; the
-        final success check is the task's evaluation of ``x_adv``, counted by the runner."""
+        """Model passes on ``n`` examples (``robustlab plan --estimate``): ``steps`` forward/backward
+        passes per restart, plus one success check per restart when there are several (a restart
+        runs only on the examples not fooled yet, and ``early_stop`` drops fooled examples: then
+        this is an upper bound). With one restart and no early stop it is exact; the final check
+        is then the task's evaluation of ``x_adv``, counted by the runner."""
         k = self.steps * self.restarts * n
-        return {"forward": k, "backward": k}
+        return {"forward": k + (self.restarts * n if self.restarts > 1 else 0), "backward": k}
 
     def __call__(
         self,
