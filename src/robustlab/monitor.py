@@ -258,7 +258,7 @@ def check_shape(ref: np.ndarray | Sequence[int], x: np.ndarray, what: str) -> No
 # config, data -------------------------------------------------------------------------------
 _MONITOR_KEYS = {
     "name", "reference", "batches", "detectors", "alpha", "seed", "correction",
-    "n_permutations", "psi_threshold",
+    "n_permutations", "psi_threshold", "embedding",
 }  # fmt: skip
 _DATA_KEYS = {"name", "dataset", "params", "limit", "sample", "path", "perturbation"}
 
@@ -337,6 +337,27 @@ def load_inputs(spec: dict[str, Any], seed: int = 0) -> np.ndarray:
     return x.detach().cpu().numpy()
 
 
+def embedder(spec: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The C2ST's embedding from ``{model, params, layer}``: a registered model's ``layer``
+    (default ``penultimate``, the input of its last linear layer) read in one batched pass."""
+    import torch
+
+    from robustlab.core.registry import models
+    from robustlab.diagnose.features import extract
+
+    if not isinstance(spec, dict) or "model" not in spec:
+        raise ConfigError(f"embedding must be {{model, params, layer}}, got {spec!r}")
+    model = models.create(spec["model"], spec.get("params") or {})
+    layer = spec.get("layer", "penultimate")
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            return extract(model, t, (layer,))[layer].numpy()
+
+    return embed
+
+
 def fingerprint(x: np.ndarray) -> str:
     a = np.ascontiguousarray(x)
     return hashlib.sha256(str((a.dtype.str, a.shape)).encode() + a.tobytes()).hexdigest()[:16]
@@ -361,16 +382,16 @@ def run_monitor(cfg: dict[str, Any], st: Any) -> tuple[str, list[dict[str, Any]]
     seed = int(cfg.get("seed", 0))
     ref = load_inputs(cfg["reference"], seed)
     batches = []
-    for i, spec in enumerate(cfg["batches"]):
+    for spec in cfg["batches"]:
         label = spec.get("name") or spec.get("dataset") or Path(spec["path"]).stem
         x = load_inputs(spec, seed)
         check_shape(ref, x, f"batch {label!r}")
         batches.append((label, x))
-        del i
     settings = {
         k: cfg.get(k, d)
         for k, d in (("detectors", list(DETECTORS)), ("alpha", 0.05), ("correction", "bonferroni"),
-                     ("n_permutations", 500), ("psi_threshold", 0.2), ("seed", 0))
+                     ("n_permutations", 500), ("psi_threshold", 0.2), ("seed", 0),
+                     ("embedding", None))
     }  # fmt: skip
     suite = {
         "kind": KIND, "name": cfg["name"], "reference": cfg["reference"],
@@ -378,6 +399,7 @@ def run_monitor(cfg: dict[str, Any], st: Any) -> tuple[str, list[dict[str, Any]]
         "n_reference": len(ref), **settings,
     }  # fmt: skip
     config_hash = hashlib.sha256(json.dumps(suite, sort_keys=True).encode()).hexdigest()[:16]
+    embed = embedder(settings["embedding"]) if settings["embedding"] else None
     run_id = _find_run(st, cfg["name"], config_hash)
     if run_id is None:
         import platform
@@ -392,7 +414,8 @@ def run_monitor(cfg: dict[str, Any], st: Any) -> tuple[str, list[dict[str, Any]]
     for j, (label, x) in enumerate(batches):
         t0 = time.process_time()
         res = score(ref, x, settings["detectors"], settings["alpha"], seed,
-                    settings["correction"], settings["n_permutations"], settings["psi_threshold"])  # fmt: skip
+                    settings["correction"], settings["n_permutations"], settings["psi_threshold"],
+                    embed)  # fmt: skip
         rows = _rows(cfg["name"], start + j, label, len(ref), len(x), res)
         key = f"{start + j:04d}-{label}"[:64]
         st.write_unit(run_id, key, f"batch {label} ({len(x)} examples)", rows,
@@ -405,6 +428,12 @@ def run_monitor(cfg: dict[str, Any], st: Any) -> tuple[str, list[dict[str, Any]]
                 **{d: {k: v for k, v in r.items() if k not in ("d", "p")} for d, r in res.items()},
             }
         )
+    if start:  # batches appended to an existing monitor: its unit count grows with them
+        from robustlab.store import schema
+
+        with st.engine.begin() as c:
+            c.execute(schema.runs.update().where(schema.runs.c.id == run_id)
+                      .values(n_units=start + len(batches)))  # fmt: skip
     st.finish_run(run_id, "complete")
     return run_id, results
 
