@@ -34,6 +34,7 @@ metrics: [accuracy, attack_success_rate, mean_queries, failure_rate]
 
 SECTIONS = [
     "Summary",
+    "Leaderboard",  # the run has two models
     "Subpopulations (slices)",
     "Transformations",
     "Evaluation sets",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from robustlab.core.errors import ConfigError
 from robustlab.core.records import without_diagnoses
 from robustlab.report import tables
 from robustlab.report.format import level_text
+from robustlab.report.leaderboard import leaderboard
 from robustlab.report.levels import NORMS, Axis, axis_for, probe_axes
 from robustlab.runner.suite import Suite
 from robustlab.store import Store
@@ -222,6 +224,10 @@ def build_report(store: Store, run_id: str) -> dict[str, Any]:
                 "ood": _rows(ood, models, probes),
                 "adversarial": _rows(atk[ADV_COLUMNS], models, probes),
                 "certified": _rows(cert[CERT_COLUMNS], models, probes),
+                # two or more models: ranked by clean, worst OOD and worst adversarial accuracy
+                "leaderboard": leaderboard(
+                    models, clean, {"perturbation": pert, "evalset": evalsets}, atk
+                ),
             },
             "sections": {
                 "slices": {
@@ -259,17 +265,28 @@ def _extensions(df: pd.DataFrame, info: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_report(store: Store, run_id: str, out_dir: str | Path) -> tuple[Path, Path]:
+def write_report(
+    store: Store, run_id: str, out_dir: str | Path, compare_with: Sequence[str] = ()
+) -> tuple[Path, Path]:
     """Write ``<out_dir>/<run_id>.html`` (self-contained) and ``<out_dir>/<run_id>.json``.
 
-    Returns the two paths (HTML, JSON). The JSON is strict (``allow_nan=False``).
+    With ``compare_with`` (runs to compare, the first the baseline: ``[A, B]`` for the report of B
+    against A), the report is that of ``run_id`` plus a ``comparison`` section
+    (:mod:`robustlab.report.comparison`) and the files are named ``<A>-vs-<B>...``. Returns the
+    two paths (HTML, JSON). The JSON is strict (``allow_nan=False``).
     """
     from robustlab.report.html import render
     from robustlab.store.location import writable_folder, write_private
 
     content = build_report(store, run_id)
+    name = run_id
+    if compare_with:
+        from robustlab.report.comparison import comparison
+
+        content["comparison"] = _clean_json(comparison(store, compare_with))
+        name = "-vs-".join(content["comparison"]["runs"])
     out = writable_folder(out_dir, "report folder")  # created 0700 if missing
-    html_path, json_path = out / f"{run_id}.html", out / f"{run_id}.json"
+    html_path, json_path = out / f"{name}.html", out / f"{name}.json"
     # the report holds examples and failures: readable by its owner only, like the store
     write_private(json_path, json.dumps(content, indent=1, allow_nan=False) + "\n")
     write_private(html_path, render(content))

@@ -202,6 +202,20 @@ def render(content: dict[str, Any]) -> str:
         "metrics": _metrics(content),
     }  # fmt: skip
     items = [(k, t, parts[k]) for k, t in SECTIONS[:-1]]
+    if content.get("comparison"):  # a report built for two or more runs
+        from robustlab.report import comparison
+
+        items.insert(
+            0, ("comparison", "Comparison of runs", comparison.render(content["comparison"]))
+        )
+    if content["summary"].get("leaderboard"):  # a run with several models
+        from robustlab.report import leaderboard
+
+        at = next(i for i, item in enumerate(items) if item[0] == "summary") + 1
+        items.insert(
+            at,
+            ("leaderboard", "Leaderboard", leaderboard.render(content["summary"]["leaderboard"])),
+        )
     for key, ext in content.get("extensions", {}).items():
         from robustlab.core.registry import report_sections
 

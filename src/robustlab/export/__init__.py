@@ -1,0 +1,1 @@
+"""Export runs to other tools (MLflow: :mod:`robustlab.export.mlflow`)."""
