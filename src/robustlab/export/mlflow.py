@@ -145,5 +145,10 @@ def export_run(
         client.set_terminated(rid)
     except MlflowException as e:
         raise ConfigError(f"MLflow at {tracking_uri}: {str(e).splitlines()[0]}") from None
+    except ImportError as e:  # mlflow-skinny: a database backend needs the full mlflow
+        raise CapabilityError(
+            f"MLflow at {tracking_uri} needs a module mlflow-skinny lacks ({e}): use a file "
+            "store (file:./mlruns) or pip install mlflow"
+        ) from None
     return {"mlflow_run_id": rid, "experiment": name, "n_metrics": len(metrics),
             "n_params": len(params), "metrics": metrics}  # fmt: skip
