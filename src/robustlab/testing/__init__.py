@@ -18,11 +18,22 @@ All checks key randomness by example ids ``0..B-1`` (or ``ids``) under ``seed`` 
 invariance by running the component on a shuffled subset of the batch with the matching ids, which
 must give the same subset of the outputs (so results depend neither on an example's position nor on
 the other examples in its batch: shards and resumed runs give the same numbers).
+
+:func:`assert_robust` (:mod:`robustlab.testing.gate`) is a robustness regression gate for a
+project's own tests; :mod:`robustlab.testing.pytest_plugin` provides it as the ``robust_gate``
+fixture.
 """
 
 from robustlab.testing.adapter import check_adapter
 from robustlab.testing.attack import check_attack
 from robustlab.testing.certifier import check_certifier
+from robustlab.testing.gate import assert_robust
 from robustlab.testing.perturbation import check_perturbation
 
-__all__ = ["check_adapter", "check_attack", "check_certifier", "check_perturbation"]
+__all__ = [
+    "assert_robust",
+    "check_adapter",
+    "check_attack",
+    "check_certifier",
+    "check_perturbation",
+]
