@@ -172,6 +172,9 @@ def test_bad_input_is_one_line_exit_2(runs, tmp_path) -> None:
         assert r.exit_code == 2, (msg, r.output)
         assert msg in r.output and len(r.output.strip().splitlines()) == 1, r.output
         assert not (tmp_path / "j.xml").exists()
+    r = invoke("--baseline", ids["base"], "--candidate", ids["worse"], "--store", path,
+               "--junit", str(tmp_path / "no" / "j.xml"))  # fmt: skip
+    assert r.exit_code == 2 and "--junit" in r.output and "folder does not exist" in r.output
     other = run_suite(suite(noise_levels=(2,), fgsm_eps=(0.1, 0.2)), st, progress=False)
     r = invoke("--baseline", ids["base"], "--candidate", other, "--store", path)
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
@@ -218,3 +221,16 @@ def test_assert_robust_and_the_fixture(runs, robust_gate, tmp_path) -> None:  # 
     assert res.passed and len(res.rows) == 4
     with pytest.raises(ConfigError, match="give the store"):
         assert_robust("digits-cnn", suite(), baseline=ids["base"])
+
+
+def test_a_row_missing_in_the_candidate_fails(runs) -> None:
+    """A candidate whose FGSM units failed (its records lack them) does not pass."""
+    st, _, ids = runs
+    rb = st.records(ids["same"])
+    res = gate(st.records(ids["base"]), rb[rb.probe != "fgsm"])
+    assert not res.passed
+    (row,) = res.regressions.itertuples()
+    assert row.probe == "fgsm" and row.status == "missing in B"
+    (case,) = [c for c in res.junit().iter("testcase") if c.find("failure") is not None]
+    assert case.find("failure").get("type") == "missing-in-candidate"
+    assert "missing in candidate" in res.markdown()

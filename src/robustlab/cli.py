@@ -562,17 +562,23 @@ def gate(
     from robustlab.gate import gate_runs, parse_max_drop
 
     drop = parse_max_drop(max_drop)
-    st = _open_store(store)
-    res = gate_runs(st, baseline, candidate, metric or ["accuracy"], drop, alpha=alpha)
-    md = res.markdown()
     target, mode = summary, "w"
     if target is None and os.environ.get("GITHUB_STEP_SUMMARY"):
         target, mode = os.environ["GITHUB_STEP_SUMMARY"], "a"
-    if target:
-        with open(target, mode, encoding="utf-8") as f:
-            f.write(md)
-    if junit:
-        res.write_junit(junit)
+    for what, path in (("--summary", target), ("--junit", junit)):  # before any work
+        if path and not Path(path).expanduser().absolute().parent.is_dir():
+            raise ConfigError(f"{what} {path}: its folder does not exist")
+    st = _open_store(store)
+    res = gate_runs(st, baseline, candidate, metric or ["accuracy"], drop, alpha=alpha)
+    md = res.markdown()
+    try:
+        if target:
+            with open(target, mode, encoding="utf-8") as f:
+                f.write(md)
+        if junit:
+            res.write_junit(junit)
+    except OSError as e:
+        raise ConfigError(f"cannot write the gate's output: {e.strerror}: {e.filename}") from None
     table = Table(title=md.splitlines()[0].removeprefix("## "), title_justify="left")
     per_model = "model" in res.rows
     for col in ("model",) * per_model + ("probe", "level", "metric", "A", "B", "drop", "q", ""):

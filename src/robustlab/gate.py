@@ -305,4 +305,8 @@ def gate_runs(
             f"runs {a} and {b} ran different suites, so the gate cannot compare them: "
             + "; ".join(diffs)
         )
-    return gate(store.records(a), store.records(b), metrics, max_drop, names=(a, b), **kwargs)
+    res = gate(store.records(a), store.records(b), metrics, max_drop, names=(a, b), **kwargs)
+    for run, info in ((a, ia), (b, ib)):
+        if info["status"] != "complete":
+            res.notes.append(f"run {run} is {info['status']}: rows it lacks count as missing")
+    return res
