@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from robustlab.core.errors import RobustlabError
 from robustlab.report.format import e, level_text, num, table
 from robustlab.report.html import _CSS
-from robustlab.serve.views import EXAMPLES_SHOWN, Views
+from robustlab.serve.views import EXAMPLES_SHOWN, Views, check_metric, thumbnails
 
 COOKIE = "robustlab_token"
 _EXTRA_CSS = """
@@ -23,6 +23,7 @@ header.bar a{margin-right:1.2em;font-weight:600}
 form.filters{margin:.6em 0}form.filters label{margin-right:1em}
 td.regression{background:#fde8e7 !important;color:#b42318;font-weight:600}
 td.improvement{color:#2f7d32}
+img.thumb{image-rendering:pixelated;border:1px solid #d9e2ec}
 .report-embed{border-top:3px solid #d9e2ec;margin-top:2em}
 """
 
@@ -140,10 +141,13 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         info = views.info(run_id)
         df, total = views.examples(info, model, probe, level)
         extras = [c for c in df.columns if c.startswith("x.")]
+        thumbs = thumbnails(views, info, probe, [int(i) for i in df["example_id"]])
         head = ["replicate", "example id", "label", "prediction", "correct", "error", *extras]
+        head += ["clean input"] if thumbs else []
         body = [
             [num(r["replicate"], 0), e(r["example_id"]), e(r["label"]), e(r["pred"]),
-             _correct(r["correct"]), e(r["error"] or ""), *(_extra(r[c]) for c in extras)]
+             _correct(r["correct"]), e(r["error"] or ""), *(_extra(r[c]) for c in extras),
+             *([_img(thumbs.get(int(r["example_id"])))] if thumbs else [])]
             for r in df.to_dict("records")
         ]  # fmt: skip
         acc = float(df["correct"].fillna(0).mean()) if total == len(df) else None
@@ -157,9 +161,9 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         return _page("examples", html)
 
     @app.get("/compare", response_class=HTMLResponse)
-    def compare_page(a: str, b: str) -> str:
+    def compare_page(a: str, b: str, metric: str = "accuracy") -> str:
         ia, ib = views.info(a), views.info(b)
-        df = views.compare(ia, ib)
+        df = views.compare(ia, ib, check_metric(metric))
         body = []
         for r in df.to_dict("records") if len(df) else []:
             mark, cls = _mark(r)
@@ -172,7 +176,7 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         head = [*(["model"] if len(df) and "model" in df else []), "kind", "probe", "level",
                 "A", "B", "B - A", "95% CI", "q", ""]  # fmt: skip
         html = (
-            f"<h1>A = {e(ia['id'])} vs B = {e(ib['id'])}</h1><p class=muted>accuracy; "
+            f"<h1>A = {e(ia['id'])} vs B = {e(ib['id'])}</h1><p class=muted>{e(metric)}; "
             "better/worse: permutation test (paired where the runs share examples), "
             "Benjamini-Hochberg FDR 5 % over all compared rows (q = adjusted p)</p>"
             f"<div id=compare>{_table(head, body)}</div>"
@@ -180,8 +184,8 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         return _page("compare", html)
 
     @app.get("/suite/{suite}", response_class=HTMLResponse)
-    def suite_page(suite: str) -> str:
-        h = views.history(suite)
+    def suite_page(suite: str, metric: str = "accuracy") -> str:
+        h = views.history(suite, check_metric(metric))
         infos = h["infos"]
         head = [*h["keys"], *(f"{_date(i)} {i['id']}" for i in infos)]
         body = []
@@ -208,16 +212,15 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         n_reg = sum(c.get("regression", False) for k in h["rows"] for c in h["cells"][k].values())
         notes = "".join(f'<p class="warn">{e(n)}</p>' for n in h["notes"])
         pairs = "".join(
-            f'<a href="/compare?{escape(urlencode({"a": p["id"], "b": c["id"]}))}">'
+            f'<a href="/compare?{escape(urlencode({"a": p["id"], "b": c["id"], "metric": metric}))}">'
             f"{e(p['id'])} → {e(c['id'])}</a> "
             for p, c in zip(infos, infos[1:], strict=False)
         )
-        from robustlab.serve.plots import history_svg
-
-        plot = history_svg(h)
+        plot = h["plot"]
         html = (
             f"<h1>Suite {e(suite)} over time</h1><p class=muted>{len(infos)} runs ordered by "
-            "date; accuracy with 95% bootstrap CI; ▼ regression: a drop from the run before, "
+            f"date; {e(metric)} with 95% bootstrap CI (<code>?metric=</code> picks another);"
+            " ▼ regression: worse than the run before, "
             "significant after Benjamini-Hochberg FDR control at 5 % (paired permutation tests "
             f"over every compared probe and level)</p><p id=regressions>{n_reg} regression(s)"
             f"</p>{notes}<p>compare consecutive runs: {pairs}</p>"
@@ -277,6 +280,10 @@ def _extra(v: Any) -> str:
     if _nan(v):
         return ""
     return f"{v:.4g}" if isinstance(v, float) else e(v)
+
+
+def _img(uri: str | None) -> str:
+    return f'<img class="thumb" alt="example" src="{uri}">' if uri else ""
 
 
 def _mark(r: dict[str, Any]) -> tuple[str, str]:

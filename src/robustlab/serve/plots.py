@@ -44,7 +44,6 @@ def history_svg(h: dict[str, Any]) -> str | None:
                             ms=10, mew=2.5, label="regression" if j == 0 else None)  # fmt: skip
             ax.set_title(" · ".join(str(v) for v in pk))
             ax.set_xticks(xs, [i["id"][:15] for i in infos], rotation=20, ha="right", fontsize=7)
-            ax.set_ylim(-0.03, 1.03)
-            ax.set_ylabel("accuracy")
+            ax.set_ylabel(h["metric"])
             ax.legend(fontsize=7)
         return _svg(fig)

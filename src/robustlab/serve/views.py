@@ -79,8 +79,8 @@ class Views:
         return self._cached(key, lambda: render(build_report(self.store, info["id"])))
 
     # drill-down ------------------------------------------------------------------------------
-    def groups(self, info: dict[str, Any]) -> pd.DataFrame:
-        """Accuracy with 95 % bootstrap CI per (model, kind, probe, level) of the run (diagnosis
+    def groups(self, info: dict[str, Any], metric: str = "accuracy") -> pd.DataFrame:
+        """``metric`` with 95 % bootstrap CI per (model, kind, probe, level) of the run (diagnosis
         records left out: their scores are not accuracies)."""
         from robustlab.metrics import summarize
 
@@ -88,9 +88,9 @@ class Views:
             df = without_diagnoses(self.records(info))
             if df.empty:
                 return pd.DataFrame()
-            return summarize(df, ["accuracy"], by=("model", "kind", "probe", "level"), n_boot=500)
+            return summarize(df, [metric], by=("model", "kind", "probe", "level"), n_boot=500)
 
-        return self._cached(("groups", info["id"], units_digest(info["units"])), make)
+        return self._cached(("groups", info["id"], units_digest(info["units"]), metric), make)
 
     def examples(
         self, info: dict[str, Any], model: str, probe: str, level: float
@@ -114,33 +114,44 @@ class Views:
         return g.drop(columns=["_c"]).head(EXAMPLES_SHOWN), len(g)
 
     # comparisons -----------------------------------------------------------------------------
-    def compare(self, a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
-        """``metrics.compare`` of two runs' accuracy (B - A), diagnoses left out."""
+    def compare(
+        self, a: dict[str, Any], b: dict[str, Any], metric: str = "accuracy"
+    ) -> pd.DataFrame:
+        """``metrics.compare`` of two runs' ``metric`` (B - A), diagnoses left out."""
         from robustlab.metrics import compare
 
         def make() -> pd.DataFrame:
             ra, rb = without_diagnoses(self.records(a)), without_diagnoses(self.records(b))
-            return compare(ra, rb, ["accuracy"])
+            return compare(ra, rb, [metric])
 
-        key = ("compare", a["id"], units_digest(a["units"]), b["id"], units_digest(b["units"]))
+        key = ("compare", a["id"], units_digest(a["units"]), b["id"], units_digest(b["units"]),
+               metric)  # fmt: skip
         return self._cached(key, make)
 
-    def history(self, suite: str) -> dict[str, Any]:
-        """The S32 view of one suite: its runs by date, each probe's accuracy [95 % CI] per run,
+    def history(self, suite: str, metric: str = "accuracy") -> dict[str, Any]:
+        """The S32 view of one suite: its runs by date, each probe's ``metric`` [95 % CI] per run,
         and the regressions ``compare`` flags between each run and the one before it."""
         runs = [r for r in self.runs() if r["suite_name"] == suite]
         if not runs:
             raise ConfigError(f"no runs of suite {suite!r} in {self.store.url}")
         runs.sort(key=lambda r: r["created_at"])
         infos = [self.store.run_info(r["id"]) for r in runs]
-        key = ("history", suite, *((i["id"], units_digest(i["units"])) for i in infos))
-        return self._cached(key, lambda: _history(self, infos))
+        key = ("history", suite, metric, *((i["id"], units_digest(i["units"])) for i in infos))
+        return self._cached(key, lambda: _history(self, infos, metric))
 
 
-def _history(views: Views, infos: list[dict[str, Any]]) -> dict[str, Any]:
+def check_metric(metric: str) -> str:
+    """``metric`` if it is a registered metric, else the registry's one-line error."""
+    from robustlab.core.registry import metrics
+
+    metrics.get(metric)
+    return metric
+
+
+def _history(views: Views, infos: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """See :meth:`Views.history`. One model per run (model versions under any label): rows are
     (kind, probe, level); several models: rows are (model, kind, probe, level)."""
-    per_run = [views.groups(i) for i in infos]
+    per_run = [views.groups(i, metric) for i in infos]
     models = [set(g["model"]) if len(g) else set() for g in per_run]
     by_model = any(len(m) > 1 for m in models)
     keys = ["model", "kind", "probe", "level"] if by_model else ["kind", "probe", "level"]
@@ -155,7 +166,7 @@ def _history(views: Views, infos: list[dict[str, Any]]) -> dict[str, Any]:
     notes: list[str] = []
     for prev, cur in zip(infos, infos[1:], strict=False):
         try:
-            cmp = views.compare(prev, cur)
+            cmp = views.compare(prev, cur, metric)
         except ConfigError as e:
             notes.append(f"{prev['id']} -> {cur['id']}: not compared ({e})")
             continue
@@ -173,4 +184,64 @@ def _history(views: Views, infos: list[dict[str, Any]]) -> dict[str, Any]:
             cell["improvement"] = bool(r["significant"] and not worse)
     order = {"clean": 0, "evalset": 1, "perturbation": 2, "attack": 3, "certifier": 4}
     rows = sorted(cells, key=lambda k: tuple(order.get(x, 9) if x in order else x for x in k))
-    return {"infos": infos, "keys": keys, "rows": rows, "cells": cells, "notes": notes}
+    h = {"infos": infos, "keys": keys, "rows": rows, "cells": cells, "notes": notes,
+         "metric": metric}  # fmt: skip
+    from robustlab.serve.plots import history_svg
+
+    h["plot"] = history_svg(h)  # cached with the rest
+    return h
+
+
+THUMB_PX = 48  # longest side of an example's thumbnail on a drill-down page
+
+
+def data_spec(info: dict[str, Any], probe: str) -> dict[str, Any] | None:
+    """The data spec the records of ``probe`` were evaluated on: an evaluation set's own data,
+    else the suite's."""
+    suite = info.get("suite") or {}
+    for p in suite.get("probes") or []:
+        if (p.get("label") or p.get("name")) == probe and p.get("data"):
+            return p["data"]
+    return suite.get("data")
+
+
+def thumbnails(views: Views, info: dict[str, Any], probe: str, ids: list[int]) -> dict[int, str]:
+    """Inline PNG ``data:`` URIs of the clean inputs of examples ``ids`` where the data are
+    images (``[N, C, H, W]`` tensors, C = 1 or 3), else ``{}``. The dataset is rebuilt from the
+    suite's spec (cached per spec); the records do not keep inputs, so perturbed ones are not
+    shown."""
+    spec = data_spec(info, probe)
+    if not spec or not ids:
+        return {}
+
+    def load() -> Any:
+        from robustlab.core.registry import datasets
+
+        try:
+            return datasets.create(spec["name"], spec.get("params") or {})
+        except Exception:  # noqa: BLE001 - data unavailable here: the page shows no images
+            return None
+
+    ds = views._cached(("data", json.dumps(spec, sort_keys=True)), load)
+    x = getattr(ds, "x", None)
+    if x is None or not hasattr(x, "ndim") or x.ndim != 4 or x.shape[1] not in (1, 3):
+        return {}
+    import base64
+    import io
+
+    from PIL import Image
+
+    index = {int(v): i for i, v in enumerate(ds.ids.tolist())}
+    rows = [index[i] for i in ids if i in index]
+    if not rows:
+        return {}
+    imgs = (x[rows].float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    h, w = imgs.shape[1:3]
+    scale = max(1, THUMB_PX // max(h, w))
+    out = {}
+    for i, img in zip([i for i in ids if i in index], imgs, strict=True):
+        im = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        buf = io.BytesIO()
+        im.resize((w * scale, h * scale), Image.NEAREST).save(buf, format="PNG")
+        out[i] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return out
