@@ -288,6 +288,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
             )
         if ("dataset" in spec) == ("path" in spec):
             raise ConfigError(f"{p}: a data spec names one of 'dataset' or 'path': {spec!r}")
+    if cfg.get("correction", "bonferroni") not in ("bonferroni", "bh"):
+        raise ConfigError(
+            f"{p}: correction must be 'bonferroni' or 'bh', got {cfg['correction']!r}"
+        )
+    for key in ("alpha", "psi_threshold", "n_permutations"):
+        v = cfg.get(key)
+        kind = int if key == "n_permutations" else (int, float)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kind) or v <= 0):
+            raise ConfigError(f"{p}: {key} must be a positive number, got {v!r}")
     cfg.setdefault("detectors", list(DETECTORS))
     for d in cfg["detectors"]:
         if d not in DETECTORS:
@@ -376,16 +385,21 @@ def _find_run(st: Any, name: str, config_hash: str) -> str | None:
 
 
 def run_monitor(cfg: dict[str, Any], st: Any) -> tuple[str, list[dict[str, Any]]]:
-    """Score every batch of a checked config against its reference and append each batch as a
-    unit of the monitor's run (created on first use; the same name and settings reuse it).
-    All batches are loaded and shape-checked before anything is written."""
+    """Score every batch of a checked config against its reference and append the batches as
+    units of the monitor's run (created on first use; the same name and settings reuse it).
+    All batches are loaded, checked and scored before anything is written, and written in one
+    transaction: a bad batch leaves the store as it was."""
     seed = int(cfg.get("seed", 0))
     ref = load_inputs(cfg["reference"], seed)
+    if len(ref) < 4:
+        raise ConfigError(f"the reference has {len(ref)} examples; a monitor needs >= 4")
     batches = []
     for spec in cfg["batches"]:
-        label = spec.get("name") or spec.get("dataset") or Path(spec["path"]).stem
+        label = str(spec.get("name") or spec.get("dataset") or Path(spec["path"]).stem)
         x = load_inputs(spec, seed)
         check_shape(ref, x, f"batch {label!r}")
+        if len(x) < 4:
+            raise ConfigError(f"batch {label!r} has {len(x)} examples; a monitor needs >= 4")
         batches.append((label, x))
     settings = {
         k: cfg.get(k, d)
@@ -401,16 +415,8 @@ def run_monitor(cfg: dict[str, Any], st: Any) -> tuple[str, list[dict[str, Any]]
     config_hash = hashlib.sha256(json.dumps(suite, sort_keys=True).encode()).hexdigest()[:16]
     embed = embedder(settings["embedding"]) if settings["embedding"] else None
     run_id = _find_run(st, cfg["name"], config_hash)
-    if run_id is None:
-        import platform
-
-        env = {"python": platform.python_version(), "engine": KIND}
-        run_id = st.create_run(PREFIX + cfg["name"], config_hash, json.dumps(suite), seed,
-                               len(batches), env, {})  # fmt: skip
-        start = 0
-    else:
-        start = len(st.run_info(run_id)["units"])
-    results = []
+    start = 0 if run_id is None else len(st.run_info(run_id)["units"])
+    results, units = [], []
     for j, (label, x) in enumerate(batches):
         t0 = time.process_time()
         res = score(ref, x, settings["detectors"], settings["alpha"], seed,
@@ -418,16 +424,18 @@ def run_monitor(cfg: dict[str, Any], st: Any) -> tuple[str, list[dict[str, Any]]
                     embed)  # fmt: skip
         rows = _rows(cfg["name"], start + j, label, len(ref), len(x), res)
         key = f"{start + j:04d}-{label}"[:64]
-        st.write_unit(run_id, key, f"batch {label} ({len(x)} examples)", rows,
-                      time.process_time() - t0)  # fmt: skip
-        results.append(
-            {
-                "batch": label,
-                "index": start + j,
-                "n": len(x),
-                **{d: {k: v for k, v in r.items() if k not in ("d", "p")} for d, r in res.items()},
-            }
+        units.append(
+            (key, f"batch {label} ({len(x)} examples)", rows, time.process_time() - t0, None)
         )
+        shown = {d: {k: v for k, v in r.items() if k not in ("d", "p")} for d, r in res.items()}
+        results.append({"batch": label, "index": start + j, "n": len(x), **shown})
+    if run_id is None:
+        import platform
+
+        env = {"python": platform.python_version(), "engine": KIND}
+        run_id = st.create_run(PREFIX + cfg["name"], config_hash, json.dumps(suite), seed,
+                               len(batches), env, {})  # fmt: skip
+    st.write_units(run_id, units)
     if start:  # batches appended to an existing monitor: its unit count grows with them
         from robustlab.store import schema
 
