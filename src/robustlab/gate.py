@@ -250,6 +250,7 @@ def gate(
     from robustlab.core.registry import metrics as metric_registry
     from robustlab.metrics import compare
 
+    metrics = list(dict.fromkeys(metrics))  # a repeated metric would count twice in the family
     if not metrics:
         raise ConfigError("no metric to gate on: give at least one --metric")
     for name in metrics:
