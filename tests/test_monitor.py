@@ -191,10 +191,24 @@ def test_batch_of_another_feature_shape_is_refused_naming_both_shapes(tmp_path: 
     assert Store(store).runs().empty  # nothing stored, not even the clean batch
     with pytest.raises(ConfigError, match=r"\(3,\).*\(2,\)"):
         monitor.score(np.zeros((5, 2)), np.zeros((5, 3)))
+    # an existing monitor: a batch of another shape appended to it adds nothing either
+    small = {**CONFIG, "detectors": ["ks", "psi"], "batches": [_batch("clean")]}
+    res = CliRunner().invoke(app, ["monitor", "run", _write(tmp_path, small), "--store", store])
+    assert res.exit_code == 0, res.output
+    wrong = {**small, "batches": [{"name": "noise-28", "dataset": "digits",
+                                   "params": {"split": "train", "size": 28}, "limit": 20}]}  # fmt: skip
+    res = CliRunner().invoke(app, ["monitor", "run", _write(tmp_path, wrong), "--store", store])
+    assert res.exit_code == 2 and "(1, 28, 28)" in res.output
+    st = Store(store)
+    assert len(st.runs()) == 1 and len(st.run_info(st.resolve("latest"))["units"]) == 1
     bad = tmp_path / "bad.yaml"
     bad.write_text(json.dumps({"name": "x", "reference": {"dataset": "digits"}, "batches": []}))
     res = CliRunner().invoke(app, ["monitor", "run", str(bad), "--store", store])
     assert res.exit_code == 2 and "non-empty" in res.output
+    res = CliRunner().invoke(
+        app, ["monitor", "run", _write(tmp_path, {**small, "correction": "holm"}), "--store", store]
+    )
+    assert res.exit_code == 2 and "bonferroni" in res.output
 
 
 @pytest.mark.slow

@@ -483,6 +483,9 @@ def history(st: Any, ref: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return info, rows
 
 
+_MEANING = {"ks": "largest D", "mmd": "MMD^2", "psi": "mean PSI", "c2st": "held-out accuracy"}
+
+
 def html_report(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """A small self-contained HTML page: the batches' table and one plot per detector of its
     statistic over batches (alerts marked in red)."""
@@ -508,10 +511,9 @@ def html_report(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             ax.scatter(xs[al], ys[al], color="tab:red", marker="D", label="alert", zorder=3)
             if det == "psi":
                 ax.axhline(rs[0]["threshold"], color="tab:red", ls=":", lw=1)
-            ax.set_title(det)
+            ax.set_title(f"{det}: {_MEANING.get(det, 'statistic')}")
             ax.set_xlabel("batch")
             ax.set_xticks(xs, [r["batch"] for r in rs], rotation=45, ha="right", fontsize=7)
-        axes[0].set_ylabel("statistic")
         axes[0].legend()
         svg = _svg(fig)
     head = "".join(f"<th>{h}</th>" for h in ("#", "batch", "n", "detector", "statistic",
