@@ -117,6 +117,20 @@ def test_p_values_match_the_exact_sign_test_and_the_practical_threshold(runs) ->
     got = {(r.kind, r.probe, r.level): bool(r.regression) for r in res.rows.itertuples()}
     assert got == expected and sum(got.values()) == 2
     assert gate(ra, rb, max_drop=0.3).passed  # FGSM's 26 pp drop is below a 30 pp threshold
+    # error rate (lower is better): the same rows regress, its drop is the error's rise
+    many = gate(ra, rb, ["accuracy", "error_rate", "attack_success_rate"], max_drop=0.03)
+    rows = many.rows.set_index(["probe", "level", "metric"])
+    for (probe, level, metric), r in rows.iterrows():
+        if metric == "error_rate":
+            acc = rows.loc[(probe, level, "accuracy")]
+            assert r["drop"] == pytest.approx(acc["drop"]) and r["regression"] == acc["regression"]
+    asr = rows.xs("attack_success_rate", level="metric")
+    assert asr["p_value"].isna().sum() == 3  # not an attack: no value, no test, "n/a", skipped
+    fgsm = rows.loc[("fgsm", 0.1, "attack_success_rate")]  # lower is better: a rise is a drop
+    assert fgsm["drop"] > 0.2 and fgsm["regression"]  # the MLP is fooled more often
+    ts = many.junit().find("testsuite")
+    assert ts.get("skipped") == "3" and len(list(ts.iter("skipped"))) == 3
+    assert many.markdown().count("| n/a |") == 3
 
 
 def test_exact_sign_flip_enumeration_on_a_tiny_real_case(runs) -> None:

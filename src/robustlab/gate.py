@@ -145,6 +145,8 @@ class GateResult:
             return "new in candidate"
         if r.regression:
             return "regression"
+        if r.p_value != r.p_value:
+            return "n/a"  # the metric does not apply to this probe (no values)
         if r.significant and r.drop > 0:
             return "worse, within max-drop"
         if r.significant and r.drop < 0:
@@ -198,17 +200,19 @@ class GateResult:
         """JUnit XML: ``<testsuites><testsuite>`` with one ``<testcase>`` per row and a
         ``<failure>`` for each regression (or row missing in the candidate)."""
         failed = self.rows["regression"]
+        skipped = (self.rows["status"] == "ok") & self.rows["p_value"].isna() & ~failed
         root = ET.Element("testsuites", name="robustlab gate", tests=str(len(self.rows)),
                           failures=str(int(failed.sum())), errors="0")  # fmt: skip
         suite = ET.SubElement(root, "testsuite", name=f"robustlab gate {self.candidate} vs "
                               f"{self.baseline}", tests=str(len(self.rows)),
-                              failures=str(int(failed.sum())), errors="0", skipped="0",
+                              failures=str(int(failed.sum())), errors="0",
+                              skipped=str(int(skipped.sum())),
                               time="0")  # fmt: skip
         props = ET.SubElement(suite, "properties")
         for k, v in (("baseline", self.baseline), ("candidate", self.candidate),
                      ("max_drop", f"{self.max_drop:g}"), ("alpha", f"{self.alpha:g}")):  # fmt: skip
             ET.SubElement(props, "property", name=k, value=v)
-        for r in self.rows.itertuples():
+        for r, skip in zip(self.rows.itertuples(), skipped, strict=True):
             model = f"{r.model}." if "model" in self.rows else ""
             case = ET.SubElement(suite, "testcase", classname=f"robustlab.gate.{model}{r.kind}",
                                  name=f"{r.probe}[level={r.level:g}] {r.metric}", time="0")  # fmt: skip
@@ -216,6 +220,8 @@ class GateResult:
                 f = ET.SubElement(case, "failure", type=self._verdict(r).replace(" ", "-"),
                                   message=self._detail(r))  # fmt: skip
                 f.text = self._detail(r)
+            elif skip:
+                ET.SubElement(case, "skipped", message=f"{r.metric} has no value for {r.probe}")
             else:
                 out = ET.SubElement(case, "system-out")
                 out.text = self._detail(r)
