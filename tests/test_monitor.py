@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from robustlab import monitor
 from robustlab.cli import app
 from robustlab.core.errors import ConfigError
+from robustlab.core.records import without_diagnoses
 from robustlab.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -178,6 +179,10 @@ def test_monitor_cli_on_digits_records_alerts_growing_with_severity(tmp_path: Pa
     assert info2["n_units"] == 6 and {r["index"] for r in rows2} == set(range(6))
     assert not any(r["alert"] for r in rows2 if r["batch"] == "clean-2")
     assert "c2st" in cli.invoke(app, ["show", run_id, "--store", store]).output
+    res = cli.invoke(app, ["report", run_id, "--store", store, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0 and "<svg" in (tmp_path / "r" / f"{run_id}-monitor.html").read_text()
+    # monitor records are drift statistics: accuracy tables leave them out
+    assert without_diagnoses(st.records(run_id)).empty
 
 
 def test_batch_of_another_feature_shape_is_refused_naming_both_shapes(tmp_path: Path) -> None:

@@ -617,6 +617,14 @@ def report(
     ids = list(dict.fromkeys(st.resolve(r) for r in run_ids))
     if len(run_ids) > 1 and len(ids) < 2:
         raise ConfigError(f"the runs {', '.join(run_ids)} are all run {ids[0]}: nothing to compare")
+    monitors = [i for i in ids if st.run_info(i)["suite"].get("kind") == "monitor"]
+    if monitors:  # drift statistics, not accuracies: the monitor's own page
+        if len(ids) > 1:
+            raise ConfigError(f"run {monitors[0]} is a drift monitor: it has no report to compare")
+        monitor_show(
+            ids[0], store, str(Path(_report_dir(store, out_dir)) / f"{ids[0]}-monitor.html")
+        )
+        return
     compare_with = ids if len(ids) > 1 else ()
     html, js = write_report(st, ids[-1], _report_dir(store, out_dir), compare_with=compare_with)
     out.print(f"report: {html}\njson:   {js}")
@@ -750,6 +758,7 @@ def monitor_show(
                   fmt_num(r["statistic"]), fmt_num(r["p_value"]), "ALERT" if r["alert"] else "")  # fmt: skip
     out.print(t)
     if html:
+        Path(html).parent.mkdir(parents=True, exist_ok=True)
         Path(html).write_text(html_report(info, rows))
         out.print(f"html: {html}")
 

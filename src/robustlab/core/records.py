@@ -54,10 +54,11 @@ def without_diagnoses(df: pd.DataFrame) -> pd.DataFrame:
     """The records of evaluations (clean, perturbations, attacks, certifiers, evaluation sets,
     conformal), without those of ``diagnosis`` probes: a diagnosis's records hold scores of
     several sets (OOD examples, training examples, layer pairs) whose ``correct`` is not an
-    accuracy, so accuracy tables leave them out and each diagnosis's report section reads them."""
+    accuracy, so accuracy tables leave them out and each diagnosis's report section reads them.
+    Drift-monitor records (kind ``monitor``, :mod:`robustlab.monitor`) are left out likewise."""
     if df.empty or "kind" not in df:
         return df
-    keep = df["kind"] != "diagnosis"
+    keep = ~df["kind"].isin(("diagnosis", "monitor"))
     return df if bool(keep.all()) else df[keep]
 
 
