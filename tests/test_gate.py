@@ -248,3 +248,24 @@ def test_a_row_missing_in_the_candidate_fails(runs) -> None:
     (case,) = [c for c in res.junit().iter("testcase") if c.find("failure") is not None]
     assert case.find("failure").get("type") == "missing-in-candidate"
     assert "missing in candidate" in res.markdown()
+
+
+def test_runs_of_several_models_are_gated_model_by_model(runs, tmp_path) -> None:
+    """Two models per run, swapped between baseline and candidate: 'a' regresses, 'b' improves."""
+    st, path, _ = runs
+
+    def two(first: str, second: str):
+        s = make_small_suite(noise_levels=(), pgd_eps=())
+        models = [ModelSpec(name=first, label="a"), ModelSpec(name=second, label="b")]
+        return s.model_copy(update={"models": models, "name": "two"})
+
+    base = run_suite(two("digits-cnn", "digits-mlp"), st, progress=False)
+    cand = run_suite(two("digits-mlp", "digits-cnn"), st, progress=False)
+    junit = tmp_path / "j.xml"
+    r = invoke("--baseline", base, "--candidate", cand, "--store", path, "--junit", str(junit))
+    assert r.exit_code == 1, r.output
+    cases = ET.parse(junit).getroot().find("testsuite").findall("testcase")
+    assert len(cases) == 4  # 2 models x (clean, fgsm)
+    failed = {(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None}
+    assert failed == {("robustlab.gate.a.attack", "fgsm[level=0.1] accuracy")}
+    assert "better" in r.output
