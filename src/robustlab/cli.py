@@ -1,4 +1,5 @@
-"""The ``robustlab`` command line: demo, run, list, runs, show, compare, gate, report, validate, train.
+"""The ``robustlab`` command line: demo, run, list, runs, show, compare, gate, report, serve,
+validate, train.
 
 Every user error prints one line naming the culprit and exits with status 2; the store is never
 left half-written (units are written atomically).
