@@ -196,6 +196,13 @@ def test_bad_input_exit_2(tmp_path: Path) -> None:
     r = runner.invoke(cli, ["serve", "--store", str(newer)])
     assert r.exit_code == 2 and "newer than this robustlab" in r.output
     assert newer.read_bytes() == before
+    with sqlite3.connect(newer) as con:  # an older schema: serving would have to migrate it
+        con.execute("UPDATE robustlab_meta SET value='2' WHERE key='schema_version'")
+    con.close()
+    before = newer.read_bytes()
+    r = runner.invoke(cli, ["serve", "--store", str(newer)])
+    assert r.exit_code == 2 and "older schema version 2" in r.output
+    assert newer.read_bytes() == before
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as con:
         con.execute("CREATE TABLE t (x)")
