@@ -204,8 +204,22 @@ def test_batch_of_another_feature_shape_is_refused_naming_both_shapes(tmp_path: 
                                    "params": {"split": "train", "size": 28}, "limit": 20}]}  # fmt: skip
     res = CliRunner().invoke(app, ["monitor", "run", _write(tmp_path, wrong), "--store", store])
     assert res.exit_code == 2 and "(1, 28, 28)" in res.output
+    flat = tmp_path / "flat.npy"  # production inputs saved flat: (64,) is not (1, 8, 8)
+    np.save(flat, monitor.load_inputs(_batch("x")).reshape(300, 64))
+    res = CliRunner().invoke(
+        app, ["monitor", "run", _write(tmp_path, {**small, "batches": [{"path": str(flat)}]}),
+              "--store", store],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "(64,)" in res.output and "(1, 8, 8)" in res.output
     st = Store(store)
     assert len(st.runs()) == 1 and len(st.run_info(st.resolve("latest"))["units"]) == 1
+    good = tmp_path / "good.npy"  # the same inputs in the reference's shape are scored
+    np.save(good, np.load(flat).reshape(300, 1, 8, 8))
+    res = CliRunner().invoke(
+        app, ["monitor", "run", _write(tmp_path, {**small, "batches": [{"path": str(good)}]}),
+              "--store", store],
+    )  # fmt: skip
+    assert res.exit_code == 0 and len(st.run_info(st.resolve("latest"))["units"]) == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text(json.dumps({"name": "x", "reference": {"dataset": "digits"}, "batches": []}))
     res = CliRunner().invoke(app, ["monitor", "run", str(bad), "--store", store])
