@@ -97,7 +97,7 @@ def test_comparison_matches_records_and_scipy(runs: dict[str, Any]) -> None:
             lambda x, axis: np.mean(x, axis=axis),
             permutation_type="samples",
             vectorized=True,
-            n_resamples=20_000,
+            n_resamples=10_000,
             random_state=0,
         ).pvalue
         assert r["p_value"] == pytest.approx(ref, abs=0.02)
@@ -107,9 +107,10 @@ def test_comparison_matches_records_and_scipy(runs: dict[str, Any]) -> None:
         assert r["verdict"] == want
     assert [r["q_value"] for r in rows] == pytest.approx(list(false_discovery_control(pvals)))
     assert pair["tested"] == len(rows)
-    # the CNN is more accurate clean than the MLP on digits: a significant, real difference
-    clean = next(r for r in rows if r["kind"] == "clean")
-    assert clean["diff"] != 0
+    # the CNN resists FGSM at eps 0.1 far better than the MLP (65 % vs 39 % robust accuracy): a
+    # real, significant difference; clean they differ by 1.4 pp, not significant on 360 digits
+    fgsm = next(r for r in rows if r["kind"] == "attack")
+    assert fgsm["diff"] > 0.1 and fgsm["verdict"] == "better"
     text = rep["html"].read_text()
     assert "Comparison of runs" in text and f"B = {runs['b']} vs A = {runs['a']}" in text
 
@@ -171,6 +172,7 @@ def test_bad_input(runs: dict[str, Any]) -> None:
     assert "different models" in res.output
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_comparison_in_chromium(runs: dict[str, Any], tmp_path: Path) -> None:
     if not CHROMIUM.exists():
