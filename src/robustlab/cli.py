@@ -552,8 +552,8 @@ def gate(
         str | None,
         typer.Option(
             "--summary",
-            help="Write the Markdown summary here [default: "
-            "$GITHUB_STEP_SUMMARY, appended, when set]",
+            help="Write the Markdown summary here (default: appended to "
+            "$GITHUB_STEP_SUMMARY when set)",
         ),
     ] = None,  # fmt: skip
 ) -> None:
