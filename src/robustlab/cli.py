@@ -344,6 +344,11 @@ def plan_(
             )
         out.print(f"estimated time: {est.seconds:.1f} s (model passes and per-unit overhead; "
                   "model loading, validation and the report not included)")  # fmt: skip
+        if est.uncalibrated:
+            out.print(f"not timed (generators: their time is the server's): "
+                      f"{escape(', '.join(est.uncalibrated))}")  # fmt: skip
+        if est.unknown:
+            out.print(f"the {len(est.unknown)} units of unknown cost are not in the time either")
 
 
 @app.command()

@@ -73,6 +73,7 @@ class Estimate:
     seconds: float | None = None
     per_model_seconds: dict[str, float] = field(default_factory=dict)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    uncalibrated: list[str] = field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -242,6 +243,8 @@ def calibration_times(model: Any, x: Any, y: Any, repeats: int = 3) -> dict[str,
 
 
 def _calibrate(est: Estimate, suite: Suite, ctx: Context, repeats: int) -> None:
+    """Seconds per model from timed passes on the suite's data; models that cannot be timed
+    (generators: their time is the server's) go to ``est.uncalibrated``."""
     import torch
 
     data = ctx.data(suite.data)
@@ -252,23 +255,24 @@ def _calibrate(est: Estimate, suite: Suite, ctx: Context, repeats: int) -> None:
         fwd = sum(u.counts.get("forward", 0) for u in mine)
         bwd = sum(u.counts.get("backward", 0) for u in mine)
         secs = UNIT_OVERHEAD_S * len(mine)
-        if callable(getattr(model, "logits", None)) and isinstance(data.x, torch.Tensor):
-            k = max(1, min(suite.shard_size, len(data), CALIBRATION_BATCH))
-            sub = data.take(list(range(k)))
+        k = max(1, min(suite.shard_size, len(data), CALIBRATION_BATCH))
+        sub = data.take(list(range(k)))
+        if _is_generator(model) or not callable(getattr(model, "logits", None)):
+            est.uncalibrated.append(m.display)
+        elif isinstance(sub.x, torch.Tensor) and getattr(model.capabilities, "grad", False):
             y = sub.y if isinstance(sub.y, torch.Tensor) else torch.as_tensor(sub.y)
-            if getattr(model.capabilities, "grad", True):
-                t = calibration_times(model, sub.x, y.long(), repeats)
-            else:
-                t = calibration_times_forward(model, sub.x, repeats)
-            est.timings[m.display] = t
-            secs += (fwd - bwd) * t["forward"] + bwd * t.get("backward", t["forward"])
+            t = est.timings[m.display] = calibration_times(model, sub.x, y.long(), repeats)
+            secs += (fwd - bwd) * t["forward"] + bwd * t["backward"]
+        else:  # no input gradients (text, black-box): forward passes only
+            t = est.timings[m.display] = calibration_times_forward(model, sub.x, repeats)
+            secs += fwd * t["forward"]
         est.per_model_seconds[m.display] = secs
         total += secs
     est.seconds = total
 
 
 def calibration_times_forward(model: Any, x: Any, repeats: int = 3) -> dict[str, float]:
-    """Seconds per example of a forward pass only (models without gradients)."""
+    """Seconds per example of a forward pass only (models without gradients, text inputs)."""
     import torch
 
     with torch.no_grad():
@@ -278,4 +282,4 @@ def calibration_times_forward(model: Any, x: Any, repeats: int = 3) -> dict[str,
             t0 = time.perf_counter()
             model.logits(x)
             ts.append(time.perf_counter() - t0)
-    return {"forward": statistics.median(ts) / x.shape[0]}
+    return {"forward": statistics.median(ts) / len(x)}
