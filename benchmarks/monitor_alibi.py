@@ -5,13 +5,14 @@ alibi-detect pins numpy<2 and numba<0.60, so it cannot live in robustlab's venv:
     .venv/bin/python benchmarks/monitor_alibi.py export /tmp/drift.npz        # robustlab's numbers
     BENCH_VENV/bin/python benchmarks/monitor_alibi.py check /tmp/drift.npz    # alibi-detect's
 
-where BENCH_VENV has ``numpy<2 "numba<0.60" scipy scikit-learn "transformers<5" catalogue dill
-toml pydantic tqdm typing_extensions`` and ``alibi-detect==0.13.0 --no-deps`` (plus torch for
-MMDDrift's pytorch backend). Data: digits test split (reference, 360) against 300-example batches
+where BENCH_VENV (python 3.11) has ``"numpy<2" "numba<0.60" "scipy<1.14" "scikit-learn<1.6"
+"transformers<5" catalogue dill toml pydantic tqdm typing_extensions`` and
+``alibi-detect==0.13.0 --no-deps``, plus torch for MMDDrift's pytorch backend (measured: a
+``.pth`` file appending robustlab's venv site-packages, so its torch 2.13 CPU wheel is found
+after the bench venv's own numpy 1.26). Data: digits test split (reference, 360) against 300-example batches
 (clean digits, Gaussian noise severities 1/3/5, Fashion-MNIST at 8x8). alibi's permutation
 p-value counts the permutations above the observed MMD^2 (k / P), robustlab's is (1 + k) / (1 + P).
-Results:
-benchmarks/results_monitor_alibi.txt.
+Results: benchmarks/results_monitor_alibi.txt.
 """
 
 from __future__ import annotations
