@@ -170,7 +170,9 @@ def psi(ref: np.ndarray, x: np.ndarray, bins: int = 10) -> np.ndarray:
     return ((pb - pr) * np.log(pb / pr)).sum(1)
 
 
-def psi_test(ref: np.ndarray, x: np.ndarray, threshold: float = 0.2, bins: int = 10) -> dict:
+def psi_test(
+    ref: np.ndarray, x: np.ndarray, threshold: float = 0.2, bins: int = 10
+) -> dict[str, Any]:
     """PSI detector: mean PSI over features, alert above ``threshold`` (no p-value)."""
     v = psi(ref, x, bins)
     stat = float(v.mean())
@@ -446,7 +448,9 @@ def run_monitor(cfg: dict[str, Any], st: Any) -> tuple[str, list[dict[str, Any]]
     return run_id, results
 
 
-def _rows(name: str, index: int, label: str, n_ref: int, n: int, res: dict) -> list[dict]:
+def _rows(
+    name: str, index: int, label: str, n_ref: int, n: int, res: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     from robustlab.core.records import dumps
 
     rows = []
