@@ -127,6 +127,8 @@ def test_bad_input_has_clear_errors() -> None:
         fpr_at_tpr([0.1, float("nan"), 0.3], [True, False, True])
     with pytest.raises(ConfigError, match=r"tpr must be a number in \[0, 1\]"):
         fpr_at_tpr([0.1, 0.2], [True, False], tpr=95)
+    with pytest.raises(ConfigError, match=r"tpr must be a number in \[0, 1\]"):
+        fpr_at_tpr([0.1, 0.2], [True, False], tpr=1.5)  # just above the range, not a percent
     with pytest.raises(ConfigError, match="is_positive has shape"):
         auroc([0.1, 0.2, 0.3], [True, False])
     with pytest.raises(ConfigError, match="booleans"):
