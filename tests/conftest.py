@@ -80,6 +80,25 @@ def small_suite() -> Callable[..., Suite]:
     return make_small_suite
 
 
+@pytest.fixture
+def pytorch_ood(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make pytorch-ood's submodules importable without its package ``__init__``, which imports
+    torchvision (not installable beside our torch): its detectors and metric functions do not use
+    it. ``scripts/setup.sh --dev`` installs pytorch-ood with ``--no-deps``; skipped without it."""
+    import importlib.util
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("pytorch_ood")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("pytorch-ood is not installed (scripts/setup.sh --dev installs it)")
+    pkg = types.ModuleType("pytorch_ood")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    monkeypatch.setitem(sys.modules, "pytorch_ood", pkg)
+    for name in [m for m in sys.modules if m.startswith("pytorch_ood.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
 # records --------------------------------------------------------------------------------------
 RECORD_KEY = ["model", "replicate", "probe", "kind", "level", "example_id"]
 

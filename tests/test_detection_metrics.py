@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -15,15 +11,8 @@ from robustlab.metrics.detection import aupr, auroc, detection_metrics, fpr_at_t
 
 
 @pytest.fixture
-def pood_functional(monkeypatch: pytest.MonkeyPatch):
-    """pytorch-ood's metric functions without its package __init__ (which imports torchvision)."""
-    spec = importlib.util.find_spec("pytorch_ood")
-    assert spec is not None and spec.submodule_search_locations
-    pkg = types.ModuleType("pytorch_ood")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    monkeypatch.setitem(sys.modules, "pytorch_ood", pkg)
-    for name in [m for m in sys.modules if m.startswith("pytorch_ood.")]:
-        monkeypatch.delitem(sys.modules, name)
+def pood_functional(pytorch_ood: None):
+    """pytorch-ood's metric functions (see the ``pytorch_ood`` fixture in conftest.py)."""
     from pytorch_ood.metrics import functional
 
     return functional

@@ -3,9 +3,6 @@ covariance) and brute force; the suite -> store -> report path; bad input."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +42,8 @@ probes:
 
 
 @pytest.fixture
-def pood(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """pytorch-ood's detectors, imported without its package __init__ (which needs torchvision)."""
-    spec = importlib.util.find_spec("pytorch_ood")
-    assert spec is not None and spec.submodule_search_locations
-    pkg = types.ModuleType("pytorch_ood")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    monkeypatch.setitem(sys.modules, "pytorch_ood", pkg)
-    for name in [m for m in sys.modules if m.startswith("pytorch_ood.")]:
-        monkeypatch.delitem(sys.modules, name)
+def pood(pytorch_ood: None) -> Any:
+    """pytorch-ood's detectors (see the ``pytorch_ood`` fixture in conftest.py)."""
     import pytorch_ood.detector as det
 
     return det

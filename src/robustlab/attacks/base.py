@@ -82,6 +82,21 @@ class Attack(Protocol):
     ) -> AttackResult: ...
 
 
+def spec_model(attack: Any, spec: dict[str, Any]) -> Any:
+    """The registered model ``spec`` ({name, params}) an attack names in its parameters (a
+    transfer source, an oracle), created on the attack's first call and kept on the attack object
+    for the later ones (hyperparameters are stored verbatim: ``__init__`` does no work)."""
+    import json
+
+    from robustlab.core.registry import models
+
+    cache = attack.__dict__.setdefault("_spec_models", {})
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if key not in cache:
+        cache[key] = models.create(spec["name"], spec.get("params"))
+    return cache[key]
+
+
 def require_grad(model: Any, attack: str) -> None:
     if not getattr(model.capabilities, "grad", False):
         raise CapabilityError(

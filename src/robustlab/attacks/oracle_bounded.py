@@ -30,14 +30,13 @@ Example (suite probe)::
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import torch
 
-from robustlab.attacks.base import Goal, Misclassified, check_inputs
+from robustlab.attacks.base import Goal, Misclassified, check_inputs, spec_model
 from robustlab.core.errors import ConfigError, DomainError
-from robustlab.core.registry import attacks, check_params, models
+from robustlab.core.registry import attacks, check_params
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import AttackResult, NonNegativeInt, ThreatModel
 from robustlab.models.trained import spec_param
@@ -84,13 +83,9 @@ class OracleBounded:
         self.backoff_steps = backoff_steps
         self._inner = inner
         self.needs_grad = bool(getattr(inner, "needs_grad", False))
-        self._models: dict[str, Any] = {}
 
     def _oracle(self) -> Any:
-        key = json.dumps(self.oracle, sort_keys=True, default=str)
-        if key not in self._models:
-            self._models[key] = models.create(self.oracle["name"], self.oracle.get("params"))
-        return self._models[key]
+        return spec_model(self, self.oracle)
 
     def __call__(
         self,

@@ -17,14 +17,13 @@ defended model of :mod:`robustlab.models.defended` and ``mixed`` declare)::
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 
-from robustlab.attacks.base import Goal, Misclassified, check_inputs, final_success
+from robustlab.attacks.base import Goal, Misclassified, check_inputs, final_success, spec_model
 from robustlab.core.errors import ConfigError, DomainError
-from robustlab.core.registry import attacks, check_params, models
+from robustlab.core.registry import attacks, check_params
 from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import AttackResult, ThreatModel
 from robustlab.models.trained import spec_param
@@ -63,7 +62,6 @@ class Transfer:
         self.source = source
         self.attack = {"name": name, "params": params}
         self._inner = attacks.create(name, params)
-        self._models: dict[str, Any] = {}
 
     def _source(self, target: Any) -> Any:
         if self.source is None:
@@ -74,10 +72,7 @@ class Transfer:
                     "declares no undefended base; give the attack a source model spec"
                 )
             return src
-        key = json.dumps(self.source, sort_keys=True, default=str)
-        if key not in self._models:
-            self._models[key] = models.create(self.source["name"], self.source.get("params"))
-        return self._models[key]
+        return spec_model(self, self.source)
 
     def __call__(
         self,
