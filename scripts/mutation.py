@@ -83,6 +83,25 @@ TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
         ["conformal_quantile", "class_scores", "rscp_sets", "coverage_and_size"],
         ["tests/test_conformal.py", EDGES, "-k", "quantile or aps or rscp"],
     ),
+    "detection": (
+        "metrics/detection.py",
+        ["_sorted_counts", "auroc", "aupr", "fpr_at_tpr", "roc_curve"],
+        ["tests/test_detection_metrics.py", "-k", "not invariants_on_real and not bootstrap"],
+    ),
+    "calibration": (
+        "metrics/calibration.py",
+        ["bin_index", "reliability", "risk_coverage", "aurc", "excess_aurc", "scores"],
+        [
+            "tests/test_diagnose_calibration.py",
+            "-k",
+            "torchmetrics or netcal or hand_case or brier or aurc",
+        ],
+    ),
+    "cka": (
+        "metrics/representation.py",
+        ["linear_cka", "hsic", "linear_cka_gram", "_centred_gram", "cka_matrix"],
+        ["tests/test_diagnose_representations.py", "-k", "cka"],
+    ),
 }
 
 # Survivors that are equivalent (or accepted), keyed by "target: function: change"; the reason is
