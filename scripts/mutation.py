@@ -114,6 +114,14 @@ _PERM_CHUNKS = (
     "changes only the block size; exactly n_perm permutations still run (checked with small "
     "blocks), and the p-value is exact in distribution for any block size"
 )
+_KEEPDIM = (
+    "the mean over dim 0 without keepdim has shape [p] and broadcasts against [n, p] exactly as "
+    "the [1, p] keepdim mean does: the same subtraction, bit for bit"
+)
+_CKA_TIE = (
+    "differs only when the normaliser is exactly _EPS = 1e-12 to the last bit; below the cut-off "
+    "a side counts as constant (CKA 0), and whether the tie itself does is a convention"
+)
 ACCEPTED: dict[str, str] = {
     "projection: ThreatModel.sample: + -> - in `x + delta`": (
         "the offsets are symmetric about 0 (Linf: uniform in [-eps, eps]; Lp: direction from "
@@ -189,6 +197,16 @@ ACCEPTED: dict[str, str] = {
     "conformal: rscp_sets: <= -> < in `lhs <= thr + shift`": (
         "a class exactly on the threshold after Phi^-1 of Monte-Carlo means: a tie that does not "
         "occur with continuous scores"
+    ),
+    "cka: linear_cka: True -> False in `x.mean(0, keepdim=True)`": _KEEPDIM,
+    "cka: linear_cka: True -> False in `y.mean(0, keepdim=True)`": _KEEPDIM,
+    "cka: _centred_gram: True -> False in `x.mean(0, keepdim=True)`": _KEEPDIM,
+    "cka: linear_cka: > -> >= in `float(den) > _EPS`": _CKA_TIE,
+    "cka: linear_cka_gram: > -> >= in `den > _EPS`": _CKA_TIE,
+    "cka: cka_matrix: > -> >= in `norm > _EPS`": _CKA_TIE,
+    "cka: cka_matrix: 1.0 -> 2.0 in `-1.0`": (
+        "the rows are centred Gram matrices over their norms, whose product ||Y^T X||_F^2 / "
+        "(||X^T X||_F ||Y^T Y||_F) is >= 0 up to rounding: a lower clamp at -1 or -2 never binds"
     ),
 }
 

@@ -24,6 +24,7 @@ from robustlab.diagnose.robustness_index import (
     robustness_index,
 )
 from robustlab.metrics.representation import (
+    _centred_gram,
     cka_matrix,
     hsic,
     linear_cka,
@@ -87,6 +88,57 @@ def test_cka_invariances_and_forms_agree() -> None:
     assert float(cka_matrix([x], [torch.ones(120, 3)])[0, 0]) == 0.0
     with pytest.raises(ConfigError, match="different numbers of examples"):
         linear_cka(x, x[:10])
+
+
+def test_cka_hsic_and_centred_gram_against_explicit_h() -> None:
+    # HSIC by hand for n = 3 (K = L = I): HKH = H, tr(H H) = tr(H) = n - 1 = 2; / (n - 1)^2 = 0.5
+    assert hsic(torch.eye(3), torch.eye(3)) == pytest.approx(0.5, abs=1e-15)
+    # tr(K H L H) / (n - 1)^2 with H = I - 1 1^T / n written out in numpy
+    g = torch.Generator().manual_seed(3)
+    n = 5
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    h = np.eye(n) - np.ones((n, n)) / n
+    kn, ln = (x @ x.T).numpy(), (y @ y.T).numpy()
+    ref = np.trace(kn @ h @ ln @ h) / (n - 1) ** 2
+    assert hsic(x @ x.T, y @ y.T) == pytest.approx(ref, rel=1e-12)
+    # a non-square matrix is no Gram matrix: refused, not reduced to a number
+    with pytest.raises(RuntimeError):
+        hsic(torch.ones(2, 3), torch.ones(3, 3))
+    # the centred Gram matrix is H X X^T H: in float64 up to p = 4n features ...
+    x = torch.randn(n, 4 * n, generator=g, dtype=torch.float64)
+    ref = h @ (x @ x.T).numpy() @ h
+    assert np.allclose(_centred_gram(x).numpy(), ref, rtol=0, atol=1e-12)
+    # ... and for wider layers (p > 4n) from the float32 product of the centred features, within
+    # float32 rounding of the same H X X^T H
+    x = torch.randn(n, 4 * n + 1, generator=g, dtype=torch.float64)
+    ref = h @ (x @ x.T).numpy() @ h
+    gram = _centred_gram(x)
+    xc = (x - x.mean(0, keepdim=True)).float()
+    assert gram.dtype == torch.float64 and torch.equal(gram, (xc @ xc.T).double())
+    assert np.allclose(gram.numpy(), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    assert not np.allclose(gram.numpy(), ref, rtol=0, atol=1e-12)  # float32 rounding shows
+
+
+def test_cka_constant_sides_and_bounds() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    const = torch.full((7, 2), 2.5)
+    # a constant side has CKA 0 in every form, itself included
+    assert linear_cka(x, const) == 0.0 and linear_cka(const, x) == 0.0
+    assert linear_cka_gram(x, const) == 0.0 and linear_cka_gram(const, x) == 0.0
+    m = cka_matrix([x, const])
+    assert torch.equal(m, torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=m.dtype))
+    # CKA lies in [0, 1] after rounding too, and a representation against itself is exactly 1 on
+    # the diagonal (20 small random ones: the normalised rows' self products land 1 ulp either
+    # side of 1 for some of them)
+    xs = [torch.randn(6, 3, generator=g, dtype=torch.float64) for _ in range(20)]
+    m = cka_matrix(xs)
+    assert torch.equal(m.diagonal(), torch.ones(20, dtype=m.dtype))
+    cross = cka_matrix(xs, xs)  # the general path: no diagonal fix-up
+    assert float(cross.max()) <= 1.0
+    assert torch.allclose(cross.diagonal(), torch.ones(20, dtype=m.dtype), rtol=0, atol=1e-15)
+    assert torch.allclose(cross, m, rtol=0, atol=1e-15)
 
 
 def test_rsa_against_scipy() -> None:
