@@ -95,6 +95,38 @@ def test_equal_mass_ties_stay_in_one_bin_hand_case() -> None:
     )
 
 
+def test_bin_index_and_reliability_edges_hand_case() -> None:
+    # equal width, 4 bins: edges 0, 1/4, 1/2, 3/4, 1 (right-closed; 0.5 lies in (0.25, 0.5]); the
+    # two top bins stay empty but are still reported, with the edges as lo/hi
+    conf, ok = [0.0, 0.1, 0.3, 0.5], [1, 0, 1, 1]
+    assert cal.bin_index(conf, 4).tolist() == [0, 0, 1, 1]
+    rel = cal.reliability(conf, ok, 4)
+    assert rel.count.tolist() == [2, 2, 0, 0]
+    assert rel.lo.tolist() == [0.0, 0.25, 0.5, 0.75] and rel.hi.tolist() == [0.25, 0.5, 0.75, 1.0]
+    assert rel.confidence[:2].tolist() == pytest.approx([0.05, 0.4], abs=1e-15)
+    assert rel.accuracy[:2].tolist() == [0.5, 1.0] and np.isnan(rel.accuracy[2:]).all()
+    # equal mass, 3 bins of 6: cuts after 2 and 4 sorted examples; the second moves to the end of
+    # the run of 0.4s -> {0.1, 0.2}, {0.3, 0.4, 0.4}, {0.9}; lo/hi are each bin's min/max
+    conf, ok = np.array([0.4, 0.9, 0.1, 0.3, 0.2, 0.4]), np.array([1, 1, 0, 0, 1, 1])
+    assert cal.bin_index(conf, 3, "mass").tolist() == [1, 2, 0, 1, 0, 1]
+    rel = cal.reliability(conf, ok, 3, "mass")
+    assert rel.count.tolist() == [2, 3, 1]
+    assert rel.lo.tolist() == [0.1, 0.3, 0.9] and rel.hi.tolist() == [0.2, 0.4, 0.9]
+    assert rel.accuracy.tolist() == pytest.approx([1 / 2, 2 / 3, 1.0], abs=1e-15)
+    # a tie run at the top: the only cut would split the three 0.5s, moves to n and is dropped ->
+    # one bin (fewer bins than asked, none empty)
+    rel = cal.reliability([0.5, 0.1, 0.5, 0.5], [1, 0, 0, 1], 2, "mass")
+    assert cal.bin_index([0.5, 0.1, 0.5, 0.5], 2, "mass").tolist() == [0, 0, 0, 0]
+    assert rel.count.tolist() == [4] and rel.lo.tolist() == [0.1] and rel.hi.tolist() == [0.5]
+    # the smallest confidence alone below a tie run: two bins, not refused as all-equal
+    assert cal.bin_index([0.9, 0.2, 0.9], 2, "mass").tolist() == [1, 0, 1]
+    # as many bins as examples (allowed): one example per bin, the first bin included
+    assert cal.bin_index([0.4, 0.1, 0.3, 0.2], 4, "mass").tolist() == [3, 0, 2, 1]
+    rel = cal.reliability([0.4, 0.1, 0.3, 0.2], [1, 0, 0, 1], 4, "mass")
+    assert rel.count.tolist() == [1, 1, 1, 1] and rel.lo.tolist() == rel.hi.tolist()
+    assert rel.hi.tolist() == [0.1, 0.2, 0.3, 0.4]
+
+
 # --- Brier, NLL against scikit-learn -----------------------------------------------------------
 
 
@@ -181,6 +213,9 @@ def test_temperature_at_bound_without_errors() -> None:
         (lambda: cal.ece([], [], 2), "no examples"),
         (lambda: cal.ece([0.5], [1], 2, "quantile"), "binning must be 'width' or 'mass'"),
         (lambda: cal.scores([[0.0, float("nan")]], [0]), "NaN or infinite logits"),
+        (lambda: cal.scores([[0.0, 1.0]], [0], 0.0), "temperature must be > 0"),
+        (lambda: cal.scores([[0.0, 1.0]], [0], -1.0), "temperature must be > 0"),
+        (lambda: cal.scores([[0.0, 1.0]], [0], float("inf")), "temperature must be > 0"),
         (lambda: cal.fit_temperature(np.zeros((0, 3)), []), "no held-out examples"),
     ],
 )
