@@ -89,8 +89,9 @@ def test_pgd_matches_torchattacks(cnn: Any, data: Any) -> None:
     ours = attacks.create("pgd", {"steps": 20, "step_size": 0.25})(cnn, x, y, LINF, rng=rng(N))
     torch.manual_seed(0)
     theirs = ta.PGD(cnn.module, eps=0.1, alpha=0.025, steps=20, random_start=True)(x, y)
-    a, b = 1 - ours.success.float().mean(), robust(cnn, theirs, y).float().mean()
-    assert abs(float(a - b)) <= 0.03, (float(a), float(b))  # same algorithm, different noise
+    # robust examples out of N, counted exactly (a float32 mean of 0.61 - 0.58 is 0.0300000310)
+    a, b = int((~ours.success).sum()), int(robust(cnn, theirs, y).sum())
+    assert abs(a - b) <= 0.03 * N, (a, b, N)  # same algorithm, different noise
 
 
 @pytest.mark.parametrize(
