@@ -72,10 +72,19 @@ def _command(suite_file: Path, db: Path) -> list[str]:
             "--out", str(db.parent / "reports")]  # fmt: skip
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C as a terminal gives it. A SIGINT ignored by the test
+    process (inherited from whatever started it, or left by a library) would be inherited, and a
+    Python started with SIGINT ignored never installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(suite_file: Path, db: Path) -> subprocess.Popen[bytes]:
     log = db.parent / f"{db.stem}.log"
     with open(log, "wb") as f:
-        return subprocess.Popen(_command(suite_file, db), stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            _command(suite_file, db), stdout=f, stderr=subprocess.STDOUT, preexec_fn=_default_sigint
+        )
 
 
 def _state(db: Path) -> dict[str, Any]:
