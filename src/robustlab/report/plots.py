@@ -31,13 +31,16 @@ def _num(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _figure(n_panels: int, width: float = 6.0, height: float = 3.4) -> tuple[Any, list[Any]]:
+def _figure(
+    n_panels: int, width: float = 6.0, height: float = 3.4, cols: int = 2, sharey: bool = True
+) -> tuple[Any, list[Any]]:
+    """A grid of ``n_panels`` panels, ``cols`` per row (unused cells hidden)."""
     from matplotlib.figure import Figure
 
-    cols = min(n_panels, 2)
+    cols = min(n_panels, cols)
     rows = math.ceil(n_panels / cols)
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel().tolist()
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel().tolist()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     return fig, axes[:n_panels]

@@ -8,7 +8,6 @@ records (:mod:`robustlab.diagnose.memorization`, :mod:`robustlab.diagnose.capabi
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -127,18 +126,12 @@ def _nan(v: Any) -> float:
 
 def _prune_plot(rows: list[dict[str, Any]]) -> str:
     import matplotlib
-    from matplotlib.figure import Figure
 
     from robustlab.report import plots
 
     keys = list(dict.fromkeys((r["model"], r["probe"]) for r in rows))
     with matplotlib.rc_context(plots._RC):
-        cols = min(len(keys), 3)
-        nrows = math.ceil(len(keys) / cols)
-        fig = Figure(figsize=(4.2 * cols, 3.2 * nrows), layout="constrained")
-        axes = fig.subplots(nrows, cols, squeeze=False).ravel()
-        for ax in axes[len(keys) :]:
-            ax.set_visible(False)
+        fig, axes = plots._figure(len(keys), 4.2, 3.2, cols=3, sharey=False)
         for ax, (model, probe) in zip(axes, keys, strict=False):
             mine = [r for r in rows if (r["model"], r["probe"]) == (model, probe)]
             xs = [r["level"] for r in mine]
@@ -234,18 +227,12 @@ class CapabilityProbeSection:
 
 def _stage_plot(rows: list[dict[str, Any]], layers: list[str]) -> str:
     import matplotlib
-    from matplotlib.figure import Figure
 
     from robustlab.report import plots
 
     keys = list(dict.fromkeys((r["model"], r["probe"]) for r in rows))
     with matplotlib.rc_context(plots._RC):
-        cols = min(len(keys), 3)
-        nrows = math.ceil(len(keys) / cols)
-        fig = Figure(figsize=(4.4 * cols, 3.4 * nrows), layout="constrained")
-        axes = fig.subplots(nrows, cols, squeeze=False).ravel()
-        for ax in axes[len(keys) :]:
-            ax.set_visible(False)
+        fig, axes = plots._figure(len(keys), 4.4, 3.4, cols=3, sharey=False)
         for ax, (model, probe) in zip(axes, keys, strict=False):
             mine = [r for r in rows if (r["model"], r["probe"]) == (model, probe)]
             stages = [r["stage"] for r in mine]
