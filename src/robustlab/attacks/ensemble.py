@@ -75,7 +75,12 @@ class AutoAttack:
     the 24 setups measured, module docstring). ``skip_unavailable``: members needing gradients are skipped on black-box
     adapters (so the ensemble degrades to its black-box members) instead of raising. ``fab``: add
     the FAB-like minimum-norm member (``True``: FAB^T, 9 targets, 100 steps, as in AutoAttack; or
-    a dict of ``fab`` parameters) before Square (or last)."""
+    a dict of ``fab`` parameters) before Square (or last).
+
+    Records (``record_extra``): ``member``, the index in :meth:`members` of the member attack that
+    broke the example, -1 where none did (robust, or misclassified before any member ran)."""
+
+    record_extra = ("member",)
 
     def __init__(
         self,

@@ -24,6 +24,10 @@ class Evaluation:
     correct: torch.Tensor  # float [B], NaN where ``error`` is set
     error: list[str | None]
     extra: dict[str, list[Any]] = field(default_factory=dict)
+    # classification: the logit margin ``z_y - max_{j != y} z_j`` per example (float64, NaN where
+    # the model failed); not a record column by itself: attack records carry it (``margin``,
+    # ``clean_margin``), so clean and perturbation records stay as they were
+    margin: torch.Tensor | None = None
 
 
 class Task(Protocol):

@@ -97,7 +97,7 @@ class ClassificationTask:
         else:
             preds = pred.tolist()
         extra = {"augmented": [augmented.get(i) for i in range(len(x))]} if augmented else {}
-        return Evaluation(preds, correct, errors, extra)
+        return Evaluation(preds, correct, errors, extra, margin=logit_margins(logits, y))
 
     takes_fields = True  # the runner passes per-example dataset fields (masks) to perturb
 
@@ -169,6 +169,7 @@ class ClassificationTask:
             "distance": threat.distance(x_adv.to(x.device), x).tolist(),
             "clean_correct": clean.correct.tolist(),
             **recorded,
+            **_margin_columns(ev, clean, errs),
         }
 
     def _attack_text(
@@ -210,7 +211,7 @@ class ClassificationTask:
             "edit_rate": word_edit_rate(x, x_adv).tolist(),
             "clean_correct": clean.correct.tolist(),
         }
-        return ev, cols | edit
+        return ev, cols | edit | _margin_columns(ev, clean, errs)
 
     def check(self, model: Any, data: Dataset) -> None:
         """Check model/data compatibility on the first examples (shape, classes, domain)."""
@@ -236,3 +237,38 @@ class ClassificationTask:
                 f"model output shape {tuple(out.shape)} does not match the labels of "
                 f"{data.name!r}: label {y_max} needs at least {y_max + 1} classes"
             )
+
+
+def logit_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``z_y - max_{j != y} z_j`` per example in float64, rounded to 4 decimals (records stay
+    short; the margins are for statistics); NaN where a row is not finite or ``y`` is no class.
+
+    Positive: correctly classified with that much room; negative: misclassified (S34's logit
+    differences, :func:`robustlab.metrics.vision.logit_difference_stats`)."""
+    z = logits.detach().cpu().double()
+    n = len(z)
+    out = torch.full((n,), float("nan"), dtype=torch.float64)
+    if z.dim() != 2 or z.shape[1] < 2 or not isinstance(y, torch.Tensor) or len(y) != n or not n:
+        return out
+    yy = y.detach().cpu().long()
+    ok = (yy >= 0) & (yy < z.shape[1])
+    yc = yy.clamp(0, z.shape[1] - 1)[:, None]
+    true = z.gather(1, yc).squeeze(1)
+    other = z.scatter(1, yc, float("-inf")).amax(dim=1)
+    m = torch.round(true - other, decimals=4)
+    return torch.where(ok & torch.isfinite(m), m, out)
+
+
+def _margin_columns(
+    ev: Evaluation, clean: Evaluation, errs: dict[int, str]
+) -> dict[str, list[Any]]:
+    """Attack records' ``margin`` (on the attacked input) and ``clean_margin`` (on the clean one):
+    logit margins for S34's statistics; NaN where the example failed."""
+    out: dict[str, list[Any]] = {}
+    for key, e in (("margin", ev), ("clean_margin", clean)):
+        if e.margin is not None and len(e.margin) == len(ev.correct):
+            m = e.margin.clone()
+            if errs:
+                m[list(errs)] = float("nan")
+            out[key] = m.tolist()
+    return out
