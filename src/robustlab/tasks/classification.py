@@ -43,30 +43,37 @@ class ClassificationTask:
         self, model: Any, x: torch.Tensor | list[str]
     ) -> tuple[torch.Tensor, list[str | None]]:
         """Logits for a batch with failing examples isolated (their rows are NaN)."""
-        logits, errors, _ = self._logits(model, x)
+        logits, errors, _, _ = self._logits(model, x)
         return logits, errors
 
     def _logits(
         self, model: Any, x: torch.Tensor | list[str]
-    ) -> tuple[torch.Tensor, list[str | None], dict[int, float]]:
+    ) -> tuple[torch.Tensor, list[str | None], dict[int, float], dict[str, list[Any]]]:
         """:meth:`logits` plus, for adapters that rewrite some inputs (test-time augmentation,
-        ``last_augmented``), which inputs they rewrote."""
+        ``last_augmented``), which inputs they rewrote, and the per-input columns an adapter
+        declares in ``record_extra`` (read from its ``last_extra`` after each call; e.g. the
+        Hugging Face classifier's ``truncated``), recorded in ``extra``."""
         n = len(x)
         augmented: dict[int, float] = {}
+        declared = tuple(getattr(model, "record_extra", ()))
+        extra: dict[str, dict[int, Any]] = {k: {} for k in declared}
 
         def run(pos: list[int]) -> torch.Tensor:
             out = self._checked(model, take(x, pos), len(pos))
             last = getattr(model, "last_augmented", None)
             if isinstance(last, torch.Tensor) and last.numel() == len(pos):
                 augmented.update(zip(pos, last.float().tolist(), strict=True))
+            for k in declared:
+                extra[k].update(zip(pos, model.last_extra[k], strict=True))
             return out
 
         with torch.no_grad():
             chunks, errs = isolate(run, n)
+        cols = {k: [v.get(i) for i in range(n)] for k, v in extra.items()}
         if not errs and len(chunks) == 1:  # the common case: one chunk, no failures
-            return chunks[0][1], [None] * n, augmented
+            return chunks[0][1], [None] * n, augmented, cols
         fill = torch.full((n, model.num_classes), float("nan"))
-        return merge_rows(chunks, n, fill), [errs.get(i) for i in range(n)], augmented
+        return merge_rows(chunks, n, fill), [errs.get(i) for i in range(n)], augmented, cols
 
     @staticmethod
     def _checked(model: Any, x: torch.Tensor | list[str], n: int) -> torch.Tensor:
@@ -77,7 +84,7 @@ class ClassificationTask:
         return out.detach()
 
     def evaluate(self, model: Any, x: torch.Tensor | list[str], y: torch.Tensor) -> Evaluation:
-        logits, errors, augmented = self._logits(model, x)
+        logits, errors, augmented, cols = self._logits(model, x)
         failed = errors.count(None) != len(errors)
         # one reduction: NaN and inf propagate into the sum (a huge finite sum only costs the
         # exact per-row check)
@@ -97,6 +104,7 @@ class ClassificationTask:
         else:
             preds = pred.tolist()
         extra = {"augmented": [augmented.get(i) for i in range(len(x))]} if augmented else {}
+        extra |= cols  # adapter-declared columns (record_extra)
         return Evaluation(preds, correct, errors, extra, margin=logit_margins(logits, y))
 
     takes_fields = True  # the runner passes per-example dataset fields (masks) to perturb
@@ -236,6 +244,12 @@ class ClassificationTask:
             raise ModelOutputError(
                 f"model output shape {tuple(out.shape)} does not match the labels of "
                 f"{data.name!r}: label {y_max} needs at least {y_max + 1} classes"
+            )
+        names = getattr(model, "classes", None)  # a text classifier's own label names
+        if isinstance(data.x, list) and names and data.classes and len(names) != len(data.classes):
+            raise ModelOutputError(
+                f"model has {len(names)} labels ({', '.join(map(str, names[:6]))}) but "
+                f"{data.name!r} has {len(data.classes)} classes ({', '.join(data.classes[:6])})"
             )
 
 
