@@ -94,6 +94,9 @@ class GaussianSmoothing:
     """
 
     norm = "2"
+    # what the certificate is about (declared, read by the report): the smoothed classifier, not
+    # the base model that attacks attack; certifiers of the model itself (ibp, milp) declare none
+    certifies = "smoothed"
 
     def __init__(
         self,
