@@ -256,7 +256,7 @@ def run(
         list[str] | None, typer.Option("--set", help="Override a suite field: a.b=value")
     ] = None,
     allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Allow unpickling `file` models you trust")
+        bool, typer.Option("--allow-pickle", help="Allow unpickling models you trust (file, hf-*)")
     ] = False,
     out_dir: Annotated[str | None, typer.Option("--out", help="Report folder")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars")] = True,
@@ -278,8 +278,12 @@ def run(
     validate_suite(s)  # before the store is opened: a refused suite leaves no trace
     if allow_pickle:
         data = s.model_dump(mode="json")
-        for m in data["models"]:
-            if m["name"] == "file":
+        import inspect
+
+        from robustlab.core.registry import models as model_registry
+
+        for m in data["models"]:  # every model factory with an allow_pickle option (file, hf-*)
+            if "allow_pickle" in inspect.signature(model_registry.get(m["name"])).parameters:
                 m["params"]["allow_pickle"] = True
         s = type(s).parse(data, suite)
     # loaded (cached for the run), still before the store; not repeated by run_suite
