@@ -266,7 +266,7 @@ def gallery(views: list[dict[str, Any]]) -> str:
                 what = f"|x'-x| ×{gain:.3g}" if gain else "|x'-x| = 0"
                 imgs.append(f'<img class="ex diff" alt="difference" src="{v["diff_png"]}" '
                             f'title="{e(what)}">')  # fmt: skip
-                cap += f" · {e(what)}"
+                cap += f' · <span class="nw">{e(what)}</span>'
             cards.append(f'<figure class="ex">{"".join(imgs)}<figcaption>{cap}</figcaption>'
                          "</figure>")  # fmt: skip
         elif v.get("diff") is not None:
@@ -285,5 +285,5 @@ CSS = (
     "figure.ex{display:inline-block;margin:.3em 1em .6em 0;vertical-align:top}"
     "figure.ex figcaption{font-size:12px;max-width:260px}"
     "img.ex{image-rendering:pixelated;border:1px solid #d9e2ec;margin-right:3px}"
-    "div.ex{margin:.3em 0 .8em;font-size:12px}</style>"
+    "div.ex{margin:.3em 0 .8em;font-size:12px}.nw{white-space:nowrap}</style>"
 )

@@ -12,9 +12,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from robustlab.core.errors import RobustlabError
+from robustlab.report.examples import CSS as ex_css
+from robustlab.report.examples import gallery as ex_gallery
 from robustlab.report.format import e, level_text, num, table
 from robustlab.report.html import _CSS
-from robustlab.serve.views import EXAMPLES_SHOWN, Views, check_metric, thumbnails
+from robustlab.serve.drill import link_cells
+from robustlab.serve.views import (
+    EXAMPLES_SHOWN,
+    REGENERATED,
+    REGENERATED_MAX,
+    Views,
+    check_metric,
+    thumbnails,
+)
 
 COOKIE = "robustlab_token"
 _EXTRA_CSS = """
@@ -24,6 +34,7 @@ form.filters{margin:.6em 0}form.filters label{margin-right:1em}
 td.regression{background:#fde8e7 !important;color:#b42318;font-weight:600}
 td.improvement{color:#2f7d32}
 img.thumb{image-rendering:pixelated;border:1px solid #d9e2ec}
+a.drill-cell{text-decoration:underline dotted}
 .report-embed{border-top:3px solid #d9e2ec;margin-top:2em}
 """
 
@@ -128,6 +139,8 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         )
         report = views.report_html(info)
         inner = report[report.index("<body>") + 6 : report.rindex("</body>")]
+        rows = groups.to_dict("records") if len(groups) else []
+        inner = link_cells(inner, info["id"], rows)  # report cells drill down to their examples
         html = (
             f'<h1>Run {e(info["id"])}</h1><p>suite <a href="/suite/{_q(info["suite_name"])}">'
             f"{e(info['suite_name'])}</a> · status {e(info['status'])}</p>"
@@ -137,9 +150,25 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         return _page(f"run {info['id']}", html)
 
     @app.get("/run/{run_id}/examples", response_class=HTMLResponse)
-    def examples_page(run_id: str, model: str, probe: str, level: float) -> str:
+    def examples_page(
+        run_id: str, model: str, probe: str, level: float, show: int = REGENERATED
+    ) -> str:
         info = views.info(run_id)
         df, total = views.examples(info, model, probe, level)
+        show = max(0, min(show, REGENERATED_MAX))
+        shown, notes = views.regenerated(info, df.head(show)) if show else ([], [])
+        gallery = "".join(f'<p class="warn">{e(n)}</p>' for n in notes) + ex_gallery(shown)
+        if shown:
+            more_q = urlencode({"model": model, "probe": probe, "level": level,
+                                "show": min(2 * show, REGENERATED_MAX)})  # fmt: skip
+            gallery = (
+                f"<h2>The first {len(shown)} examples, worst first</h2><p class=muted>inputs "
+                "regenerated with the unit's seed (images: clean | perturbed | |x'-x| magnified "
+                "to the full range; text and code: removed in red, added in green)"
+                + (f' · <a href="/run/{escape(info["id"])}/examples?{escape(more_q)}">show more'
+                   "</a>" if show < REGENERATED_MAX and total > show else "")
+                + f"</p>{ex_css}<div id=gallery>{gallery}</div>"
+            )  # fmt: skip
         extras = [c for c in df.columns if c.startswith("x.")]
         thumbs = thumbnails(views, info, probe, [int(i) for i in df["example_id"]])
         head = ["replicate", "example id", "label", "prediction", "correct", "error", *extras]
@@ -156,6 +185,7 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
             f"<h1>Examples: {e(model)} · {e(probe)} · level {e(level_text(level))}</h1>"
             f'<p>run <a href="/run/{escape(info["id"])}">{e(info["id"])}</a> · {total} records'
             f"{more}{'' if acc is None else f' · accuracy {acc:.3f}'}</p>"
+            f"{gallery}<h2>Records</h2>"
             f"<div class=scroll id=examples>{table(head, body, num_cols=(0, 1, 4))}</div>"
         )
         return _page("examples", html)
