@@ -109,7 +109,7 @@ def build(
         "v": VERSION,
         "base": {"name": b_name, "params": b_params, "fingerprint": clf.fingerprint()},
         "data": {"name": d_name, "params": _full(datasets, d_name, d_params),
-                 "fingerprint": hash_tensors([torch.as_tensor(dset.x), torch.as_tensor(dset.y)])},
+                 "fingerprint": _data_fingerprint(dset)},
         "trainer": {"name": t_name, "params": _full(trainers, t_name, t_params)},
         "seed": seed, "epochs": epochs, "holdout": holdout, "eval_eps": eval_eps,
         "eval_steps": eval_steps, "on_co": on_co, "schedule": schedule,
@@ -240,7 +240,9 @@ def _full(registry: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def _check_trainable(clf: Any, base: str, trainer: str, method: Any) -> None:
     grads = getattr(getattr(clf, "capabilities", None), "grad", False)
-    if not isinstance(getattr(clf, "module", None), torch.nn.Module) or not grads:
+    if not isinstance(getattr(clf, "module", None), torch.nn.Module) or (
+        method.needs_grad and not grads
+    ):
         need = "input gradients (white-box)" if method.needs_grad else "trainable torch weights"
         raise CapabilityError(
             f"trainer {trainer!r} needs {need}, but base model {base!r} "
@@ -249,11 +251,22 @@ def _check_trainable(clf: Any, base: str, trainer: str, method: Any) -> None:
         )
 
 
+def _data_fingerprint(dset: Any) -> str:
+    if isinstance(dset.x, list):  # texts
+        return hash_tensors([torch.as_tensor(dset.y)], "\x1f".join(map(str, dset.x)))
+    return hash_tensors([torch.as_tensor(dset.x), torch.as_tensor(dset.y)])
+
+
 def _check_data(dset: Any, clf: Any, data: str, base: str) -> None:
-    if not isinstance(dset.x, torch.Tensor) or not isinstance(dset.y, torch.Tensor):
+    if getattr(clf, "input_kind", "tensor") == "text":  # a text model (models/text_heads.py)
+        if not isinstance(dset.x, list) or not all(isinstance(t, str) for t in dset.x):
+            raise ConfigError(f"data {data!r} is not a text dataset, but base model {base!r} "
+                              "classifies texts")  # fmt: skip
+    elif not isinstance(dset.x, torch.Tensor) or not isinstance(dset.y, torch.Tensor):
         raise ConfigError(f"data {data!r} is not a tensor dataset (images or features): "
                           "trainers need tensor inputs and class labels")  # fmt: skip
-    clf.domain.check(dset.x, f"data {data!r} for base model {base!r}")
+    else:
+        clf.domain.check(dset.x, f"data {data!r} for base model {base!r}")
     if len(dset.y) and (int(dset.y.min()) < 0 or int(dset.y.max()) >= clf.num_classes):
         raise ConfigError(
             f"data {data!r} has labels {int(dset.y.min())}..{int(dset.y.max())}, but base model "

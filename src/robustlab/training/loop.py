@@ -117,7 +117,7 @@ def _fit(
         if hasattr(trainer, "load_state_dict") and state.get("trainer") is not None:
             trainer.load_state_dict(state["trainer"])
     dev = clf.device
-    x, y, ids = _tensor(train.x, dev), _tensor(train.y, dev), train.ids
+    x, y, ids = _inputs(train.x, dev), _tensor(train.y, dev), train.ids
     assert ids is not None
     n, bs = len(x), trainer.batch_size
     with _bar(cfg.progress) as bar:
@@ -133,7 +133,7 @@ def _fit(
                 correct = torch.zeros((), device=dev, dtype=torch.long)
                 for i in range(0, n, bs):
                     idx = perm[i : i + bs]
-                    xb, yb = x[idx.to(dev)], y[idx.to(dev)]
+                    xb, yb = _rows(x, idx, dev), y[idx.to(dev)]
                     rng = ExampleRNG.from_seed(f"train|{cfg.seed}|{epoch}", ids[idx])
                     at = Position(epoch, cfg.epochs, i // bs, math.ceil(n / bs), idx)
                     for group in opt.param_groups:  # a function of the position: resume-safe
@@ -188,7 +188,7 @@ def evaluate(
     ``data`` (in chunks of ``chunk`` examples; per-example random streams, so chunking does not
     change the attacks)."""
     dev = clf.device
-    x_all, y_all = _tensor(data.x, dev), _tensor(data.y, dev)
+    x_all, y_all = _inputs(data.x, dev), _tensor(data.y, dev)
     assert data.ids is not None
     threat = None if cfg.eval_eps is None else ThreatModel(cfg.eval_norm, cfg.eval_eps)
     clf.module.eval()
@@ -267,6 +267,15 @@ def _diverged(epoch: int, loss: float, net: torch.nn.Module, trainer: Any) -> st
 
 def _tensor(v: Any, dev: torch.device) -> torch.Tensor:
     return torch.as_tensor(v).to(dev)
+
+
+def _inputs(v: Any, dev: torch.device) -> Any:
+    """Tensor inputs on ``dev``; a list (texts) as it is."""
+    return list(v) if isinstance(v, list) else _tensor(v, dev)
+
+
+def _rows(x: Any, idx: torch.Tensor, dev: torch.device) -> Any:
+    return [x[i] for i in idx.tolist()] if isinstance(x, list) else x[idx.to(dev)]
 
 
 def _bar(enabled: bool) -> Any:
