@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections import Counter
 from typing import Any
 
 from robustlab.core.registry import datasets, models, tasks
@@ -16,6 +17,9 @@ class Context:
 
     def __init__(self) -> None:
         self._cache: dict[str, Any] = {}
+        # builds per kind of key ("model", "data", "shard", ...): what this process loaded, read
+        # by the Ray engine to show that a worker loads a model once, not once per unit
+        self.loads: Counter[str] = Counter()
         self._run: str | None = None
         self._run_cache: dict[str, Any] = {}
 
@@ -23,6 +27,7 @@ class Context:
         """``build()`` once per process for ``key`` (e.g. a calibrated predictor shared by units)."""
         if key not in self._cache:
             self._cache[key] = build()
+            self.loads[key.split("|", 1)[0]] += 1
         return self._cache[key]
 
     def start_run(self, run_id: str | None) -> None:
