@@ -279,3 +279,46 @@ def _parts(dataset: str, params: dict[str, Any], aug: Any, k: int, tau: float, l
     if key not in _PARTS:
         _PARTS[key] = build_parts(dataset, params, aug, k, tau, lm_alpha, max_length, seed)
     return _PARTS[key]
+
+
+@models.register("guardrail-safe-suffix")
+def guardrail_safe_suffix(
+    component: str = "fused",
+    guard_params: dict[str, Any] | None = None,
+    n_fit: PositiveInt = 8,
+    n_tokens: PositiveInt = 8,
+    rounds: PositiveInt = 2,
+    iterations: PositiveInt = 8,
+    candidates: PositiveInt = 16,
+    attack_iterations: PositiveInt = 4,
+    seed: int = 0,
+) -> Guardrail:
+    """The guardrail with a safe suffix (:mod:`robustlab.defenses.safe_suffix`) fitted on ``n_fit``
+    flagged and ``n_fit`` ok texts of its training split; the suffix is cached on disk (keyed by
+    the guardrail's fingerprint and these parameters). ``undefended`` is the plain guardrail."""
+    import json
+
+    from robustlab.core.paths import cache_dir, write_text_atomic
+    from robustlab.defenses.safe_suffix import SafeSuffixConfig, fit_safe_suffix
+    from robustlab.models.text_zoo import training_data
+
+    guard = guardrail(component, **(guard_params or {}))
+    gp = (guard_params or {}).get("data_params") or {"limit": 200, "max_words": 48}
+    data = training_data((guard_params or {}).get("dataset", "spam-assassin"), gp, 1.0, None,
+                         "guardrail-safe-suffix")  # fmt: skip
+    assert isinstance(data.y, torch.Tensor)
+    pick = [i for c in (1, 0) for i in torch.nonzero(data.y == c).flatten().tolist()[:n_fit]]
+    cfg = SafeSuffixConfig(n_tokens, rounds, iterations, candidates, 64, 8, attack_iterations, 16,
+                           "the", seed)  # fmt: skip
+    key = hashlib.sha256(json.dumps([guard.fingerprint(), pick, repr(cfg)]).encode()).hexdigest()
+    path = cache_dir() / "models" / f"safe-suffix-{key[:20]}.json"
+    if path.is_file():
+        suffix = json.loads(path.read_text())["suffix"]
+    else:
+        suffix = fit_safe_suffix(guard, [data.x[i] for i in pick], data.y[pick], cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"suffix": suffix}))
+    out = guard.with_safe_suffix(suffix)
+    out.undefended = guard  # type: ignore[attr-defined]
+    out.defence = f"safe suffix {suffix!r} (RigorLLM minimax, {rounds} rounds)"  # type: ignore[attr-defined]
+    return out

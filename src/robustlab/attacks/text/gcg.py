@@ -127,12 +127,21 @@ def evaluate(p: Problem, cand: torch.Tensor, rows: torch.Tensor, scorer: Scorer
     return (tot / cnt).view(cand.shape[:2]), (wrong == cnt).view(cand.shape[:2])
 
 
-def token_gradients(p: Problem, cur: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``[G', K, V]``: gradient of the summed loss of each group in ``rows`` with respect to the
-    one-hot suffix tokens, through MiniLM's input embeddings and the model's surrogate.
+@dataclass
+class SuffixInputs:
+    """Token ids of the texts of some groups with their suffixes, as the model tokenizes them."""
 
-    Each text is tokenized as the model's own call does (``[CLS] text suffix safe_suffix [SEP]``,
-    cut to the encoder's ``max_length``); suffix positions cut away get no gradient."""
+    examples: list[int]  # the texts' example indices
+    full: list[str]  # text + suffix (+ the model's safe suffix)
+    ids: torch.Tensor  # [n, L] padded token ids
+    mask: torch.Tensor  # [n, L]
+    where: tuple[torch.Tensor, ...]  # (row, column, group slot, suffix position) per suffix token
+
+
+def suffix_inputs(p: Problem, cur: torch.Tensor, rows: torch.Tensor) -> SuffixInputs:
+    """Each text tokenized as the model's own call does (``[CLS] text suffix safe_suffix [SEP]``,
+    cut to the encoder's ``max_length``), with the positions of the suffix tokens (those cut away
+    are left out: they get no gradient)."""
     model, enc = p.model, p.model.encoder
     tok = enc.tokenizer
     slot = torch.full((int(p.group.max()) + 1,), -1, dtype=torch.int64)
@@ -141,31 +150,38 @@ def token_gradients(p: Problem, cur: torch.Tensor, rows: torch.Tensor) -> torch.
     texts = [p.texts[i] for i in ex]
     cur_full = _scatter(cur, rows, p)
     full = with_suffix(texts, [p.suffix_words(cur_full, i) for i in ex])
-    full = model.inputs(full)  # safe suffix appended, as the model scores them
+    full = model.inputs(full) if hasattr(model, "inputs") else full
     enc_ids = tok(full, truncation=True, max_length=enc.max_length)["input_ids"]
     n_text = [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
-    pr, pc, pj, ps = [], [], [], []
+    where: list[list[int]] = [[], [], [], []]
     for r, i in enumerate(ex):
-        n = int(p.length[p.group[i]])
-        for s_ in range(n):
+        for s_ in range(int(p.length[p.group[i]])):
             c = 1 + n_text[r] + s_
-            if c < len(enc_ids[r]) - 1:  # suffix positions cut by max_length get no gradient
-                pr.append(r), pc.append(c), pj.append(int(slot[p.group[i]])), ps.append(s_)
+            if c < len(enc_ids[r]) - 1:
+                for lst, v in zip(where, (r, c, int(slot[p.group[i]]), s_), strict=True):
+                    lst.append(v)
     width = max(len(x) for x in enc_ids)
     ids_t = torch.tensor([x + [tok.pad_token_id] * (width - len(x)) for x in enc_ids])
-    mask = (ids_t != tok.pad_token_id).long()
+    mask = (torch.arange(width)[None] < torch.tensor([len(x) for x in enc_ids])[:, None]).long()
+    return SuffixInputs(ex, full, ids_t, mask,
+                        tuple(torch.tensor(v, dtype=torch.int64) for v in where))  # fmt: skip
+
+
+def token_gradients(p: Problem, cur: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``[G', K, V]``: gradient of the summed loss of each group in ``rows`` with respect to the
+    one-hot suffix tokens, through MiniLM's input embeddings and the model's surrogate."""
+    model, enc = p.model, p.model.encoder
+    si = suffix_inputs(p, cur, rows)
     table = enc.net.embeddings.word_embeddings.weight
     w_v = table[p.vocab_ids]
-    k = cur.shape[1]
-    onehot = torch.zeros(len(rows), k, len(p.vocab_ids), dtype=w_v.dtype)
+    onehot = torch.zeros(len(rows), cur.shape[1], len(p.vocab_ids), dtype=w_v.dtype)
     onehot.scatter_(2, cur[:, :, None], 1.0)
     onehot.requires_grad_(True)
-    idx = [torch.tensor(v, dtype=torch.int64) for v in (pr, pc, pj, ps)]
+    r, c, j, s_ = si.where
     with torch.enable_grad():
-        sfx = (onehot @ w_v)[idx[2], idx[3]]  # [P, D]
-        emb_in = table[ids_t].index_put((idx[0], idx[1]), sfx)
-        logits = model.surrogate_logits(enc.embed(None, mask, emb_in), full)
-        yy = p.y[torch.tensor(ex, dtype=torch.int64)]
+        emb_in = table[si.ids].index_put((r, c), (onehot @ w_v)[j, s_])
+        logits = model.surrogate_logits(enc.embed(None, si.mask, emb_in), si.full)
+        yy = p.y[torch.tensor(si.examples, dtype=torch.int64)]
         loss = p.sign * logits.log_softmax(1)[torch.arange(len(yy)), yy].sum()
         (grad,) = torch.autograd.grad(loss, onehot)
     return grad
