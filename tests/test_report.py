@@ -39,7 +39,11 @@ SECTIONS = [
     "Transformations",
     "Evaluation sets",
     "Attacks",
+    "Examples (worst first)",
+    "Logit margins (S34)",  # attack records carry the margins
     "Gradient-masking checks",  # the checks that can run on its attacks; the rest say what to add
+    "Corruption error (mCE)",  # two models with corruptions
+    "Adversarial error power law (S34)",  # attacks at two epsilons
     "All metrics",
 ]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -245,7 +249,7 @@ def test_html_in_chromium(run: dict[str, Any], tmp_path: Path) -> None:
     assert errors == []
     assert [u for u in requests if not u.startswith("file://")] == []
     assert headings == SECTIONS
-    assert len(boxes) == 4
+    assert len(boxes) == 6  # + logit margins and power law (one norm each)
     assert all(b is not None and b["width"] > 100 and b["height"] > 100 for b in boxes)
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
