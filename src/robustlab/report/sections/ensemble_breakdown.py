@@ -65,7 +65,9 @@ class EnsembleBreakdown:
         att = df[(df["kind"] == "attack") & pd.to_numeric(df["x.member"], errors="coerce").notna()]
         if att.empty:
             return None
-        specs = probe_specs(info)
+        from robustlab.report.levels import axis_for, probe_axes
+
+        specs, axes = probe_specs(info), probe_axes(info)
         order = {m: i for i, m in enumerate(model_order(info, att))}
         rows = []
         for (model, probe, lv), g in att.groupby(["model", "probe", "level"], sort=True):
@@ -73,7 +75,8 @@ class EnsembleBreakdown:
             b = breakdown(g, len(names))
             names += [f"member {i}" for i in range(len(names), len(b["broken"]))]
             rows.append({"model": str(model), "probe": str(probe), "level": float(lv),
-                         "members": names, **b})  # fmt: skip
+                         "axis": axis_for(axes, "attack", str(probe)).label, "members": names,
+                         **b})  # fmt: skip
         rows.sort(key=lambda r: (order.get(r["model"], len(order)), r["probe"], r["level"]))
         return plain({"rows": rows})
 
@@ -95,7 +98,7 @@ class EnsembleBreakdown:
                  cell(r["robust"], r["n"]), cell(r["failed"], r["n"])]
                 for r in rows
             ]  # fmt: skip
-            head = ["model", "epsilon", "examples", "wrong before attack",
+            head = ["model", rows[0].get("axis") or "epsilon", "examples", "wrong before attack",
                     *[f"broken by {m}" for m in members], "robust to all", "failed"]  # fmt: skip
             parts.append(f"<h3>{e(probe)}</h3>")
             parts.append(table(head, body, num_cols=range(1, len(head))))

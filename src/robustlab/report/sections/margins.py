@@ -83,16 +83,19 @@ class LogitMargins:
             mine = [r for r in rows if r["axis"] == axis]
             parts.append(f"<h3>{e(axis)}</h3><figure>{_plot(mine, axis)}</figure>")
             body = []
-            for r in mine:
-                for name, s in (("clean", r["clean"]), ("attacked", r["attacked"])):
+            for key in dict.fromkeys((r["model"], r["probe"]) for r in mine):
+                pr = [r for r in mine if (r["model"], r["probe"]) == key]
+                shown = [("0 (clean)", pr[0]["clean"])]  # the same examples at every level
+                shown += [(level(r["level"]), r["attacked"]) for r in pr]
+                for lv, s in shown:
                     body.append(
-                        [e(r["model"]), e(r["probe"]), level(r["level"]), name, num(s["mean"]),
-                         num(s["median"]), f"{num(s['q10'])} / {num(s['q25'])}",
-                         f"{num(s['q75'])} / {num(s['q90'])}", pct(s["negative"]), str(s["n"])]
+                        [e(key[0]), e(key[1]), lv, num(s["mean"]), num(s["median"]),
+                         f"{num(s['q10'])} / {num(s['q25'])}", f"{num(s['q75'])} / {num(s['q90'])}",
+                         pct(s["negative"]), str(s["n"])]
                     )  # fmt: skip
-            head = ["model", "attack", axis, "input", "mean", "median", "q10 / q25",
-                    "q75 / q90", "negative", "n"]  # fmt: skip
-            parts.append(table(head, body, num_cols=[2, 4, 5, 6, 7, 8, 9]))
+            head = ["model", "attack", axis, "mean", "median", "q10 / q25", "q75 / q90",
+                    "negative", "n"]  # fmt: skip
+            parts.append(table(head, body, num_cols=range(2, 9)))
         return "\n".join(parts)
 
 
