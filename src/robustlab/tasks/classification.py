@@ -130,7 +130,8 @@ class ClassificationTask:
     ) -> tuple[Evaluation, dict[str, list[Any]]]:
         """Attack within the ``norm`` ball of radius ``level``; examples the model fails on are isolated.
 
-        Extras per example: ``success``, ``queries``, ``distance`` (Lp) and ``clean_correct``,
+        Extras per example: ``success``, ``queries``, ``distance`` (Lp), ``clean_correct``, the
+        logit margins ``margin`` (attacked input) and ``clean_margin`` (:func:`logit_margins`),
         plus the ``AttackResult.extra`` columns the attack names in ``record_extra`` (if any).
         ``clean`` is ``evaluate(model, data.x, data.y)`` if the caller has it already (the runner
         shares one per shard between the clean unit and every attack unit); else it is computed.
@@ -191,8 +192,8 @@ class ClassificationTask:
     ) -> tuple[Evaluation, dict[str, list[Any]]]:
         """Text attacks (:mod:`robustlab.attacks.text`): ``budget`` is the largest edit rate.
 
-        Extras per example: ``success``, ``queries``, ``edit_rate`` (word-level), ``clean_correct``
-        and every column the attack adds (e.g. ``similarity``).
+        Extras per example: ``success``, ``queries``, ``edit_rate`` (word-level), ``clean_correct``,
+        ``margin`` / ``clean_margin`` and every column the attack adds (e.g. ``similarity``).
         """
         from robustlab.attacks.text import word_edit_rate
 
