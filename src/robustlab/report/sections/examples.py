@@ -47,7 +47,7 @@ def worst_groups(df: pd.DataFrame, info: dict[str, Any]) -> list[dict[str, Any]]
     suite = info.get("suite") or {}
     models = [m.get("label") or m.get("name") for m in suite.get("models") or []]
     rank = {m: i for i, m in enumerate(models)}
-    first_seen = {p: i for i, p in enumerate(dict.fromkeys(d["probe"]))}
+    first_seen = {p: i for i, p in enumerate(dict.fromkeys([*_probes(suite), *d["probe"]]))}
     worst = worst.assign(
         _m=worst["model"].map(lambda m: rank.get(m, len(rank))),
         _p=worst["probe"].map(first_seen),
@@ -58,6 +58,16 @@ def worst_groups(df: pd.DataFrame, info: dict[str, Any]) -> list[dict[str, Any]]
          "n": int(r["size"])}
         for r in worst.to_dict("records")
     ]  # fmt: skip
+
+
+def _probes(suite: dict[str, Any]) -> list[str]:
+    """The suite's probe labels in suite order (none if the stored suite cannot be read)."""
+    from robustlab.runner.suite import Suite
+
+    try:
+        return [p.display for p in Suite.parse(suite).probes]
+    except Exception:  # noqa: BLE001 - an old or foreign suite: record order
+        return []
 
 
 @report_sections.register("examples")
