@@ -7,11 +7,13 @@ order; the runner writes each finished unit to the store at once.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import socket
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from robustlab.core.errors import ConfigError
 from robustlab.runner.context import process_context
@@ -40,6 +42,36 @@ def _run_one(
         return {}, f"{type(e).__name__}: {e}{where}", time.perf_counter() - t0
 
 
+class Placement(NamedTuple):
+    """Where a Ray task ran one unit, and what its worker process had loaded once it finished:
+    ``loads`` counts builds per kind ("model", "data", "shard", ...) since the process started
+    (:attr:`Context.loads`), so a model loaded once per worker shows ``loads["model"] == 1`` in
+    every unit that process ran."""
+
+    unit_key: str
+    node_id: str
+    node_ip: str
+    pid: int
+    loads: dict[str, int]
+
+
+def _run_remote(
+    unit: WorkUnit, store_url: str | None, run_id: str | None
+) -> tuple[Rows, str | None, float, Placement]:
+    """:func:`_run_one` in a Ray worker, with where it ran. Only the unit (a small spec) travels
+    with each task; the worker loads model and data from their specs into its process context
+    once, and later units in that process reuse them."""
+    import ray
+
+    rows, err, secs = _run_one(unit, store_url, run_id)
+    rt = ray.get_runtime_context()
+    loads = dict(process_context().loads)
+    where = Placement(
+        unit.key, rt.get_node_id(), ray.util.get_node_ip_address(), os.getpid(), loads
+    )
+    return rows, err, secs, where
+
+
 class LocalEngine:
     """Run units one after another in this process (default)."""
 
@@ -56,8 +88,10 @@ class RayEngine:
 
     A local instance listens on loopback (127.0.0.1) only, without a dashboard: nothing on the
     network can reach it. To use several machines, start a cluster yourself and pass its
-    ``address`` (CLI: ``--ray-address``). Each worker process keeps its own cache of loaded
-    models, so a model is loaded once per worker.
+    ``address`` (CLI: ``--ray-address``); a cluster of several nodes on this machine (nodes on
+    loopback addresses, docs/scale-ray.md) is joined through the node at that address. Each
+    worker process keeps its own cache of loaded models and data, so they are loaded once per
+    worker, not once per unit; :attr:`placements` says where each unit of the last ``map`` ran.
     """
 
     name = "ray"
@@ -65,6 +99,7 @@ class RayEngine:
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         self.address = address
         self.num_cpus = num_cpus
+        self.placements: list[Placement] = []
 
     def start(self) -> None:
         """Connect to ``address``, or start a local instance bound to loopback (if none is up)."""
@@ -76,7 +111,7 @@ class RayEngine:
             return
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if self.address:
-            ray.init(address=self.address, **kwargs)
+            _connect(ray, self.address, kwargs)
             return
         if self.num_cpus:
             kwargs["num_cpus"] = self.num_cpus
@@ -87,7 +122,8 @@ class RayEngine:
         import ray
 
         self.start()
-        remote = ray.remote(_run_one)
+        self.placements = []
+        remote = ray.remote(_run_remote)
         url = active_store()  # workers must reach it: PostgreSQL, or SQLite on a shared disk
         pending = {remote.remote(u, url, run_id): u for u in units}
         try:
@@ -95,11 +131,54 @@ class RayEngine:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     unit = pending.pop(ref)
-                    rows, err, secs = ray.get(ref)
+                    rows, err, secs, where = ray.get(ref)
+                    self.placements.append(where)
                     yield unit, rows, err, secs
         finally:  # interrupted (or the consumer stopped): do not leave work running
             for ref in pending:
                 ray.cancel(ref)
+
+
+def _connect(ray: Any, address: str, kwargs: dict[str, Any]) -> None:
+    """Join the cluster at ``address``; refuse at once (not after minutes of Ray's retries) when
+    nothing listens there.
+
+    A node on a loopback address (a cluster on this machine) is joined as that node: Ray would
+    otherwise replace 127.0.0.1 by the machine's external address, and look for the driver's
+    raylet there.
+    """
+    host, port = _host_port(address)
+    if host is None:  # "auto", "ray://...": Ray resolves it
+        ray.init(address=address, **kwargs)
+        return
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as e:
+        raise ConfigError(
+            f"no Ray cluster answers at --ray-address {address} ({e.strerror or e}); start one "
+            "(docs/scale-ray.md) or leave --ray-address out for a local instance"
+        ) from None
+    if host == "localhost" or _is_loopback(host):
+        ip = "127.0.0.1" if host == "localhost" else host
+        with _loopback():
+            ray.init(address=f"{ip}:{port}", _node_ip_address=ip, **kwargs)
+        return
+    ray.init(address=address, **kwargs)
+
+
+def _host_port(address: str) -> tuple[str | None, int]:
+    """``(host, port)`` of a ``host:port`` address; ``(None, 0)`` for any other form."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit() or not host:
+        return None, 0
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _NO_CLUSTER = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
