@@ -26,7 +26,7 @@ from scipy import special, stats
 
 from robustlab.core.registry import report_sections
 from robustlab.report import write_report
-from robustlab.report.format import num, pct
+from robustlab.report.format import num, pct, pp
 from robustlab.runner import Suite, run_suite
 from robustlab.store import Store
 
@@ -160,6 +160,7 @@ def test_margins_are_the_models_logit_margins(run: dict[str, Any]) -> None:
                 (q10, q25, med, q75, q90)
             )
             assert s["mean"] == pytest.approx(v.mean()) and s["negative"] == (v < 0).mean()
+            assert f"<td class=num>{num(s['median'])}</td>" in run["text"]
     # clean and perturbation records are unchanged: no margin in their extras
     raw = run["store"].records(run["id"], expand=False)
     assert (raw.loc[raw["kind"].isin(["clean", "perturbation"]), "extra"] == "{}").all()
@@ -189,6 +190,7 @@ def test_effective_robustness_matches_polyfit_on_scipy_logits(run: dict[str, Any
         assert (p["slope"], p["intercept"]) == pytest.approx((slope, icept), rel=1e-9)
         got = [r["effective_robustness"] for r in p["rows"]]
         assert got == pytest.approx(er.tolist(), abs=1e-12)
+        assert all(pp(v, True) in run["text"] for v in got)
         assert [r["relative_drop"] for r in p["rows"]] == pytest.approx(
             ((ident - o) / ident).tolist()
         )
@@ -214,6 +216,7 @@ def test_certified_accuracy_is_below_empirical_at_every_shared_epsilon(run: dict
                 certified
             )
             assert certified <= worst and c["ok"]
+            assert f"{pct(certified)} ({c['certifier']})" in run["text"]
             # and below each attack's own accuracy
             assert all(certified <= g["correct"].mean() for _, g in a.groupby("probe"))
     assert "VIOLATED" not in run["text"] and "epsilon / radius (L∞)" in run["text"]
