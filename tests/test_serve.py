@@ -46,6 +46,15 @@ probes: []
 """
 
 
+TEXT = """
+name: text
+models: [{name: tfidf-logreg}]
+data: {name: bbc-news, params: {split: test, limit: 12, max_words: 30}}
+probes:
+  - {kind: perturbation, name: typo, levels: [0.3]}
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,11 +86,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         weak = "{hidden: 4, epochs: 2}"  # version 2: a much smaller model, trained briefly
         bad = run_suite(Suite.from_yaml(VERSIONS.format(params=weak)), st, progress=False)
         other = run_suite(Suite.from_yaml(OTHER), st, progress=False)
+        text = run_suite(Suite.from_yaml(TEXT), st, progress=False)
     mtime = path.stat().st_mtime_ns
     store = open_store(str(path))
     server, thread, base = _start(make_app(store))
     yield {"base": base, "store": store, "path": path, "good": good, "bad": bad, "other": other,
-           "mtime": mtime}  # fmt: skip
+           "text": text, "mtime": mtime}  # fmt: skip
     server.should_exit = True
     thread.join(10)
     store.close()
@@ -123,6 +133,68 @@ def test_pages_and_numbers(served: dict[str, Any]) -> None:
         assert sorted(map(int, ids)) == sorted(g["example_id"].tolist())
     # the dashboard never writes the store
     assert served["path"].stat().st_mtime_ns == served["mtime"]
+
+
+def _cell_value(text: str) -> float:
+    """The number a linked report cell shows: ``90.8% [..]`` or ``0.908 [..]``."""
+    m = re.match(r"\s*([\d.]+)(%?)", text)
+    assert m, text
+    return float(m.group(1)) / (100 if m.group(2) else 1)
+
+
+def test_report_cells_drill_down(served: dict[str, Any]) -> None:
+    """Every linked cell of the embedded report shows the accuracy of the group it links to
+    (recomputed from the records); the summary, transformation and metrics tables are linked."""
+    base, st = served["base"], served["store"]
+    code, html = _get(f"{base}/run/{served['bad']}")
+    report = html[html.index("id=report") :]
+    cells = re.findall(r'class="drill-cell" href="([^"]+)">(.*?)</a>', report, re.S)
+    df = st.records(served["bad"])
+    linked = set()
+    for href, text in cells:
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(href.replace("&amp;", "&")).query)
+        g = df[(df["probe"] == q["probe"][0]) & (df["level"] == float(q["level"][0]))]
+        acc = g["correct"].mean()
+        assert _cell_value(text) == pytest.approx(acc, abs=0.0005 + 1e-9)  # shown rounded
+        linked.add(q["probe"][0])
+    assert linked == {"clean", "gaussian_noise"}
+    sections = re.findall(r'<section id="([^"]+)">(.*?)</section>', report, re.S)
+    with_links = {k for k, body in sections if "drill-cell" in body}
+    assert {"summary", "transformations", "metrics"} <= with_links
+
+
+def _png(uri: str) -> Any:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def test_examples_show_regenerated_inputs(served: dict[str, Any]) -> None:
+    base, st = served["base"], served["store"]
+    q = urllib.parse.urlencode({"model": "mlp", "probe": "gaussian_noise", "level": 3})
+    code, page = _get(f"{base}/run/{served['bad']}/examples?{q}")
+    assert code == 200
+    gallery = page[page.index("id=gallery") : page.index("<h2>Records")]
+    assert gallery.count('class="ex perturbed"') == 6 and gallery.count("reproduced") == 6
+    clean = re.findall(r'alt="clean" src="([^"]+)"', gallery)
+    noisy = re.findall(r'alt="perturbed" src="([^"]+)"', gallery)
+    assert all((_png(a) != _png(b)).any() for a, b in zip(clean, noisy, strict=True))
+    # the gallery shows the first records of the table, wrong first
+    shown = [int(i) for i in re.findall(r"<figcaption>#(\d+)", gallery)]
+    ids = re.findall(r"<tr><td class=num>0</td><td class=num>(\d+)</td>", page)
+    assert shown == [int(i) for i in ids[:6]]
+    df = st.records(served["bad"]).set_index(["probe", "example_id"])
+    assert all(df.loc[("gaussian_noise", i), "correct"] == 0 for i in shown)
+    code, more = _get(f"{base}/run/{served['bad']}/examples?{q}&show=12")
+    assert more.count('class="ex perturbed"') == 12
+    # text: the typo'd words are highlighted
+    q = urllib.parse.urlencode({"model": "tfidf-logreg", "probe": "typo", "level": 0.3})
+    code, page = _get(f"{base}/run/{served['text']}/examples?{q}")
+    assert code == 200 and page.count("<del>") >= 6 and page.count("<ins>") >= 6
 
 
 def test_regression_over_time_matches_mcnemar(served: dict[str, Any]) -> None:
@@ -247,6 +319,18 @@ def test_dashboard_in_chromium(served: dict[str, Any], tmp_path: Path) -> None:
             assert "Examples: mlp" in page.locator("h1").inner_text()
             n = int(re.search(r"(\d+) records", page.locator("body").inner_text()).group(1))
             assert page.locator("#examples tbody tr").count() == n > 0
+            # drill-down from a report cell: the perturbed image, and a text diff
+            page.goto(f"{base}/run/{served['bad']}")
+            page.locator("#transformations a.drill-cell").first.click()
+            page.wait_for_load_state("load")
+            img = page.locator("#gallery img.perturbed").first
+            assert img.is_visible() and img.evaluate("i => i.naturalWidth") >= 8
+            assert page.locator("#gallery img.diff").count() == 6
+            page.goto(f"{base}/run/{served['text']}")
+            page.locator("#transformations a.drill-cell").first.click()
+            page.wait_for_load_state("load")
+            assert page.locator("#gallery del").first.is_visible()
+            assert page.locator("#gallery ins").first.is_visible()
             page.goto(f"{base}/suite/versions")
             reg = page.locator("td.regression")
             assert reg.count() >= 1 and reg.first.is_visible()
