@@ -27,12 +27,12 @@ from robustlab.attacks.text import TextAttackResult
 from robustlab.attacks.text.common import (
     Scorer,
     Words,
+    all_candidates,
     check_inputs,
     max_edits,
     result,
     segment_best,
     similarity,
-    word_candidates,
 )
 from robustlab.attacks.text.textfooler import TextFooler, within
 from robustlab.core.errors import ConfigError
@@ -55,10 +55,12 @@ class BeamSearch(TextFooler):
         max_queries: PositiveInt | None = None,
         batch_size: int = 1024,
         inflect: bool = True,
+        constraints: bool | dict[str, Any] = True,
     ) -> None:
         super().__init__(min_similarity, pos, candidates, max_candidates, max_queries, batch_size,
                          inflect)  # fmt: skip
         self.beam_width = beam_width
+        self.constraints = constraints
 
     def __call__(
         self, model: Any, x: list[str], y: torch.Tensor, budget: float, *, rng: ExampleRNG
@@ -71,7 +73,7 @@ class BeamSearch(TextFooler):
         sc = Scorer(model, y, self.max_queries, self.batch_size)
         p0 = sc.probs(list(x), torch.arange(n))
         done = p0.argmax(dim=1) != y if n else torch.zeros(0, dtype=torch.bool)
-        cands = [word_candidates(self, w) for w in texts]
+        cands = all_candidates(self, texts)
         cap = max_edits(texts, budget).tolist()
         order = self._importance(texts, cands, y, p0, sc, ~done & (torch.tensor(cap) > 0))
         py0 = p0[torch.arange(n), y].tolist() if n else []
@@ -116,4 +118,4 @@ class BeamSearch(TextFooler):
         for i in range(n):
             if not done[i] and beams[i][0][1] > 0:
                 adv[i] = texts[i].join(beams[i][0][0])
-        return result(list(x), adv, done, sc, use_sim)
+        return result(list(x), adv, done, sc, use_sim, self)

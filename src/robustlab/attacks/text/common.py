@@ -24,6 +24,13 @@ from robustlab.attacks.text.lexicon import WORD
 from robustlab.attacks.text.sources import candidates
 from robustlab.core.errors import ConfigError
 from robustlab.perturbations.text import match_case
+from robustlab.perturbations.text.constraints import (
+    Option,
+    check,
+    constraints_from,
+    inflect_to,
+    word_options,
+)
 
 _SPLIT = re.compile(r"(\S+)")
 
@@ -45,23 +52,70 @@ class Words:
         return "".join(out)
 
     def candidates(
-        self, pos: str, max_candidates: int, inflect: bool = True, source: str = "wordnet"
+        self,
+        pos: str,
+        max_candidates: int,
+        inflect: bool = True,
+        source: str = "wordnet",
+        options: list[Option] | None = None,
+        senses: str = "all",
     ) -> list[list[str]]:
-        """Per word, the substitute words (punctuation and capitalisation kept)."""
-        out = []
-        for w in self.words:
-            m = WORD.match(w)
-            syn = candidates(m.group(2), source, pos, max_candidates, inflect) if m else ()
-            out.append(
-                [m.group(1) + match_case(s, m.group(2)) + m.group(3) for s in syn] if m else []
-            )
-        return out
+        """Per word, the substitute words (punctuation and capitalisation kept). ``options``
+        (from :func:`~robustlab.perturbations.text.constraints.word_options`) gives per word the
+        part of speech its candidates must have and the Penn tag to inflect them to (lemminflect),
+        or None for a word that must stay."""
+        return [
+            substitutes(w, pos, max_candidates, inflect, source, None if options is None else
+                        options[j], options is not None, senses)
+            for j, w in enumerate(self.words)
+        ]  # fmt: skip
+
+
+def substitutes(
+    word: str,
+    pos: str,
+    max_candidates: int,
+    inflect: bool = True,
+    source: str = "wordnet",
+    opt: Option = None,
+    constrained: bool = False,
+    senses: str = "all",
+    min_neighbour_similarity: float = 0.5,
+) -> list[str]:
+    """The substitutes of one whitespace-separated word (punctuation and capitalisation kept);
+    ``constrained``: ``opt`` is its :func:`word_options` entry (None: the word must stay)."""
+    m = WORD.match(word)
+    if not m or (constrained and opt is None):
+        return []
+    p, tag = (pos, None) if opt is None else ((pos if opt[0] == "any" else opt[0]), opt[1])
+    core, nb = m.group(2), min_neighbour_similarity
+    if tag is None or not inflect:
+        syn = candidates(core, source, p, max_candidates, inflect, nb, senses)
+    else:
+        syn = inflect_to(candidates(core, source, p, max_candidates, False, nb, senses), core, tag)
+    return [m.group(1) + match_case(s, core) + m.group(3) for s in syn]
 
 
 def word_candidates(atk: Any, w: Words) -> list[list[str]]:
     """Per word of ``w``, the substitutes allowed by the attack's ``pos``, ``max_candidates``,
-    ``candidates`` (source) and ``inflect`` hyperparameters."""
+    ``candidates`` (source) and ``inflect`` hyperparameters (no meaning constraints; see
+    :func:`all_candidates`)."""
     return w.candidates(atk.pos, atk.max_candidates, getattr(atk, "inflect", True), atk.candidates)
+
+
+def all_candidates(atk: Any, texts: list[Words]) -> list[list[list[str]]]:
+    """:func:`word_candidates` of every text under the attack's ``constraints`` (issue 18): words
+    tagged as entities or numbers get none, the others only candidates of their tagged part of
+    speech from corpus-tagged senses (one batched tagger pass for all texts)."""
+    cfg = constraints_from(getattr(atk, "constraints", False))
+    if cfg is None:
+        return [word_candidates(atk, w) for w in texts]
+    opts = word_options([w.text for w in texts], cfg)
+    inflect = getattr(atk, "inflect", True)
+    return [
+        w.candidates(atk.pos, atk.max_candidates, inflect, atk.candidates, o, cfg.senses)
+        for w, o in zip(texts, opts, strict=True)
+    ]
 
 
 def check_inputs(model: Any, x: Any, y: Any, budget: float, name: str) -> torch.Tensor:
@@ -168,10 +222,18 @@ def similarity(a: list[str], b: list[str]) -> torch.Tensor:
 
 
 def result(
-    x: list[str], adv: list[str], success: torch.Tensor, scorer: Scorer, use_sim: bool
+    x: list[str],
+    adv: list[str],
+    success: torch.Tensor,
+    scorer: Scorer,
+    use_sim: bool,
+    atk: Any = None,
 ) -> TextAttackResult:
     """The attack's result with extras ``similarity`` (MiniLM cosine to the original, NaN when the
-    constraint is off and the text changed) and ``words_changed``."""
+    constraint is off and the text changed) and ``words_changed``; with the attack's
+    ``constraints`` on, also :func:`~robustlab.perturbations.text.constraints.check`'s
+    ``constraints_pass``, ``constraint_violations`` and ``edits`` (similarity threshold: the
+    attack's ``min_similarity`` when on)."""
     changed = [a != o for a, o in zip(adv, x, strict=True)]
     if use_sim:
         sim = similarity(list(x), adv).tolist()
@@ -179,9 +241,9 @@ def result(
         sim = [math.nan if c else 1.0 for c in changed]
     n_words = torch.tensor([max(1, len(t.split())) for t in x], dtype=torch.float64)
     edits = (word_edit_rate(list(x), adv) * n_words).round().long().tolist()
-    return TextAttackResult(
-        adv,
-        success.to(torch.bool),
-        scorer.queries.clone(),
-        {"similarity": sim, "words_changed": edits},
-    )
+    extra: dict[str, list[Any]] = {"similarity": sim, "words_changed": edits}
+    cfg = constraints_from(getattr(atk, "constraints", False))
+    if cfg is not None:
+        thr = getattr(atk, "min_similarity", 0) or None
+        extra |= check(list(x), adv, cfg, thr)
+    return TextAttackResult(adv, success.to(torch.bool), scorer.queries.clone(), extra)

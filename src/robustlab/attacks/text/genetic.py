@@ -31,12 +31,12 @@ from robustlab.attacks.text import TextAttackResult
 from robustlab.attacks.text.common import (
     Scorer,
     Words,
+    all_candidates,
     check_inputs,
     max_edits,
     result,
     segment_best,
     similarity,
-    word_candidates,
 )
 from robustlab.attacks.text.textfooler import within
 from robustlab.core.errors import ConfigError
@@ -64,6 +64,7 @@ class Genetic:
         max_candidates: PositiveInt = 8,
         max_queries: PositiveInt | None = None,
         batch_size: int = 1024,
+        constraints: bool | dict[str, Any] = True,
     ) -> None:
         self.pop_size = pop_size
         self.generations = generations
@@ -74,6 +75,7 @@ class Genetic:
         self.max_candidates = max_candidates
         self.max_queries = max_queries
         self.batch_size = batch_size
+        self.constraints = constraints
 
     def __call__(
         self, model: Any, x: list[str], y: torch.Tensor, budget: float, *, rng: ExampleRNG
@@ -83,7 +85,7 @@ class Genetic:
             raise ConfigError("genetic needs pop_size >= 2, generations >= 0 and temperature > 0")
         n, P = len(x), self.pop_size
         self._x, self._y, self._texts = list(x), y, [Words(t) for t in x]
-        self._cands = [word_candidates(self, t) for t in self._texts]
+        self._cands = all_candidates(self, self._texts)
         self._cap = max_edits(self._texts, budget).tolist()
         self._sc = sc = Scorer(model, y, self.max_queries, self.batch_size)
         w_max = max(max((len(t) for t in self._texts), default=0), 1)
@@ -143,7 +145,7 @@ class Genetic:
                 adv[i] = self._texts[i].join(pop[i][b])
                 done[i] = bool(fools[i][b])
         self._x = self._texts = self._cands = []  # drop per-call state (keep only hyperparameters)
-        return result(list(x), adv, done, sc, self.min_similarity > 0)
+        return result(list(x), adv, done, sc, self.min_similarity > 0, self)
 
     def _repair(self, i: int, child: list[str], u: list[float]) -> list[str]:
         """Revert the changes of ``child`` beyond the edit budget (those with the largest ``u``)."""

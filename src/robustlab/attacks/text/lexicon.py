@@ -49,11 +49,27 @@ def _root() -> Path:
     return root
 
 
-@functools.lru_cache(maxsize=1)
-def wordnet() -> tuple[dict[tuple[str, str], tuple[str, ...]], dict[str, dict[str, int]]]:
+Table = dict[tuple[str, str], tuple[str, ...]]
+
+
+def wordnet() -> tuple[Table, dict[str, dict[str, int]]]:
     """``({(lemma, pos): synonyms in sense order}, {lemma: {pos: tagged sense count}})``."""
+    syn, freq, _ = _tables()
+    return syn, freq
+
+
+def tagged_synonyms() -> Table:
+    """``{(lemma, pos): synonyms}`` from the lemma's *tagged* senses only: those WordNet's index
+    counts as seen in its sense-tagged corpus (SemCor), which come first in sense order. A rare
+    sense (``fall`` -> ``accrue``, sense 19 of 32, 15 tagged) is left out."""
+    return _tables()[2]
+
+
+@functools.lru_cache(maxsize=1)
+def _tables() -> tuple[Table, dict[str, dict[str, int]], Table]:
     root = _root()
-    syn: dict[tuple[str, str], tuple[str, ...]] = {}
+    syn: Table = {}
+    tagged: Table = {}
     freq: dict[str, dict[str, int]] = {}
     for p, name in POS.items():
         lemmas: dict[str, list[str]] = {}
@@ -74,13 +90,17 @@ def wordnet() -> tuple[dict[tuple[str, str], tuple[str, ...]], dict[str, dict[st
                     continue
                 freq.setdefault(lemma, {})[p] = int(f[5 + n_ptr]) * 1000 + n_syn
                 out: list[str] = []
-                for off in f[6 + n_ptr : 6 + n_ptr + n_syn]:
+                n_tagged, cut = int(f[5 + n_ptr]), 0
+                for k, off in enumerate(f[6 + n_ptr : 6 + n_ptr + n_syn]):
                     for w in lemmas.get(off, ()):
                         if w.isalpha() and w != lemma and w not in out:
                             out.append(w)
+                    cut = len(out) if k < n_tagged else cut
                 if out:
                     syn[(lemma, p)] = tuple(out)
-    return syn, freq
+                if cut:
+                    tagged[(lemma, p)] = tuple(out[:cut])
+    return syn, freq, tagged
 
 
 @functools.lru_cache(maxsize=1)
@@ -150,27 +170,44 @@ def _inflect(lemma: str, suf: str, end: str) -> str | None:
     return lemma[: len(lemma) - len(end)] + suf if lemma.endswith(end) else None
 
 
+PARTS = ("dominant", "any", *POS)
+SENSES = ("all", "tagged")
+
+
 @functools.lru_cache(maxsize=200_000)
 def synonyms(
-    word: str, pos: str = "dominant", max_candidates: int = 30, inflect: bool = True
+    word: str,
+    pos: str = "dominant",
+    max_candidates: int = 30,
+    inflect: bool = True,
+    senses: str = "all",
 ) -> tuple[str, ...]:
     """Lower-case substitution candidates for ``word`` (empty for stop words and unknown words).
 
+    ``pos`` is ``"dominant"``, ``"any"`` or one WordNet part of speech (``n v a r``, e.g. from a
+    tagger: only readings of that part of speech). ``senses="tagged"`` takes synonyms from the
+    word's corpus-tagged senses only (:func:`tagged_synonyms`).
     ``inflect=False`` gives NLTK/TextAttack-style candidates: the uninflected lemmas of every
     synset of every reading (``awards`` -> ``award``, ``accolade``), for like-for-like comparisons.
     All-caps words (``US``, ``IT``) are acronyms, not stop words.
     """
-    if pos not in ("dominant", "any"):
-        raise ConfigError(f"pos must be 'dominant' or 'any', got {pos!r}")
+    if pos not in PARTS:
+        raise ConfigError(f"pos must be one of {PARTS}, got {pos!r}")
+    if senses not in SENSES:
+        raise ConfigError(f"senses must be one of {SENSES}, got {senses!r}")
     w = word.lower()
     acronym = word.isupper() and len(word) > 1
     if not w.isalpha() or len(w) < 2 or (w in stop_words() and not acronym):
         return ()
     syn, freq = wordnet()
+    if senses == "tagged":
+        syn = tagged_synonyms()
     readings = _lemmas(w, freq, inflect)
     if acronym:  # no morphology on acronyms (US is not the plural of U)
         readings = [r for r in readings if not r[2]]
-    if pos == "dominant" and readings:
+    if pos in POS:
+        readings = [r for r in readings if r[1] == pos]
+    elif pos == "dominant" and readings:
         best = max(readings, key=lambda r: (freq[r[0]][r[1]], -readings.index(r)))
         readings = [r for r in readings if r[1] == best[1]]
     out: list[str] = []

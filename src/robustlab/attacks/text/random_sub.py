@@ -23,12 +23,12 @@ from robustlab.attacks.text import TextAttackResult
 from robustlab.attacks.text.common import (
     Scorer,
     Words,
+    all_candidates,
     check_inputs,
     max_edits,
     result,
     segment_best,
     similarity,
-    word_candidates,
 )
 from robustlab.attacks.text.textfooler import within
 from robustlab.core.errors import ConfigError
@@ -54,6 +54,7 @@ class RandomSubstitution:
         max_candidates: PositiveInt = 30,
         max_queries: PositiveInt | None = None,
         batch_size: int = 1024,
+        constraints: bool | dict[str, Any] = True,
     ) -> None:
         self.tries = tries
         self.min_similarity = min_similarity
@@ -62,6 +63,7 @@ class RandomSubstitution:
         self.max_candidates = max_candidates
         self.max_queries = max_queries
         self.batch_size = batch_size
+        self.constraints = constraints
 
     def __call__(
         self, model: Any, x: list[str], y: torch.Tensor, budget: float, *, rng: ExampleRNG
@@ -78,8 +80,9 @@ class RandomSubstitution:
         done = (p0.argmax(dim=1) != y).tolist()
         cap = max_edits(texts, budget).tolist()
         rows, owner = [], []
+        every = all_candidates(self, texts)
         for i, t in enumerate(texts):
-            cands = word_candidates(self, t)
+            cands = every[i]
             elig = [j for j, c in enumerate(cands) if c]
             k = min(cap[i], len(elig))
             if done[i] or k == 0:
@@ -110,4 +113,4 @@ class RandomSubstitution:
             for i in (first >= 0).nonzero().flatten().tolist():
                 b = int(first[i]) if fooled[int(first[i])] else int(low[i])
                 adv[i], success[i] = rows[int(kept[b])], bool(fooled[b])
-        return result(list(x), adv, success, sc, use_sim)
+        return result(list(x), adv, success, sc, use_sim, self)

@@ -32,12 +32,12 @@ from robustlab.attacks.text import TextAttackResult
 from robustlab.attacks.text.common import (
     Scorer,
     Words,
+    all_candidates,
     check_inputs,
     max_edits,
     result,
     segment_best,
     similarity,
-    word_candidates,
 )
 from robustlab.core.registry import attacks
 from robustlab.core.rng import ExampleRNG
@@ -70,6 +70,7 @@ class TextFooler:
         max_queries: PositiveInt | None = None,
         batch_size: int = 1024,
         inflect: bool = True,
+        constraints: bool | dict[str, Any] = True,
     ) -> None:
         self.min_similarity = min_similarity
         self.pos = pos
@@ -78,6 +79,7 @@ class TextFooler:
         self.inflect = inflect
         self.max_queries = max_queries
         self.batch_size = batch_size
+        self.constraints = constraints
 
     def __call__(
         self, model: Any, x: list[str], y: torch.Tensor, budget: float, *, rng: ExampleRNG
@@ -88,7 +90,7 @@ class TextFooler:
         sc = Scorer(model, y, self.max_queries, self.batch_size)
         p0 = sc.probs(list(x), torch.arange(n))
         done = p0.argmax(dim=1) != y if n else torch.zeros(0, dtype=torch.bool)
-        cands = [word_candidates(self, w) for w in texts]
+        cands = all_candidates(self, texts)
         cap = max_edits(texts, budget)
         order = self._importance(texts, cands, y, p0, sc, ~done & (cap > 0))
         cur = [list(w.words) for w in texts]
@@ -137,7 +139,7 @@ class TextFooler:
             t.join(w) if c else x[i]
             for i, (t, w, c) in enumerate(zip(texts, cur, changed > 0, strict=True))
         ]
-        return result(list(x), adv, done, sc, use_sim)
+        return result(list(x), adv, done, sc, use_sim, self)
 
     def _importance(
         self,

@@ -23,14 +23,17 @@ import functools
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.paths import cache_dir
 from robustlab.core.registry import perturbations
+from robustlab.core.rng import ExampleRNG
 from robustlab.core.types import PositiveInt, Rate
-from robustlab.perturbations.text import match_case
+from robustlab.perturbations.text import check_texts, match_case
+from robustlab.perturbations.text.constraints import RECORD, constraints_from, record, substitute
 from robustlab.perturbations.text.words import _WordEdit, split_word
 
 K = 8
@@ -137,11 +140,33 @@ def neighbour_table() -> dict[str, list[tuple[str, float]]]:
 class EmbeddingSwap(_WordEdit):
     """Replace a share ``severity`` of the words by a MiniLM input-embedding neighbour."""
 
-    def __init__(self, min_similarity: Rate = 0.5, k: PositiveInt = K) -> None:
+    record_extra = RECORD
+
+    def __init__(
+        self,
+        min_similarity: Rate = 0.5,
+        k: PositiveInt = K,
+        constraints: bool | dict[str, Any] = True,
+    ) -> None:
         if not 1 <= k <= K:
             raise ConfigError(f"embedding_swap k must lie in [1, {K}], got {k}")
         self.min_similarity = min_similarity
         self.k = k
+        self.constraints = constraints
+
+    def __call__(self, x: list[str], severity: float, rng: ExampleRNG) -> list[str]:
+        """With ``constraints`` on (issue 18, default): entities and numbers kept, a neighbour
+        must have the word's part of speech in context, and edits that break a constraint or the
+        sentence similarity threshold are put back; off: any neighbour, as before."""
+        cfg = constraints_from(self.constraints)
+        if cfg is None or severity == 0 or not x:
+            return super().__call__(x, severity, rng)
+        check_texts(x, severity, "EmbeddingSwap")
+        return substitute(list(x), severity, rng, cfg, "embedding", self.k, self.min_similarity)
+
+    def record(self, x: list[str], out: list[str]) -> dict[str, list[Any]]:
+        """Per-example record columns: whether each changed text passes the constraints."""
+        return record(self.constraints, x, out)
 
     def one(self, word: str, u: list[float]) -> str:
         parts = split_word(word)

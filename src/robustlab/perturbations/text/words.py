@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from robustlab.perturbations.text import (
     match_case,
     vector,
 )
+from robustlab.perturbations.text.constraints import RECORD, constraints_from, record, substitute
 from robustlab.perturbations.text.vector import Words
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -168,7 +170,29 @@ class Typo(_WordEdit):
 @perturbations.register("synonym")
 class Synonym(_WordEdit):
     """WordNet synonym substitution in a share ``severity`` of the words (words without
-    synonyms are kept; punctuation and capitalisation preserved)."""
+    synonyms are kept; punctuation and capitalisation preserved).
+
+    ``constraints`` (issue 18, default on; :mod:`~robustlab.perturbations.text.constraints`):
+    entities and numbers are kept, a synonym comes from the corpus-tagged WordNet senses of the
+    word's part of speech in context and is inflected like it, and edits that break a constraint
+    or the MiniLM similarity threshold are put back. ``constraints=False``: any synonym of any
+    sense (:func:`~robustlab.perturbations.text.wordnet.synonyms_table`), as before issue 18."""
+
+    record_extra = RECORD
+
+    def __init__(self, constraints: bool | dict[str, Any] = True) -> None:
+        self.constraints = constraints
+
+    def __call__(self, x: list[str], severity: float, rng: ExampleRNG) -> list[str]:
+        cfg = constraints_from(self.constraints)
+        if cfg is None or severity == 0 or not x:
+            return super().__call__(x, severity, rng)
+        check_texts(x, severity, "Synonym")
+        return substitute(list(x), severity, rng, cfg, "wordnet")
+
+    def record(self, x: list[str], out: list[str]) -> dict[str, list[Any]]:
+        """Per-example record columns: whether each changed text passes the constraints."""
+        return record(self.constraints, x, out)
 
     def one(self, word: str, u: list[float]) -> str:
         from robustlab.perturbations.text.wordnet import synonyms_table
