@@ -144,7 +144,10 @@ def _perturbation(
     # per-example dataset fields (e.g. object masks) go to tasks that take them
     fields = getattr(data, "fields", None) if getattr(task, "takes_fields", False) else None
     x = task.perturb(pert, data.x, unit.level, rng, **(fields or {}))
-    return _rows(unit, data, task.evaluate(model, x, data.y), unit.level)
+    # per-example columns a perturbation declares (``record_extra``, e.g. the text constraints'
+    # pass/fail), computed by its ``record(x, x_perturbed)`` from its input and output
+    extra = pert.record(data.x, x) if getattr(pert, "record_extra", ()) else None
+    return _rows(unit, data, task.evaluate(model, x, data.y), unit.level, extra)
 
 
 def _attack(
