@@ -77,6 +77,9 @@ class LocalEngine:
 
     name = "local"
 
+    def start(self) -> None:
+        """Nothing to start (the runner starts every engine before it stores a run)."""
+
     def map(self, units: Sequence[WorkUnit], run_id: str | None = None) -> Iterator[Result]:
         for u in units:
             rows, err, secs = _run_one(u, None, run_id)

@@ -119,6 +119,7 @@ def run_suite(
     fingerprints = validate_models(suite, ctx) if validated is None else dict(validated)
     env = environment(engine.name) | _model_facts(suite, ctx)  # stored with the run
     units = plan(suite, shards)
+    engine.start()  # an unreachable Ray cluster is refused before a run is stored
     suite_hash = suite.content_hash()
     run_id = store.find_resumable(suite_hash) if resume else None
     if run_id is not None:
