@@ -55,16 +55,22 @@ def _run(suite, location: Path, engine) -> pd.DataFrame:
         st.engine.dispose()
 
 
-def test_unreachable_ray_address_is_a_clear_error() -> None:
-    # nothing listens on the port: refused at once, not after minutes of Ray's retries (runs
-    # before the cluster fixture starts anything; a connected driver would not connect again)
+def test_unreachable_ray_address_is_a_clear_error(tmp_path: Path) -> None:
+    # nothing listens on the port: refused at once (not after minutes of Ray's retries) and
+    # before a run is stored. Runs before the cluster fixture starts anything (a driver already
+    # connected would not connect again).
     if ray.is_initialized():
         ray.shutdown()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
-    with pytest.raises(ConfigError, match=f"no Ray cluster answers at --ray-address {address}"):
-        RayEngine(address).start()
+    st = Store(tmp_path / "runs.db")
+    try:
+        with pytest.raises(ConfigError, match=f"no Ray cluster answers at --ray-address {address}"):
+            run_suite(make_small_suite(pgd_eps=()), st, engine=RayEngine(address), progress=False)
+        assert st.runs().empty
+    finally:
+        st.engine.dispose()
     assert not ray.is_initialized()
 
 
