@@ -117,7 +117,8 @@ class HFSequenceClassifier(HFTextModel):
             loss = F.cross_entropy(out, labels.to(out.device), reduction="none")
             (grad,) = torch.autograd.grad(loss.sum(), embeds)
         gain = grad @ table.T - (grad * embeds.detach()).sum(-1, keepdim=True)
-        special = torch.tensor(self.tokenizer.all_special_ids or [], dtype=torch.long)
+        unk = self.tokenizer.unk_token_id  # an unknown word is still a word to swap
+        special = torch.tensor([i for i in self.tokenizer.all_special_ids if i != unk] or [-1])
         frozen = torch.isin(ids, special.to(ids.device)) | (enc.inputs["attention_mask"] == 0)
         gain = gain.masked_fill(frozen.unsqueeze(-1), -float("inf"))
         return TokenGradients(ids.cpu(), enc.inputs["attention_mask"].cpu(),
