@@ -40,7 +40,8 @@ def breakdown(g: pd.DataFrame, k: int) -> dict[str, Any]:
     """Counts for one (model, probe, level): clean errors, broken per member, robust, failed."""
     member = pd.to_numeric(g["x.member"], errors="coerce")
     failed = g["correct"].isna()
-    clean_ok = pd.to_numeric(g.get("x.clean_correct", 1.0), errors="coerce").fillna(0.0) == 1
+    cc = g["x.clean_correct"] if "x.clean_correct" in g else pd.Series(1.0, index=g.index)
+    clean_ok = pd.to_numeric(cc, errors="coerce").fillna(0.0) == 1
     success = pd.to_numeric(g["x.success"], errors="coerce").fillna(0.0) == 1
     broken = ~failed & clean_ok & success
     n_members = max(k, int(member[broken].max()) + 1 if broken.any() else 0)
