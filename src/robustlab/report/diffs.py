@@ -90,7 +90,7 @@ def png_uris(images: torch.Tensor) -> list[str]:
     out = []
     for img in arr:
         buf = io.BytesIO()
-        Image.fromarray(img[..., 0] if c == 1 else img).save(buf, format="PNG", optimize=True)
+        Image.fromarray(img[..., 0] if c == 1 else img).save(buf, format="PNG")
         out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
     return out
 

@@ -137,7 +137,9 @@ def _group(suite: Any, ctx: Any, key: tuple[Any, ...], g: pd.DataFrame, evaluate
     unit_level = None if kind == "certifier" else float(level)
     rng = ExampleRNG.from_seed(seed_from(suite.seed, model_name, rep, label, unit_level), sub.ids)
     x = sub.x
-    needs_model = kind == "attack" or (evaluate and classify)
+    # a certificate's prediction is not the model's (smoothing votes): not re-evaluated
+    evaluate = evaluate and classify and kind != "certifier"
+    needs_model = kind == "attack" or evaluate
     if kind == "attack" and not classify:
         return f"attacks on {task_name} tasks are not regenerated (they call the model)"
     model = ctx.model(mspec, int(rep)) if needs_model else None
@@ -148,7 +150,7 @@ def _group(suite: Any, ctx: Any, key: tuple[Any, ...], g: pd.DataFrame, evaluate
     elif kind == "attack":
         x = _attack(ctx, suite, task, model, pspec, mspec, int(rep), data_spec, sub, level, rng)
     new_pred = None
-    if evaluate and classify:
+    if evaluate:
         with torch.no_grad():
             new_pred = task.evaluate(model, x, sub.y).pred
     style = _style(sub.x, task_name)
