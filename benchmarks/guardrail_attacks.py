@@ -13,6 +13,7 @@ docs/guardrail.md. Run with one torch thread::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -42,32 +43,37 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=16)
     ap.add_argument("--n-tokens", type=int, default=8)
     ap.add_argument("--budget", type=float, default=0.2)
-    ap.add_argument("--skip-word-attacks", action="store_true")
+    ap.add_argument("--max-attacked", type=int, default=None)
+    ap.add_argument("--part", choices=("all", "components", "defence"), default="all")
+    ap.add_argument("--word-attacks", default="textfooler,random-substitution")
+    ap.add_argument("--fit", default="{}", help="guardrail-safe-suffix parameters (JSON)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     d = datasets.create("spam-assassin", {"split": "test", "limit": a.n_test, "max_words": 48})
-    spam = torch.nonzero(d.y == 1).flatten()
+    spam = torch.nonzero(d.y == 1).flatten()[: a.max_attacked]
     x, y, ids = [d.x[i] for i in spam.tolist()], d.y[spam], d.ids[spam]  # type: ignore[index]
     print(f"SpamAssassin test: {len(d)} e-mails, {len(x)} spam attacked; budget {a.budget}, "
           f"GCG {a.n_tokens} tokens x {a.iterations} it x {a.candidates} cand")  # fmt: skip
     gcg = {"n_tokens": a.n_tokens, "iterations": a.iterations, "candidates": a.candidates}
     rows = []
     comps = {c: models.create("guardrail", {"component": c}) for c in ("knn", "lm", "fused")}
-    for c, m in comps.items():
+    for c, m in comps.items() if a.part != "defence" else []:
         acc = float((m.logits(d.x).argmax(1) == d.y).float().mean())
         print(f"clean accuracy {c}: {acc:.3f}", flush=True)
     plan = [(c, "gcg-grad", "gcg", {**gcg, "gradient": True}) for c in ("knn", "fused")]
     plan += [(c, "gcg-query", "gcg", {**gcg, "gradient": False}) for c in comps]
-    if not a.skip_word_attacks:
-        plan += [(c, "textfooler", "textfooler", {}) for c in comps]
-        plan += [(c, "random-sub", "random-substitution", {"tries": 8}) for c in comps]
-    for c, label, name, params in plan:
+    word = {"textfooler": {}, "random-substitution": {"tries": 8}}
+    plan += [(c, w, w, word[w]) for w in a.word_attacks.split(",") if w for c in comps]
+    for c, label, name, params in plan if a.part != "defence" else []:
         r = attack_rate(comps[c], attacks.create(name, params), x, y, ids, a.budget)
         rows.append((c, label, *r))
         print(f"{c:6s} {label:11s} flagged {r[0]:.3f} success {r[1]:.3f} "
               f"queries {r[2]:.0f} cpu {r[3]:.0f}s", flush=True)  # fmt: skip
+    if a.part == "components":
+        return
     t = time.process_time()
-    defended = models.create("guardrail-safe-suffix", {"component": "fused"})
+    fit = {"component": "fused", **json.loads(a.fit)}
+    defended = models.create("guardrail-safe-suffix", fit)
     print(f"safe suffix {defended.safe_suffix!r} ({time.process_time() - t:.0f}s CPU to fit/load)")
     und = comps["fused"]
     # non-adaptive: suffixes found on the undefended guardrail, then the safe suffix appended

@@ -20,7 +20,7 @@ from robustlab.attacks.text.gcg import Problem, evaluate, suffix_inputs, suffix_
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import attacks, datasets, models
 from robustlab.core.rng import ExampleRNG
-from robustlab.models.guardrail import WORDS, augment
+from robustlab.models.guardrail import WORDS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,21 +39,17 @@ def test_spam() -> tuple[list[str], torch.Tensor, torch.Tensor]:
     return list(d.x), d.y, d.ids
 
 
-@pytest.fixture(scope="module")
-def train_bank() -> tuple[list[str], torch.Tensor]:
-    d = datasets.create("spam-assassin", {"split": "train", **DATA})
-    assert d.ids is not None
-    return augment(list(d.x), d.y, d.ids, [("typo", 0.1)], 0)
-
-
-def test_lm_score_matches_sklearn_naive_bayes(train_bank: tuple[list[str], torch.Tensor]) -> None:
+def test_lm_score_matches_sklearn_naive_bayes() -> None:
     import numpy as np
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.naive_bayes import MultinomialNB
 
-    texts, y = train_bank
-    lm = _guard("lm").lm
+    g = _guard("lm")
+    texts, y, lm = g.knn.texts, g.knn.labels.long(), g.lm
+    train = datasets.create("spam-assassin", {"split": "train", **DATA})
+    assert len(texts) == 2 * len(train) and texts[: len(train)] == list(train.x)
+    assert torch.equal(y, torch.cat([train.y, train.y]))  # the typo copies keep their labels
     cv = CountVectorizer(token_pattern=WORDS.pattern, lowercase=True)
     counts = cv.fit_transform(texts)
     nb = MultinomialNB(alpha=1.0).fit(counts, y.numpy())
@@ -98,9 +94,9 @@ def test_knn_matches_sklearn_and_fusion_formula(test_spam: Any) -> None:
 
 
 def test_gcg_stays_within_suffix_budget(test_spam: Any) -> None:
-    x, y, ids = test_spam[0][:6], test_spam[1][:6], test_spam[2][:6]
-    g = _guard("fused")
-    for budget, n_tokens in ((0.1, 4), (0.3, 3), (0.0, 4)):
+    x, y, ids = test_spam[0][:5], test_spam[1][:5], test_spam[2][:5]
+    for comp, budget, n_tokens in (("fused", 0.1, 4), ("lm", 0.3, 3), ("lm", 0.0, 4)):
+        g = _guard(comp)
         atk = attacks.create("gcg", {"n_tokens": n_tokens, "iterations": 2, "candidates": 6})
         res = atk(g, x, y, budget, rng=ExampleRNG.from_seed(0, ids))
         assert (word_edit_rate(x, res.x_adv) <= budget + 1e-12).all()
@@ -108,7 +104,7 @@ def test_gcg_stays_within_suffix_budget(test_spam: Any) -> None:
             cap = min(n_tokens, int(budget * len(t.split()) + 1e-9))
             assert a == t or (a.startswith(t + " ") and len(a[len(t) :].split()) == k <= cap)
         assert torch.equal(res.success, g.logits(res.x_adv).argmax(1) != y)
-        assert (res.queries >= 1).all() and (res.queries <= 1 + 1 + 2 * 6).all()
+        assert (res.queries >= 1).all() and (res.queries <= 2 + 2 * 6).all()
     with pytest.raises(ConfigError, match="query-only"):
         attacks.create("gcg", {"gradient": True})(_guard("lm"), x, y, 0.2,
                                                   rng=ExampleRNG.from_seed(0, ids))  # fmt: skip
@@ -153,7 +149,7 @@ def test_query_only_gcg_within_exhaustive_one_word_optimum(test_spam: Any) -> No
     # 21k texts in about a second); GCG can reach it at best, and fools nothing it cannot
     x, y, ids_ex = test_spam[0], test_spam[1], test_spam[2]
     lm = _guard("lm")
-    flagged = [i for i in range(len(x)) if y[i] == 1 and lm.logits([x[i]]).argmax(1) == 1][:4]
+    flagged = [i for i in range(len(x)) if y[i] == 1 and lm.logits([x[i]]).argmax(1) == 1][:2]
     ids, words = suffix_vocab(str(lm.encoder.path))
     atk = attacks.create("gcg", {"n_tokens": 1, "iterations": 6, "candidates": 32})
     for i in flagged:

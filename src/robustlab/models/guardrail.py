@@ -75,6 +75,7 @@ class KNNScorer:
             )
         self.encoder, self.bank, self.labels = encoder, bank.float(), labels.float()
         self.k, self.tau = k, tau
+        self.texts: list[str] = []
 
     def probs_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
         """``p(flagged)`` ``[B]``: share of flagged entries among the k most similar bank rows."""
@@ -236,7 +237,9 @@ def build_parts(dataset: str, data_params: dict[str, Any] | None, augment_with: 
     texts, y = augment(list(data.x), data.y, data.ids, _augmentations(augment_with), seed)
     encoder = models.create("minilm", {"max_length": max_length})
     bank = encoder.doc_matrix(texts).float()  # cached on disk per corpus
-    return KNNScorer(encoder, bank, y, k, tau), UnigramLMScorer(texts, y, lm_alpha), data.classes
+    knn = KNNScorer(encoder, bank, y, k, tau)
+    knn.texts = texts  # the augmented training texts of the bank (for inspection)
+    return knn, UnigramLMScorer(texts, y, lm_alpha), data.classes
 
 
 @models.register("guardrail")

@@ -152,7 +152,8 @@ def suffix_inputs(p: Problem, cur: torch.Tensor, rows: torch.Tensor) -> SuffixIn
     full = with_suffix(texts, [p.suffix_words(cur_full, i) for i in ex])
     full = model.inputs(full) if hasattr(model, "inputs") else full
     enc_ids = tok(full, truncation=True, max_length=enc.max_length)["input_ids"]
-    n_text = [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
+    n_text = [len(x) for x in tok(texts, add_special_tokens=False, truncation=True,
+                                  max_length=enc.max_length)["input_ids"]]  # fmt: skip
     where: list[list[int]] = [[], [], [], []]
     for r, i in enumerate(ex):
         for s_ in range(int(p.length[p.group[i]])):
@@ -243,15 +244,7 @@ def suffix_search(p: Problem, init: torch.Tensor, cfg: SearchConfig, u: torch.Te
         ).flatten()
         if rows.numel() == 0:
             break
-        top = None
-        if use_grad:
-            top = (
-                (-token_gradients(p, cur[rows], rows))
-                .topk(min(cfg.topk, len(p.vocab_ids)), 2)
-                .indices
-            )
-        cand = sample(cur[rows], p.length[rows], top, len(p.vocab_ids), u[rows, it])
-        c_loss, c_fooled = evaluate(p, cand, rows, scorer)
+        cand, c_loss, c_fooled = step(p, cur[rows], rows, u[rows, it], cfg, use_grad, scorer)
         best = c_loss.argmin(1)
         take = c_loss[torch.arange(len(rows)), best] < loss[rows]
         upd = rows[take]
@@ -259,6 +252,20 @@ def suffix_search(p: Problem, init: torch.Tensor, cfg: SearchConfig, u: torch.Te
         loss[upd] = c_loss[take, best[take]]
         fooled[upd] = c_fooled[take, best[take]]
     return cur, loss, fooled
+
+
+def step(p: Problem, cur: torch.Tensor, rows: torch.Tensor, u: torch.Tensor, cfg: SearchConfig,
+         use_grad: bool, scorer: Scorer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One iteration's search for the groups ``rows`` (suffixes ``cur [G', K]``): candidate
+    tokens (gradient top-k or the whole vocabulary), ``C`` sampled candidates, scored in batched
+    model calls; returns ``(candidates [G', C, K], loss [G', C], fooled [G', C])``."""
+    top = None
+    if use_grad:
+        grad = token_gradients(p, cur, rows)
+        top = (-grad).topk(min(cfg.topk, len(p.vocab_ids)), 2).indices
+    cand = sample(cur, p.length[rows], top, len(p.vocab_ids), u)
+    c_loss, c_fooled = evaluate(p, cand, rows, scorer)
+    return cand, c_loss, c_fooled
 
 
 def _use_gradient(model: Any, gradient: bool | None) -> bool:
@@ -301,7 +308,7 @@ class GCG:
 
     def cost(self, n: int) -> dict[str, int]:
         """Model passes on ``n`` examples (at most: early stop saves the rest)."""
-        return {"forward": n * (1 + self.iterations * self.candidates),
+        return {"forward": n * (2 + self.iterations * self.candidates),
                 "backward": n * self.iterations}  # fmt: skip
 
     def __call__(
