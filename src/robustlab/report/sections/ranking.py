@@ -96,7 +96,11 @@ class RankingSection:
                 ["probe", "kind", "level"], sort=False
             ):
                 mrr = _mean(g, "x.rr")
-                ok = g[pd.to_numeric(g.get("x.clean_correct"), errors="coerce") == 1]
+                ok = (  # no attack in the run: no clean_correct column, no attacked examples
+                    g[pd.to_numeric(g["x.clean_correct"], errors="coerce") == 1]
+                    if "x.clean_correct" in g
+                    else g.iloc[:0]
+                )
                 asr = _mean(ok, "x.success") if kind == "attack" else float("nan")
                 axis = "" if kind == "evalset" else axis_for(axes, kind, probe).label
                 detail.append({"model": model, "probe": probe, "kind": kind, "level": level, "axis": axis,
