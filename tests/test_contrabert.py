@@ -300,3 +300,27 @@ def test_contrabert_claim_minilm_humaneval() -> None:
     assert drop["after"]["var"] >= drop["before"]["var"] - 0.016  # renaming: not worse (2 queries)
     assert auc_after > auc_before
     assert tuned.provenance["finish"]["mlm"] is False  # MiniLM has no MLM head
+
+
+def test_code_search_suite_without_attacks_reports(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """A ranking run with evaluation sets only (no attack, so no ``clean_correct`` column) gets
+    its S1 report section (it raised a KeyError before)."""
+    from robustlab.report.build import build_report
+    from robustlab.runner import Suite, run_suite
+    from robustlab.store import Store
+
+    monkeypatch.setenv("ROBUSTLAB_CACHE", str(tmp_path / "cache"))
+    suite = Suite.from_yaml(
+        "name: cs\ntask: {name: ranking, params: {k: 10}}\nmodels: [{name: bm25}]\n"
+        "data: {name: humaneval-code-search, params: {split: test}}\n"
+        "probes:\n  - {kind: evalset, name: dead-code, data: {name: humaneval-code-search, "
+        "params: {split: test, transform: code_dead_code}}}\n"
+    )
+    store = Store(tmp_path / "s.db")
+    run = run_suite(suite, store, progress=False)
+    df = store.records(run)
+    row = build_report(store, run)["extensions"]["ranking"]["data"]["rows"][0]
+    clean = df[df.kind == "clean"].correct.mean()
+    dead = df[df.probe == "dead-code"].correct.mean()
+    assert row["iid"] == pytest.approx(clean) and len(df[df.kind == "clean"]) == 64
+    assert row["ood_query"] == pytest.approx((clean - dead) / clean)

@@ -221,10 +221,7 @@ class ContraBERT:
         chosen; of those 80 % become [MASK], 10 % a random token, 10 % stay."""
         ids, mask = enc["input_ids"], enc["attention_mask"]
         tok = clf.tokenizer
-        special = torch.tensor(
-            [tok.get_special_tokens_mask(r, already_has_special_tokens=True) for r in ids.tolist()],
-            dtype=torch.bool, device=ids.device,
-        )  # fmt: skip
+        special = torch.isin(ids, torch.tensor(tok.all_special_ids, device=ids.device))
         r = rng.fork("mlm")
         u = r.uniform(ids.shape[1], 2, device=ids.device)
         chosen = (u[..., 0] < self.mlm_rate) & ~special & mask.bool()
