@@ -131,8 +131,11 @@ def test_classifier_cache_serves_repeated_texts(hf: dict) -> None:
 
 def test_hotflip_gains_rank_swaps_like_finite_differences(hf: dict) -> None:
     """gain[b, i, v] against the exact loss change of swapping token i for v (every 5th word of
-    the vocabulary, at two positions of two texts): Spearman rank correlation > 0.9."""
-    from scipy.stats import spearmanr
+    the vocabulary, at five positions of two texts, one an [UNK]): Spearman correlation > 0.9."""
+
+    def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:  # Pearson of ranks (no ties here)
+        ra, rb = (t.double().argsort().argsort().double() for t in (a, b))
+        return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
 
     clf = models.create("hf-classifier", {"path": str(hf["root"] / "cls")})
     texts = ["shares in the firm rose after strong qzxv results", "the match ended in a draw"]
@@ -146,14 +149,14 @@ def test_hotflip_gains_rank_swaps_like_finite_differences(hf: dict) -> None:
     assert (g.input_ids == 1).any()
     assert torch.isneginf(g.gain[specials]).all() and torch.isfinite(g.gain[~specials]).all()
     cand = torch.arange(5, g.gain.shape[-1], 5)
-    for b in range(2):
-        for pos in (1, 3):
-            ids = g.input_ids[b].repeat(len(cand), 1)
-            ids[:, pos] = cand
-            mask = g.attention_mask[b].repeat(len(cand), 1)
-            actual = clf.loss(ids, mask, y[b].repeat(len(cand))) - g.loss[b]
-            rho = spearmanr(g.gain[b, pos, cand], actual).statistic
-            assert rho > 0.9, (b, pos, rho)
+    unk = int((g.input_ids[0] == 1).nonzero()[0, 0])
+    for b, pos in [(0, 1), (0, 3), (0, unk), (1, 1), (1, 3)]:
+        ids = g.input_ids[b].repeat(len(cand), 1)
+        ids[:, pos] = cand
+        mask = g.attention_mask[b].repeat(len(cand), 1)
+        actual = clf.loss(ids, mask, y[b].repeat(len(cand))) - g.loss[b]
+        rho = _spearman(g.gain[b, pos, cand], actual)
+        assert rho > 0.9, (b, pos, rho)
     with pytest.raises(ConfigError, match="labels"):
         clf.token_gradients(texts, torch.tensor([0, 7]))
 
@@ -196,6 +199,10 @@ def test_causal_lm_greedy_batched_equals_a_manual_greedy_loop(hf: dict) -> None:
     assert [u["prompt_tokens"] for u in lm.last_usage] == [4, 2, 7]
     cut = lm.generate(prompts[:1], max_tokens=6, stop=[out[0].split()[1]])
     assert cut == [out[0][: out[0].index(out[0].split()[1])]]
+    from robustlab.tasks.generation import GenerationTask
+
+    ev = GenerationTask(match="exact", max_tokens=6).evaluate(lm, prompts, [out[0], "x", out[2]])
+    assert ev.correct.tolist() == [1.0, 0.0, 1.0] and ev.extra["prompt_tokens"] == [4, 2, 7]
     before = lm.generated
     assert lm.generate(prompts, max_tokens=6) == out and lm.generated == before  # cached
     with pytest.raises(ConfigError, match="greedy"):

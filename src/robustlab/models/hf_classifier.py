@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models
-from robustlab.core.types import PositiveInt
+from robustlab.core.types import NonNegativeInt, PositiveInt
 from robustlab.models.hf_base import HFTextModel
 from robustlab.models.text_embedding import check_texts
 
@@ -130,7 +130,7 @@ def hf_classifier(
     path: str,
     max_length: PositiveInt | None = None,
     batch_size: PositiveInt = 16,
-    cache_size: int = 50_000,
+    cache_size: NonNegativeInt = 50_000,
     allow_pickle: bool = False,
     device: str | None = None,
 ) -> HFSequenceClassifier:

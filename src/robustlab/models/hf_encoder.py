@@ -27,7 +27,7 @@ import torch
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models
 from robustlab.core.types import PositiveInt
-from robustlab.models.hf_local import fingerprint, local_dir
+from robustlab.models.hf_local import fingerprint, local_dir, quiet
 from robustlab.models.rankers.dense import DenseRanker
 
 POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
@@ -82,7 +82,8 @@ class SentenceTransformerEncoder(DenseRanker):
         root, self.pooling, self.normalize, st_max = read_modules(p, "hf-encoder")
         if root != p:
             local_dir(root, "hf-encoder", allow_pickle=allow_pickle)
-        super().__init__(str(root), max_length or st_max or 256, batch_size, disk_cache)
+        with quiet():
+            super().__init__(str(root), max_length or st_max or 256, batch_size, disk_cache)
         self.folder = p
 
     def embed(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,

@@ -30,7 +30,7 @@ import torch
 
 from robustlab.core.errors import ConfigError
 from robustlab.core.registry import models
-from robustlab.core.types import PositiveInt
+from robustlab.core.types import NonNegativeInt, PositiveInt
 from robustlab.models.hf_base import HFTextModel
 from robustlab.models.text_embedding import check_texts
 
@@ -173,7 +173,7 @@ def hf_masked_lm(
     path: str,
     max_length: PositiveInt | None = None,
     batch_size: PositiveInt = 16,
-    cache_size: int = 50_000,
+    cache_size: NonNegativeInt = 50_000,
     allow_pickle: bool = False,
     device: str | None = None,
 ) -> HFMaskedLM:
@@ -188,7 +188,7 @@ def hf_causal_lm(
     max_tokens: PositiveInt = 32,
     max_length: PositiveInt | None = None,
     batch_size: PositiveInt = 16,
-    cache_size: int = 50_000,
+    cache_size: NonNegativeInt = 50_000,
     allow_pickle: bool = False,
     device: str | None = None,
 ) -> HFCausalLM:
