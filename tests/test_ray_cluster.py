@@ -21,7 +21,7 @@ from conftest import make_small_suite
 from robustlab.core.errors import ConfigError
 from robustlab.runner import LocalEngine, RayEngine, run_suite
 from robustlab.store import Store
-from robustlab.testing.ray_cluster import LoopbackCluster, _session_members
+from robustlab.testing.ray_cluster import LoopbackCluster
 
 ray = pytest.importorskip("ray")
 
@@ -39,9 +39,9 @@ def cluster() -> Iterator[LoopbackCluster]:
             if len([n for n in ray.nodes() if n["Alive"]]) == 2:
                 break
             time.sleep(0.1)
+        assert c.processes()
         yield c
-        sids = {p.pid for p in c._procs}
-    assert _session_members(sids) == []  # nothing left running
+    assert c.processes() == []  # nothing left running
 
 
 def _run(suite, location: Path, engine) -> pd.DataFrame:

@@ -54,8 +54,13 @@ class LoopbackCluster:
         self.timeout = timeout
         self.address = ""
         self._procs: list[subprocess.Popen] = []
+        self.sessions: set[int] = set()  # one per ``ray start`` (its pid): all it started
         self._tmp: Path | None = None
         self._env_before: dict[str, str | None] = {}
+
+    def processes(self) -> list[int]:
+        """Pids of the live processes the nodes started (empty once stopped)."""
+        return _session_members(self.sessions)
 
     def ips(self) -> list[str]:
         return [f"127.0.0.{i + 2}" for i in range(self.nodes)]
@@ -125,9 +130,8 @@ class LoopbackCluster:
                     os.environ[k] = v
             self._env_before = {}
             _reload_ray_auth()
-        sids = {p.pid for p in self._procs}
         for _ in range(3):  # a process forked while we kill is caught on the next pass
-            for pid in _session_members(sids):
+            for pid in self.processes():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
@@ -149,6 +153,7 @@ class LoopbackCluster:
                 subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
             )  # fmt: skip
+        self.sessions.add(self._procs[-1].pid)
 
     def _logs(self) -> list[str]:
         assert self._tmp is not None
