@@ -26,7 +26,7 @@ from robustlab.store.summary_cache import units_digest
 T = TypeVar("T")
 EXAMPLES_SHOWN = 500  # records listed on a drill-down page (the rest are counted)
 REGENERATED = 6  # records shown with their perturbed inputs on a drill-down page (?show=)
-REGENERATED_MAX = 48
+REGENERATED_MAX = 24
 _REGENERATING = threading.Lock()
 
 
