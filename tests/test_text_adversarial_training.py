@@ -1,0 +1,79 @@
+"""The text-at trainer (training/text_at.py) and MVP vs an MLP head under TextFooler (slow).
+
+References: robustlab's TextFooler called directly with the same per-example streams (the
+trainer's augmentation must be exactly its successful outputs), cross-entropy recomputed over the
+augmented batch, the attack-independent word edit rate; data: BBC News (first 20-30 words).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import robustlab
+from robustlab.attacks.text import word_edit_rate
+from robustlab.core.registry import attacks, datasets, models, trainers
+from robustlab.core.rng import ExampleRNG
+from robustlab.training.trainers import Position
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DP = {"limit": 60, "max_words": 20}
+CHEAP = {"max_candidates": 6, "max_queries": 15, "min_similarity": 0.0}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("text-at-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROBUSTLAB_CACHE", str(root))
+        yield root
+
+
+def test_step_adds_exactly_the_attacks_successes(cache: Path) -> None:
+    mvp = models.create("minilm-mvp", {"data_params": DP})  # zero-shot: errs and is attackable
+    data = datasets.create("bbc-news", {"split": "test", "limit": 10, "max_words": 20})
+    x, y = data.x, data.y
+    t = trainers.create("text-at", {"attack_params": CHEAP, "budget": 0.2, "adv_fraction": 0.8})
+    rng = ExampleRNG.from_seed("t", data.ids)
+    step = t.step(mvp, x, y, rng, Position(epoch=1, epochs=2))
+    # the reference: TextFooler on the first ceil(0.8 * 10) = 8 texts with the same streams
+    ref = attacks.create("textfooler", CHEAP)(
+        mvp, x[:8], y[:8], 0.2, rng=ExampleRNG.from_seed("t", data.ids).take(torch.arange(8))
+    )
+    ok = [i for i in range(8) if bool(ref.success[i]) and ref.x_adv[i] != x[i]]
+    assert ok, "the zero-shot model resisted every attack: the test would check nothing"
+    adv = [ref.x_adv[i] for i in ok]
+    assert (word_edit_rate([x[i] for i in ok], adv) <= 0.2 + 1e-9).all()
+    with torch.no_grad():
+        assert (mvp.logits(adv).argmax(1) != y[ok]).all()  # adversarial under the model
+        want = F.cross_entropy(mvp.logits(x + adv), torch.cat([y, y[ok]]))
+        torch.testing.assert_close(step.loss.detach(), want, atol=1e-5, rtol=1e-5)
+        assert step.logits.shape == (10, 5)  # training accuracy is read on the clean batch
+    step.loss.backward()  # differentiable in the head's weights
+    assert mvp.module.prototypes.grad is not None
+    # during clean_epochs: the clean loss only
+    t2 = trainers.create("text-at", {"attack_params": CHEAP, "clean_epochs": 1})
+    clean = t2.step(mvp, x, y, rng, Position(epoch=1, epochs=2))
+    with torch.no_grad():
+        torch.testing.assert_close(clean.loss.detach(), F.cross_entropy(mvp.logits(x), y))
+
+
+def test_text_at_trains_through_the_loop(cache: Path) -> None:
+    spec = {
+        "base": {"name": "minilm-mlp", "params": {"data_params": DP, "hidden": 32}},
+        "data": {"name": "bbc-news", "params": {"split": "train", **DP}},
+        "trainer": {"name": "text-at", "params": {"attack_params": CHEAP, "budget": 0.2,
+                                                  "adv_fraction": 0.25, "lr": 0.01,
+                                                  "batch_size": 32, "clean_epochs": 1}},
+        "epochs": 2, "holdout": 10,
+    }  # fmt: skip
+    clf = robustlab.train(spec, progress=False)
+    hist = clf.provenance["history"]
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert all("clean_acc" in h and "pgd_acc" not in h for h in hist)  # no image attack on texts
+    assert clf.provenance["train_examples"] == 50 and clf.provenance["holdout_examples"] == 10
