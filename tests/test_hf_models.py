@@ -187,11 +187,12 @@ def test_causal_lm_greedy_batched_equals_a_manual_greedy_loop(hf: dict) -> None:
     prompts = ["the prime minister said", "shares in", "the film won three awards at the"]
     out = lm.generate(prompts, max_tokens=6)
     net, tok = _ref(hf, "gpt", "AutoModelForCausalLM")
-    for p, o in zip(prompts, out, strict=True):  # one prompt at a time, no padding, argmax
+    batched = lm.next_token_logprobs(prompts)  # left-padded batch
+    for i, (p, o) in enumerate(zip(prompts, out, strict=True)):  # unpadded, one at a time
         ids = tok(p, return_tensors="pt")["input_ids"]
         with torch.no_grad():
             nxt = net(ids).logits[0, -1].log_softmax(-1)
-            torch.testing.assert_close(lm.next_token_logprobs([p])[0], nxt, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(batched[i], nxt, rtol=1e-4, atol=1e-5)
             for _ in range(6):
                 ids = torch.cat([ids, net(ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
         want = tok.decode(ids[0, -6:], skip_special_tokens=True)

@@ -119,8 +119,11 @@ class HFCausalLM(_Scoring):
 
     def _dist(self, texts: list[str]) -> list[tuple[torch.Tensor, bool, int]]:
         enc = self.tokens(texts)
+        mask = enc.inputs["attention_mask"]
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)  # positions as without the left padding
         with torch.no_grad():  # left padding: the last position is every prompt's last token
-            out = self.net(**enc.inputs).logits[:, -1].float().log_softmax(-1).cpu()
+            out = self.net(**enc.inputs, position_ids=pos).logits[:, -1]
+        out = out.float().log_softmax(-1).cpu()
         return list(zip(out, enc.truncated, enc.n_tokens, strict=True))
 
     def next_token_logprobs(self, x: Sequence[str]) -> torch.Tensor:
