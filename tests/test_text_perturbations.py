@@ -204,7 +204,10 @@ def test_tfidf_accuracy_falls_with_severity(bbc: Any) -> None:
     clean = acc(None, 0)
     for name in ["typo", "char_swap", "char_delete", "char_insert", "ocr", "misspelling",
                  "synonym", "embedding_swap", "word_deletion", "dilution"]:  # fmt: skip
-        p = perturbations.create(name)
+        # the substitutions without the issue-18 meaning constraints (the measured table in
+        # docs/text-perturbations.md; constrained runs: tests/test_text_constraints.py)
+        unconstrained = name in ("synonym", "embedding_swap")
+        p = perturbations.create(name, {"constraints": False} if unconstrained else None)
         curve = [clean] + [acc(p, s) for s in (0.1, 0.3, 0.5, 1.0)]
         assert all(b <= a + 0.01 for a, b in zip(curve, curve[1:], strict=False)), (name, curve)
         assert curve[-1] < clean - 0.05, (name, curve)
@@ -230,7 +233,9 @@ def test_hand_checked_sample_still_matches_and_keeps_labels() -> None:
         groups.setdefault((r["perturbation"], r["severity"]), []).append(r)
     for (name, s), rs in groups.items():
         ids = torch.tensor([r["example"] for r in rs])
-        out = perturbations.create(name)(
+        # the verdicts were given on embedding_swap's outputs before the issue-18 constraints
+        params = {"constraints": False} if name == "embedding_swap" else None
+        out = perturbations.create(name, params)(
             [r["original"] for r in rs], s, ExampleRNG.from_seed(0, ids)
         )
         assert out == [r["perturbed"] for r in rs], (
