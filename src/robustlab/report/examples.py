@@ -256,8 +256,8 @@ def gallery(views: list[dict[str, Any]]) -> str:
         rep = ""
         if v["reproduced"] is not None:
             rep = (" · <span class=ok>reproduced</span>" if v["reproduced"]
-                   else f" · <span class=bad>regenerated prediction {e(v['new_pred'])}</span>")  # fmt: skip
-        cap = (f"#{e(v['example_id'])} · label {e(v['label'])} · pred {e(v['pred'])} {mark}"
+                   else f" · <span class=bad>regenerated prediction {_short(v['new_pred'])}</span>")  # fmt: skip
+        cap = (f"#{e(v['example_id'])} · label {_short(v['label'])} · pred {_short(v['pred'])} {mark}"
                f"{rep}")  # fmt: skip
         if v["style"] == "image":
             imgs = [f'<img class="ex" alt="clean" src="{v["clean_png"]}" title="clean">']
@@ -276,6 +276,12 @@ def gallery(views: list[dict[str, Any]]) -> str:
         else:
             cards.append(f'<div class="ex">{cap}</div>')
     return f'<div class="examples">{"".join(cards)}</div>'
+
+
+def _short(v: Any, n: int = 60) -> str:
+    """Escaped text of a label or prediction, cut to ``n`` characters (code tests, completions)."""
+    text = v if isinstance(v, str) else str(v)
+    return e(text if len(text) <= n else text[: n - 1] + "…") if v is not None else e(v)
 
 
 CSS = (
