@@ -55,15 +55,19 @@ def _run(suite, location: Path, engine) -> pd.DataFrame:
         st.engine.dispose()
 
 
+def _unused_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
 def test_unreachable_ray_address_is_a_clear_error(tmp_path: Path) -> None:
     # nothing listens on the port: refused at once (not after minutes of Ray's retries) and
     # before a run is stored. Runs before the cluster fixture starts anything (a driver already
     # connected would not connect again).
     if ray.is_initialized():
         ray.shutdown()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{s.getsockname()[1]}"
+    address = _unused_address()
     st = Store(tmp_path / "runs.db")
     try:
         with pytest.raises(ConfigError, match=f"no Ray cluster answers at --ray-address {address}"):
@@ -73,6 +77,27 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         st.engine.dispose()
     assert not ray.is_initialized()
+
+    # the CLI: one line, exit status 2, no run stored
+    from typer.testing import CliRunner
+
+    from robustlab.cli import app
+
+    yaml = tmp_path / "suite.yaml"
+    yaml.write_text(
+        "name: t\nmodel: {name: digits-mlp}\ndata: {name: digits, params: {split: test}}\n"
+    )
+    db = tmp_path / "cli.db"
+    args = ["run", str(yaml), "--engine", "ray", "--ray-address", address, "--store", str(db)]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert r.exit_code == 2, r.output
+    assert f"no Ray cluster answers at --ray-address {address} (Connection refused)" in r.output
+    assert "Traceback" not in r.output
+    st = Store(db)
+    try:
+        assert st.runs().empty
+    finally:
+        st.engine.dispose()
 
 
 @pytest.mark.slow
