@@ -256,8 +256,21 @@ def test_report_section_and_unavailable_model(digits_run: tuple[Store, str]) -> 
         sel = df[(df["probe"] == g["probe"]) & (df["level"] == g["level"])]
         assert g["accuracy"] == pytest.approx(sel["correct"].mean())
     json.dumps(sec, allow_nan=False)
+    # clean vs corrupted vs adversarial: examples right on clean data that the most probes break
+    (ov,) = sec["overview"]
+    assert [c["probe"] for c in ov["columns"]] == ["gaussian_noise", "fgsm", "pgd"]
+    clean = df[df["kind"] == "clean"].set_index("example_id")["correct"]
+    at = {c["probe"]: c["level"] for c in ov["columns"]}
+    broken = []
+    for r in ov["rows"]:
+        assert clean[r["example_id"]] == 1
+        for probe, cell in r["cells"].items():
+            rec = df[(df["probe"] == probe) & (df["level"] == at[probe])]
+            assert cell["correct"] == rec.set_index("example_id").loc[r["example_id"], "correct"]
+        broken.append(sum(c["correct"] == 0 for c in r["cells"].values()))
+    assert len(ov["rows"]) == 4 and broken == sorted(broken, reverse=True) and broken[0] >= 2
     html = ExamplesSection().render(sec)
-    assert html.count('class="ex perturbed"') == 3 * ex.DEFAULT_K
+    assert html.count('class="ex perturbed"') == 3 * ex.DEFAULT_K + 3 * 4
     assert html.count('class="ex diff"') == 3 * ex.DEFAULT_K
     assert html.count("reproduced") == 3 * ex.DEFAULT_K
     assert 'src="http' not in html  # inline images only

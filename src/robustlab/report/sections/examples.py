@@ -23,6 +23,8 @@ from robustlab.report.format import e, level_text, pct
 
 KINDS = ("perturbation", "attack", "evalset")
 MAX_GROUPS = 24  # (model, probe) grids per report; the rest are counted in a note
+OVERVIEW_MODELS = 3  # models with a clean-vs-every-probe grid (image runs)
+OVERVIEW_ROWS = 4  # examples in it
 
 
 def worst_groups(df: pd.DataFrame, info: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,6 +62,52 @@ def worst_groups(df: pd.DataFrame, info: dict[str, Any]) -> list[dict[str, Any]]
     ]  # fmt: skip
 
 
+def _rows(df: pd.DataFrame, gr: dict[str, Any]) -> pd.DataFrame:
+    """The records of one group of :func:`worst_groups`."""
+    sel = (df["model"] == gr["model"]) & (df["probe"] == gr["probe"])
+    return df[sel & (df["replicate"] == gr["replicate"]) & (df["level"] == gr["level"])]
+
+
+def _overview(
+    df: pd.DataFrame, info: dict[str, Any], groups: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Clean vs every corruption and attack side by side, per model (at most
+    :data:`OVERVIEW_MODELS`): the :data:`OVERVIEW_ROWS` examples right on clean data (where the
+    run has clean records) that the most probes break, each shown under every probe at its worst
+    level (one PNG per cell, with the record's outcome)."""
+    out = []
+    for model in list(dict.fromkeys(g["model"] for g in groups))[:OVERVIEW_MODELS]:
+        gs = [g for g in groups if g["model"] == model and g["kind"] != "evalset"]
+        if not gs:
+            continue
+        recs = pd.concat([_rows(df, g) for g in gs])
+        fails = (recs["correct"] == 0).groupby(recs["example_id"]).sum()
+        clean = df[(df["model"] == model) & (df["kind"] == "clean")]
+        clean = clean[clean["replicate"] == gs[0]["replicate"]]
+        if len(clean):
+            right = set(clean.loc[clean["correct"] == 1, "example_id"])
+            fails = fails[fails.index.isin(right)]
+        ids = sorted(fails.index, key=lambda i: (-fails[i], i))[:OVERVIEW_ROWS]
+        if not ids:
+            continue
+        rows = recs[recs["example_id"].isin(ids)]
+        shown, _ = ex.regenerate(info, rows)
+        cells: dict[int, dict[str, Any]] = {i: {"example_id": int(i), "cells": {}} for i in ids}
+        for x in shown:
+            v = ex.view(x)
+            cells[x.example_id]["clean_png"] = v["clean_png"]
+            cells[x.example_id]["label"] = x.label
+            cells[x.example_id]["cells"][x.probe] = {
+                "png": v.get("perturbed_png"), "correct": x.correct, "pred": x.pred,
+            }  # fmt: skip
+        out.append({
+            "model": model,
+            "columns": [{"probe": g["probe"], "level": g["level"], "kind": g["kind"]} for g in gs],
+            "rows": [cells[i] for i in ids if "clean_png" in cells[i]],
+        })  # fmt: skip
+    return out
+
+
 def _probes(suite: dict[str, Any]) -> list[str]:
     """The suite's probe labels in suite order (none if the stored suite cannot be read)."""
     from robustlab.runner.suite import Suite
@@ -85,11 +133,7 @@ class ExamplesSection:
         if len(groups) > MAX_GROUPS:
             notes.append(f"{len(groups) - MAX_GROUPS} more (model, probe) pairs not shown")
             groups = groups[:MAX_GROUPS]
-        parts = []
-        for gr in groups:
-            sel = (df["model"] == gr["model"]) & (df["probe"] == gr["probe"])
-            sel &= (df["replicate"] == gr["replicate"]) & (df["level"] == gr["level"])
-            parts.append(ex.pick(df[sel], self.k))
+        parts = [ex.pick(_rows(df, gr), self.k) for gr in groups]
         shown, why = ex.regenerate(info, pd.concat(parts))
         notes += why
         by: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -97,7 +141,9 @@ class ExamplesSection:
             by.setdefault((x.model, x.probe), []).append(ex.view(x))
         for gr in groups:
             gr["examples"] = by.get((gr["model"], gr["probe"]), [])
-        return {"k": self.k, "groups": groups, "notes": notes}
+        images = bool(shown) and shown[0].style == "image"
+        overview = _overview(df, info, groups) if images else []
+        return {"k": self.k, "groups": groups, "notes": notes, "overview": overview}
 
     def render(self, data: dict[str, Any]) -> str:
         out = [ex.CSS, (
@@ -107,6 +153,8 @@ class ExamplesSection:
             "<del>red</del>, added <ins>green</ins>.</p>"
         )]  # fmt: skip
         out += [f'<p class="warn">{e(n)}</p>' for n in data["notes"]]
+        for o in data.get("overview") or []:
+            out.append(_overview_table(o))
         for g in data["groups"]:
             if not g["examples"]:
                 continue
@@ -116,3 +164,29 @@ class ExamplesSection:
                 f"accuracy {pct(g['accuracy'])} of {g['n']}</span></h3>" + ex.gallery(g["examples"])
             )
         return "\n".join(out)
+
+
+def _overview_table(o: dict[str, Any]) -> str:
+    """One model's clean-vs-every-probe grid: a row per example, a column per probe."""
+    from robustlab.report.format import table
+
+    head = ["example", "clean", *(f"{c['probe']} @ {level_text(c['level'])}" for c in o["columns"])]
+    body = []
+    for r in o["rows"]:
+        row = [f"#{e(r['example_id'])}<br><span class=ci>label {e(r['label'])}</span>",
+               f'<img class="ex" alt="clean" src="{r["clean_png"]}">']  # fmt: skip
+        for c in o["columns"]:
+            cell = r["cells"].get(c["probe"])
+            if not cell or not cell["png"]:
+                row.append("–")
+                continue
+            mark = ('<span class="bad">✗</span>' if cell["correct"] == 0
+                    else '<span class="ok">✓</span>' if cell["correct"] == 1 else "")  # fmt: skip
+            row.append(f'<img class="ex perturbed" alt="{e(c["probe"])}" src="{cell["png"]}">'
+                       f"<br>pred {e(cell['pred'])} {mark}")  # fmt: skip
+        body.append(row)
+    return (
+        f"<h3>{e(o['model'])}: clean vs corrupted vs adversarial</h3><p class=muted>The "
+        f"{len(o['rows'])} examples right on clean data that the most probes break, under every "
+        "probe at its worst level.</p>" + table(head, body)
+    )
