@@ -6,9 +6,11 @@ Pages (server-rendered HTML, no JavaScript, no CDN: the report's inline CSS and 
 - ``/run/{id}``: the run's report (:func:`robustlab.report.build_report` rendered by
   :mod:`robustlab.report.html`), built on request and cached by the digest of the run's units
   (:func:`robustlab.store.summary_cache.units_digest`); above it a table of every (model, probe,
-  level) group whose cells link to ...
-- ``/run/{id}/examples?model=&probe=&level=``: that group's records (ids, labels, predictions,
-  correct, error, extras), wrong ones first;
+  level) group whose cells link to ... (so do the report's own table cells: :mod:`.drill`)
+- ``/run/{id}/examples?model=&probe=&level=[&show=6]``: the first ``show`` examples with their
+  inputs regenerated (:mod:`robustlab.report.examples`: clean | perturbed | magnified difference
+  images, highlighted text and code diffs), then that group's records (ids, labels, predictions,
+  correct, error, extras), failed and wrong ones first;
 - ``/compare?a=&b=``: two runs compared with :func:`robustlab.metrics.compare` (paired permutation
   tests, Benjamini-Hochberg at 5 %);
 - ``/suite/{name}``: robustness over time (S32, "Robustness over time: successive LLM versions
