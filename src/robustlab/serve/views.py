@@ -235,11 +235,12 @@ def thumbnails(views: Views, info: dict[str, Any], probe: str, ids: list[int]) -
     if not spec or not ids:
         return {}
 
-    def load() -> Any:
-        from robustlab.core.registry import datasets
+    def load() -> Any:  # the process context's copy: the regenerated examples share it
+        from robustlab.runner.context import process_context
+        from robustlab.runner.suite import ComponentSpec
 
         try:
-            return datasets.create(spec["name"], spec.get("params") or {})
+            return process_context().data(ComponentSpec.model_validate(spec))
         except Exception:  # noqa: BLE001 - data unavailable here: the page shows no images
             return None
 
