@@ -160,6 +160,11 @@ def test_word_diff_against_difflib() -> None:
             assert [h.unescape(w) for w in dels] == [s[2:] for s in nd if s.startswith("- ")]
             assert [h.unescape(w) for w in ins] == [s[2:] for s in nd if s.startswith("+ ")]
     assert word_diff("a <b> c", "a <b> d") == "a &lt;b&gt; <del>c</del> <ins>d</ins>"
+    a = " ".join(f"w{i}" for i in range(20))
+    b = a.replace("w10", "X")
+    assert word_diff(a, b, context=2) == "… w8 w9 <del>w10</del> <ins>X</ins> w11 w12 …"
+    assert word_diff(a, a, context=2) == "w0 w1 w2 w3 …"
+    assert word_diff(a, b, context=10) == word_diff(a, b)  # runs of 10 words: nothing to cut
 
 
 def test_code_diff_against_unified_diff() -> None:
@@ -201,9 +206,14 @@ def _text_run(tmp_path: Path, suite: str, n: int) -> list[ex.Example]:
         if x.kind == "attack":  # the very text: its edit rate is the recorded one
             rate = word_edit_rate([x.clean], [x.perturbed]).item()
             assert rate == pytest.approx(r["x.edit_rate"])
+        full = word_diff(x.clean, x.perturbed)
+        assert _strip(full, "ins") == x.clean.split()
+        assert _strip(full, "del") == x.perturbed.split()
+        # the view keeps every change (long unchanged runs shortened to …)
         v = ex.view(x)
-        assert _strip(v["diff"], "ins") == x.clean.split()
-        assert _strip(v["diff"], "del") == x.perturbed.split()
+        assert re.findall(r"<(?:del|ins)>.*?</", v["diff"]) == re.findall(
+            r"<(?:del|ins)>.*?</", full
+        )
     return shown
 
 

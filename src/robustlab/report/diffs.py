@@ -27,14 +27,24 @@ IMAGE_PX = 72  # small images are upscaled (nearest) to about this many pixels o
 _TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
 
 
-def word_diff(a: str, b: str) -> str:
+def word_diff(a: str, b: str, context: int | None = None) -> str:
     """``a`` -> ``b`` word by word: unchanged words as is, removed ones in ``<del>``, added ones
-    in ``<ins>`` (HTML-escaped; words joined by single spaces)."""
+    in ``<ins>`` (HTML-escaped; words joined by single spaces). With ``context``, a run of
+    unchanged words longer than twice that keeps ``context`` words next to each change and shows
+    ``…`` for the rest (long articles stay short)."""
     wa, wb = a.split(), b.split()
     out: list[str] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes():
+    ops = difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes()
+    for k, (op, i1, i2, j1, j2) in enumerate(ops):
         if op == "equal":
-            out.append(escape(" ".join(wa[i1:i2])))
+            words = wa[i1:i2]
+            if context is not None and len(ops) == 1:  # nothing changed: the beginning
+                words = words if len(words) <= 2 * context else [*words[: 2 * context], "…"]
+            elif context is not None and len(words) > 2 * context:
+                head = words[:context] if k > 0 else []
+                tail = words[len(words) - context :] if k < len(ops) - 1 else []
+                words = [*head, "…", *tail]
+            out.append(escape(" ".join(words)))
             continue
         if i2 > i1:
             out.append(f"<del>{escape(' '.join(wa[i1:i2]))}</del>")

@@ -32,6 +32,7 @@ from robustlab.report.diffs import code_diff, image_views, word_diff
 from robustlab.report.format import e, level_text
 
 DEFAULT_K = 4  # examples shown per probe in the report
+WORD_CONTEXT = 12  # unchanged words kept next to each change in a text diff (the rest: …)
 SCORE_COLUMNS = ("x.margin", "x.score", "x.similarity")  # lower = closer to failing
 
 
@@ -231,7 +232,7 @@ def view(ex: Example) -> dict[str, Any]:
 def _text_diff(a: Any, b: Any, code: bool) -> str:
     """Highlighted diff of two inputs: strings, or the changed string fields of problem dicts."""
     if isinstance(a, str) and isinstance(b, str):
-        return code_diff(a, b) if code else word_diff(a, b)
+        return code_diff(a, b) if code else word_diff(a, b, context=WORD_CONTEXT)
     if isinstance(a, dict) and isinstance(b, dict):
         keys = [k for k in a if isinstance(a[k], str) and isinstance(b.get(k), str)]
         changed = [k for k in keys if a[k] != b[k]] or keys[:1]
@@ -239,7 +240,7 @@ def _text_diff(a: Any, b: Any, code: bool) -> str:
             f"<div><span class=muted>{e(k)}</span>{_text_diff(a[k], b[k], code)}</div>"
             for k in changed
         )
-    return word_diff(str(a), str(b))
+    return word_diff(str(a), str(b), context=WORD_CONTEXT)
 
 
 def gallery(views: list[dict[str, Any]]) -> str:
