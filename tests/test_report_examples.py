@@ -249,6 +249,10 @@ metrics: [pass_at_1]
         assert _sha(x.perturbed["prompt"]) in str(pred)  # the prompt the model was given
         assert 'class="codediff"' in ex.view(x)["diff"]
     assert sum(x.perturbed["prompt"] != x.clean["prompt"] for x in shown) >= 3
+    # an attack on a generator would call the model (maybe remote, paid): a note, not a call
+    info["suite"]["probes"][0]["kind"] = "attack"
+    shown, notes = ex.regenerate(info, rows)
+    assert shown == [] and len(notes) == 1 and "not regenerated" in notes[0]
 
 
 def test_report_section_and_unavailable_model(digits_run: tuple[Store, str]) -> None:
