@@ -185,7 +185,8 @@ def test_html_is_self_contained(run: dict[str, Any]) -> None:
     assert re.findall(r'src="(?!data:image/png;base64,)', text) == []
     for title in SECTIONS:
         assert f">{title}</h2>" in text
-    assert text.count("<svg") == 4  # slices, transformations, evaluation sets, attacks
+    # slices, transformations, evaluation sets, attacks; logit margins and the power law (one norm)
+    assert text.count("<svg") == 6
     assert "No certifiers in this run." in text
 
 
