@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,29 @@ class SentenceTransformerEncoder(DenseRanker):
         else:
             pooled = (out * m).sum(1) / m.sum(1).clamp_min(1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of ``texts`` (no cache): tokenized once, batched by token count (less
+        padding than sorting by characters), padded per batch, ``inference_mode``."""
+        dim = self.net.config.hidden_size
+        if not len(texts):
+            return torch.zeros(0, dim)
+        tok = self.tokenizer
+        ids = tok(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = torch.empty(len(ids), dim)
+        pad = tok.pad_token_id or 0
+        with torch.inference_mode():
+            for s in range(0, len(order), self.batch_size):
+                idx = order[s : s + self.batch_size]
+                rows = [torch.tensor(ids[i]) for i in idx]
+                x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)
+                mask = torch.nn.utils.rnn.pad_sequence(
+                    [torch.ones_like(r) for r in rows], batch_first=True
+                )
+                out[idx] = self.embed(x, mask)
+        self.encoded += len(texts)
+        return out
 
     def fingerprint(self) -> str:
         if self.pooling == "mean" and self.normalize:  # as DenseRanker (runs stay comparable)
