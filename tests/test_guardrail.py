@@ -159,3 +159,32 @@ def test_query_only_gcg_within_exhaustive_one_word_optimum(test_spam: Any) -> No
         assert p_gcg >= float(p_all.min()) - 1e-12
         assert not bool(res.success[0]) or bool((p_all < 0.5).any())
         assert p_gcg <= float(lm.flag_probs([x[i] + " the"])[0]) + 1e-12  # never worse than init
+
+
+def _flagged_spam(model: Any, test_spam: Any, n: int) -> tuple[list[str], torch.Tensor, Any]:
+    x, y, ids = test_spam
+    keep = [i for i in range(len(x)) if y[i] == 1 and model.logits([x[i]]).argmax(1) == 1][:n]
+    return [x[i] for i in keep], y[keep], ids[keep]
+
+
+MID = {"data_params": {"limit": 120, "max_words": 48}, "augment_with": [["typo", 0.1]]}
+
+
+@pytest.mark.slow
+def test_fusion_is_harder_to_evade_than_knn() -> None:
+    # the seed's claim at small scale: GCG suffixes (white-box through the soft k-NN) evade the
+    # k-NN alone more often than the fused guardrail, on spam e-mails both flag
+    d = datasets.create("spam-assassin", {"split": "test", "limit": 100, "max_words": 48})
+    knn, fused = _guard("knn", **MID), _guard("fused", **MID)
+    spam = torch.nonzero(d.y == 1).flatten().tolist()
+    both = [
+        i for i in spam if knn.logits([d.x[i]]).argmax(1) == 1 == fused.logits([d.x[i]]).argmax(1)
+    ][:6]
+    x, y, ids = [d.x[i] for i in both], d.y[both], d.ids[both]  # type: ignore[index]
+    atk = attacks.create("gcg", {"n_tokens": 8, "iterations": 3, "candidates": 12})
+    rate = {}
+    for name, m in (("knn", knn), ("fused", fused)):
+        res = atk(m, x, y, 0.2, rng=ExampleRNG.from_seed(0, ids))
+        assert torch.equal(res.success, m.logits(res.x_adv).argmax(1) != y)
+        rate[name] = float(res.success.float().mean())
+    assert len(both) == 6 and rate["fused"] < rate["knn"], rate
