@@ -75,6 +75,8 @@ class HFTextModel:
             raise ConfigError(
                 f"{name}: cannot load a {self.auto} from {self.path}: {e}"[:500]
             ) from None
+        if getattr(self.net.config, "pad_token_id", None) is None:  # e.g. GPT-2 classifiers
+            self.net.config.pad_token_id = self.tokenizer.pad_token_id  # find the last token
         self.device = torch.device(device) if device else torch.device("cpu")
         self.net.to(self.device)
         for p in self.net.parameters():
