@@ -56,7 +56,10 @@ probes:
 metrics: [accuracy]
 """
 TEXT_ATTACK = """
-  - {kind: attack, name: textfooler, levels: [0.2], params: {max_queries: 40}}
+  - kind: attack
+    name: textfooler
+    levels: [0.2]
+    params: {max_queries: 40, min_similarity: 0.0, constraints: false}
 """
 
 
@@ -224,7 +227,7 @@ def test_text_run_regenerated(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_text_attack_regenerated(tmp_path: Path) -> None:
-    """TextFooler (loads the MiniLM sentence encoder for its similarity constraint: ~30 s)."""
+    """TextFooler (constraints off: they load spaCy and the MiniLM encoder; WordNet still loads)."""
     shown = _text_run(tmp_path, TEXT.replace("metrics:", TEXT_ATTACK.lstrip("\n") + "metrics:"), 8)
     assert any(x.kind == "attack" and x.perturbed != x.clean for x in shown)
 
