@@ -59,7 +59,8 @@ def _bert(num_labels: int = 5) -> Any:
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Folders of tiny random models: cls, cls3/cls7 (3/7 labels), mlm, gpt; some BBC texts."""
+    """Folders of tiny random models: cls, cls3/cls7 (3/7 labels), mlm, gpt, gptcls (GPT-2
+    classifier); some BBC texts."""
     from robustlab.data.text import bbc_articles
 
     root = tmp_path_factory.mktemp("hf")
@@ -85,6 +86,19 @@ def hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             ),
             tg,
         ),  # fmt: skip
+        "gptcls": (
+            transformers.GPT2ForSequenceClassification(
+                transformers.GPT2Config(
+                    vocab_size=1500,
+                    n_embd=32,
+                    n_layer=2,
+                    n_head=2,
+                    n_positions=MAXLEN,
+                    num_labels=5,
+                )
+            ),
+            tg,
+        ),  # fmt: skip  # no pad_token_id in its config
     }
     for name, (net, tok) in made.items():
         net.save_pretrained(root / name)
@@ -114,6 +128,18 @@ def test_classifier_logits_equal_transformers_and_truncation_is_recorded(hf: dic
     n = [len(e.ids) for e in raw.encode_batch(texts)]  # with [CLS]/[SEP], untruncated
     assert clf.last_extra == {"n_tokens": n, "truncated": [k > MAXLEN for k in n]}
     assert any(clf.last_extra["truncated"]) and not all(clf.last_extra["truncated"])
+
+
+def test_gpt2_classifier_classifies_padded_batches_like_single_texts(hf: dict) -> None:
+    clf = models.create("hf-classifier", {"path": str(hf["root"] / "gptcls")})
+    texts = ["shares rose", "the match ended in a long draw on monday", hf["texts"][5]]
+    out = clf.logits(texts)
+    net, tok = _ref(hf, "gptcls", "AutoModelForSequenceClassification")
+    with torch.no_grad():  # one text at a time: no padding, the last token is the text's own
+        ref = torch.cat([net(**tok(t, truncation=True, max_length=MAXLEN,
+                                   return_tensors="pt")).logits for t in texts])  # fmt: skip
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert clf.last_extra["truncated"] == [False, False, True]
 
 
 def test_classifier_cache_serves_repeated_texts(hf: dict) -> None:
