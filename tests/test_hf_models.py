@@ -57,6 +57,12 @@ def _bert(num_labels: int = 5) -> Any:
     )  # fmt: skip
 
 
+def _gpt2(**kw: Any) -> Any:  # no pad_token_id in the config
+    return transformers.GPT2Config(
+        vocab_size=1500, n_embd=32, n_layer=2, n_head=2, n_positions=MAXLEN, **kw
+    )
+
+
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Folders of tiny random models: cls, cls3/cls7 (3/7 labels), mlm, gpt, gptcls (GPT-2
@@ -72,33 +78,8 @@ def hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "cls3": (transformers.BertForSequenceClassification(_bert(3)), tb),
         "cls7": (transformers.BertForSequenceClassification(_bert(7)), tb),
         "mlm": (transformers.BertForMaskedLM(_bert()), tb),
-        "gpt": (
-            transformers.GPT2LMHeadModel(
-                transformers.GPT2Config(
-                    vocab_size=1500,
-                    n_embd=32,
-                    n_layer=2,
-                    n_head=2,
-                    n_positions=MAXLEN,
-                    bos_token_id=2,
-                    eos_token_id=3,
-                )
-            ),
-            tg,
-        ),  # fmt: skip
-        "gptcls": (
-            transformers.GPT2ForSequenceClassification(
-                transformers.GPT2Config(
-                    vocab_size=1500,
-                    n_embd=32,
-                    n_layer=2,
-                    n_head=2,
-                    n_positions=MAXLEN,
-                    num_labels=5,
-                )
-            ),
-            tg,
-        ),  # fmt: skip  # no pad_token_id in its config
+        "gpt": (transformers.GPT2LMHeadModel(_gpt2(bos_token_id=2, eos_token_id=3)), tg),
+        "gptcls": (transformers.GPT2ForSequenceClassification(_gpt2(num_labels=5)), tg),
     }
     for name, (net, tok) in made.items():
         net.save_pretrained(root / name)
