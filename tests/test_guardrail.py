@@ -161,6 +161,21 @@ def test_query_only_gcg_within_exhaustive_one_word_optimum(test_spam: Any) -> No
         assert p_gcg <= float(lm.flag_probs([x[i] + " the"])[0]) + 1e-12  # never worse than init
 
 
+def test_gcg_deterministic_and_batch_order_invariant(test_spam: Any) -> None:
+    x, y, ids = test_spam
+    lm = _guard("lm")
+    atk = attacks.create("gcg", {"n_tokens": 3, "iterations": 3, "candidates": 8})
+    res = atk(lm, x, y, 0.2, rng=ExampleRNG.from_seed(0, ids))
+    again = atk(lm, x, y, 0.2, rng=ExampleRNG.from_seed(0, ids))
+    assert again.x_adv == res.x_adv and torch.equal(again.queries, res.queries)
+    p = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:13]
+    sub = atk(lm, [x[i] for i in p], y[p], 0.2, rng=ExampleRNG.from_seed(0, ids[p]))
+    assert sub.x_adv == [res.x_adv[i] for i in p]
+    assert torch.equal(sub.success, res.success[p]) and torch.equal(sub.queries, res.queries[p])
+    other = atk(lm, x, y, 0.2, rng=ExampleRNG.from_seed(1, ids))
+    assert other.x_adv != res.x_adv
+
+
 def _flagged_spam(model: Any, test_spam: Any, n: int) -> tuple[list[str], torch.Tensor, Any]:
     x, y, ids = test_spam
     keep = [i for i in range(len(x)) if y[i] == 1 and model.logits([x[i]]).argmax(1) == 1][:n]
