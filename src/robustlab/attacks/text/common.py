@@ -25,10 +25,12 @@ from robustlab.attacks.text.sources import candidates
 from robustlab.core.errors import ConfigError
 from robustlab.perturbations.text import match_case
 from robustlab.perturbations.text.constraints import (
+    Constraints,
     Option,
     check,
     constraints_from,
     inflect_to,
+    repair,
     word_options,
 )
 
@@ -110,6 +112,8 @@ def all_candidates(atk: Any, texts: list[Words]) -> list[list[list[str]]]:
     cfg = constraints_from(getattr(atk, "constraints", False))
     if cfg is None:
         return [word_candidates(atk, w) for w in texts]
+    if atk.pos not in ("dominant", "any"):
+        raise ConfigError(f"pos must be 'dominant' or 'any', got {atk.pos!r}")
     opts = word_options([w.text for w in texts], cfg)
     inflect = getattr(atk, "inflect", True)
     return [
@@ -221,6 +225,32 @@ def similarity(a: list[str], b: list[str]) -> torch.Tensor:
     return torch.where(same, torch.ones_like(sim), sim)
 
 
+def _repaired(
+    x: list[str],
+    adv: list[str],
+    success: torch.Tensor,
+    scorer: Scorer,
+    cfg: Constraints,
+    min_similarity: float,
+) -> tuple[list[str], torch.Tensor]:
+    """The adversarial texts after the constraints' check in context (the search only sees each
+    candidate's part of speech out of context): substitutions the edited text's tagging refuses are
+    put back, and the repaired texts are scored again (one query each) to update ``success``.
+    Examples without a query left keep their text (its record then shows the broken constraint)."""
+    left = scorer.left()
+    fixed = repair(x, adv, cfg, min_similarity)
+    idx = [i for i in range(len(x)) if fixed[i] != adv[i] and left[i] > 0]
+    if not idx:
+        return adv, success
+    out, success = list(adv), success.clone()
+    own = torch.tensor(idx, dtype=torch.int64)
+    probs = scorer.probs([fixed[i] for i in idx], own)
+    success[own] = probs.argmax(dim=1) != scorer.y[own]
+    for i in idx:
+        out[i] = fixed[i]
+    return out, success
+
+
 def result(
     x: list[str],
     adv: list[str],
@@ -234,6 +264,9 @@ def result(
     ``constraints`` on, also :func:`~robustlab.perturbations.text.constraints.check`'s
     ``constraints_pass``, ``constraint_violations`` and ``edits`` (similarity threshold: the
     attack's ``min_similarity`` when on)."""
+    cfg = constraints_from(getattr(atk, "constraints", False))
+    if cfg is not None:
+        adv, success = _repaired(x, adv, success, scorer, cfg, atk.min_similarity)
     changed = [a != o for a, o in zip(adv, x, strict=True)]
     if use_sim:
         sim = similarity(list(x), adv).tolist()
@@ -242,7 +275,6 @@ def result(
     n_words = torch.tensor([max(1, len(t.split())) for t in x], dtype=torch.float64)
     edits = (word_edit_rate(list(x), adv) * n_words).round().long().tolist()
     extra: dict[str, list[Any]] = {"similarity": sim, "words_changed": edits}
-    cfg = constraints_from(getattr(atk, "constraints", False))
     if cfg is not None:
         thr = getattr(atk, "min_similarity", 0) or None
         extra |= check(list(x), adv, cfg, thr)

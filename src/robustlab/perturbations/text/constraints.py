@@ -408,11 +408,17 @@ def check(
     return {"constraints_pass": ok, "constraint_violations": viol, "edits": edits}
 
 
-def repair(orig: list[str], new: list[str], cfg: Constraints) -> list[str]:
+def repair(
+    orig: list[str], new: list[str], cfg: Constraints, min_similarity: float | None = None
+) -> list[str]:
     """``new`` with each word edit that breaks a word-level constraint put back (substitutions of
-    the same word count; other edits are judged as a whole), then every text whose similarity to
-    its original is still below ``cfg.min_similarity`` put back whole -- the edits the constraints
-    refuse are dropped, as TextAttack's augmenter drops refused transformations."""
+    the same word count, whitespace kept; other edits are judged as a whole), then every text whose
+    similarity to its original is still below ``min_similarity`` (default ``cfg.min_similarity``;
+    0: not checked) cut back to the first half, quarter, eighth of its edits, else put back whole --
+    the edits the constraints refuse are dropped, as TextAttack's augmenter drops refused
+    transformations."""
+    from robustlab.attacks.text.common import Words
+
     out = list(new)
     idx = [i for i in range(len(orig)) if orig[i] != new[i]]
     if not idx:
@@ -420,7 +426,8 @@ def repair(orig: list[str], new: list[str], cfg: Constraints) -> list[str]:
     ann_o = annotate([orig[i] for i in idx], cfg.tagger)
     ann_n = annotate([new[i] for i in idx], cfg.tagger) if cfg.pos else ann_o
     for k, i in enumerate(idx):
-        a, b = orig[i].split(), new[i].split()
+        a, w = orig[i].split(), Words(new[i])
+        b = list(w.words)
         faults = _faults(a, b, ann_o[k], ann_n[k], cfg)
         if not faults:
             continue
@@ -429,17 +436,36 @@ def repair(orig: list[str], new: list[str], cfg: Constraints) -> list[str]:
             continue
         for j in faults:
             b[j] = a[j]
-        out[i] = " ".join(b) if b != a else orig[i]
-    if cfg.min_similarity > 0:
-        from robustlab.attacks.text.common import similarity
-
-        idx = [i for i in idx if out[i] != orig[i]]
-        if idx:
-            sims = similarity([orig[i] for i in idx], [out[i] for i in idx]).tolist()
-            for i, sim in zip(idx, sims, strict=True):
-                if sim < cfg.min_similarity - 1e-9:
-                    out[i] = orig[i]
+        out[i] = w.join(b) if b != a else orig[i]
+    thr = cfg.min_similarity if min_similarity is None else min_similarity
+    if thr > 0:
+        _similar(orig, out, [i for i in idx if out[i] != orig[i]], thr)
     return out
+
+
+def _similar(orig: list[str], out: list[str], idx: list[int], thr: float, rounds: int = 3) -> None:
+    """In place: texts ``out[idx]`` below similarity ``thr`` keep only the first half of their
+    word edits (in text order), then a quarter, an eighth, then none, until they pass (one batched
+    MiniLM call per round for the texts still failing)."""
+    from robustlab.attacks.text.common import Words, similarity
+
+    full = {i: out[i] for i in idx}
+    for r in range(rounds + 2):
+        if not idx:
+            return
+        sims = similarity([orig[i] for i in idx], [out[i] for i in idx]).tolist()
+        idx = [i for i, sim in zip(idx, sims, strict=True) if sim < thr - 1e-9]
+        for i in idx:
+            a, w = orig[i].split(), Words(full[i])
+            b = list(w.words)
+            if r >= rounds or len(a) != len(b):
+                out[i] = orig[i]
+                continue
+            d = [j for j in range(len(a)) if a[j] != b[j]]
+            for j in d[len(d) >> (r + 1) :]:
+                b[j] = a[j]
+            out[i] = w.join(b) if b != a else orig[i]
+        idx = [i for i in idx if out[i] != orig[i]]
 
 
 RECORD = ("constraints_pass", "constraint_violations", "edits")
