@@ -178,8 +178,7 @@ class ContraBERT:
             "mlm_note": None if self._mlm_on(clf) else (
                 "no MLM term: the base has no MLM head" if self.mlm > 0 else "mlm weight 0"),
             "trained_parameters": sum(p.numel() for p in self.trainable(clf)),
-            "pl_variants": int(self._pl.count.sum()), "nl_variants": int(self._nl.count.sum()),
-            "problems_without_pl_variant": int((self._pl.count == 1).sum()),
+            **self._counts,
         }  # fmt: skip
 
     # the objective -----------------------------------------------------------------------------
@@ -259,8 +258,14 @@ class ContraBERT:
                     if not p.get("skipped"):
                         nl[i].append(query_of(p))
         funcs, queries = train.meta["function"], train.meta["query"]
-        pl = [_distinct(f, v) or [f] for f, v in zip(funcs, pl, strict=True)]
-        nl = [_distinct(q, v) or [q] for q, v in zip(queries, nl, strict=True)]
+        pl = [_distinct(f, v) for f, v in zip(funcs, pl, strict=True)]
+        nl = [_distinct(q, v) for q, v in zip(queries, nl, strict=True)]
+        self._counts = {
+            "pl_variants": sum(map(len, pl)), "nl_variants": sum(map(len, nl)),
+            "problems_without_pl_variant": sum(not v for v in pl),
+        }  # fmt: skip
+        pl = [v or [f] for f, v in zip(funcs, pl, strict=True)]  # no variant: its own positive
+        nl = [v or [q] for q, v in zip(queries, nl, strict=True)]
         return Pool.build(pl), Pool.build(nl)
 
 
