@@ -78,7 +78,9 @@ def test_search_beats_random_substitution_tfidf(tfidf: Any, bbc: tuple[Any, Any]
     rates = {n: _rate(_run(n, tfidf, x, y, min_similarity=0.0), tfidf, x, y) for n in ATTACKS}
     assert rates["textfooler"] > rates["random-substitution"], rates
     assert rates["genetic"] > rates["random-substitution"], rates
-    assert rates["textfooler"] >= 0.3, rates
+    # with the issue-18 meaning constraints (default) textfooler fools 0.18 of these texts (2 of
+    # 11); the unconstrained candidates of the docs' table gave more
+    assert rates["textfooler"] >= 0.15, rates
 
 
 def _minilm_rates(model: Any, names: tuple[str, ...], params: dict[str, Any]) -> dict[str, float]:
@@ -101,7 +103,11 @@ def test_search_beats_random_substitution_minilm(minilm: Any) -> None:
 
 @pytest.mark.slow
 def test_genetic_beats_random_substitution_minilm(minilm: Any) -> None:
-    params = {"genetic": {"pop_size": 10, "generations": 5, "max_candidates": 6}}
+    # unconstrained candidates (pre issue 18): under the meaning constraints neither attack fools
+    # any of these 12 texts, which cannot tell the searches apart
+    off = {"constraints": False}
+    params = {"genetic": {"pop_size": 10, "generations": 5, "max_candidates": 6, **off},
+              "random-substitution": off}  # fmt: skip
     rates = _minilm_rates(minilm, ("genetic", "random-substitution"), params)
     assert rates["genetic"] > rates["random-substitution"], rates
 
@@ -242,7 +248,10 @@ def test_wordnet_table_matches_nltk(tmp_path: Any) -> None:
 
 def test_text_metrics_on_attack_records(tfidf: Any, bbc: tuple[Any, Any]) -> None:
     x, y = bbc[1].x[:8], bbc[1].y[:8]
-    res = _run("textfooler", tfidf, x, y, max_queries=30)  # as above: cached similarities
+    # as above: cached similarities; unconstrained candidates (pre issue 18), since under the
+    # meaning constraints no example of these 8 is fooled within 30 queries and the metrics
+    # of successes would be undefined
+    res = _run("textfooler", tfidf, x, y, max_queries=30, constraints=False)
     clean = (tfidf.logits(x).argmax(1) == y).float()
     df = pd.DataFrame({"x.success": res.success.float(), "x.queries": res.queries.float(),
                        "x.clean_correct": clean, "x.edit_rate": word_edit_rate(x, res.x_adv),
@@ -288,7 +297,9 @@ def test_through_the_classification_task(bbc: tuple[Any, Any]) -> None:
     model = models.create("tfidf-logreg")
     test = bbc[1]
     data = Dataset(x=test.x[:10], y=test.y[:10], name="bbc-10")
-    atk = attacks.create("textfooler", {"min_similarity": 0.0})
+    # unconstrained (pre issue 18): under the meaning constraints none of these 10 is fooled; the
+    # constrained path through the runner is tests/test_text_constraints.py
+    atk = attacks.create("textfooler", {"min_similarity": 0.0, "constraints": False})
     ev, extra = tasks.create("classification").attack(
         atk, model, data, BUDGET, "edit", _rng(torch.arange(10))
     )
