@@ -159,9 +159,9 @@ class EmbeddingSwap(_WordEdit):
         must have the word's part of speech in context, and edits that break a constraint or the
         sentence similarity threshold are put back; off: any neighbour, as before."""
         cfg = constraints_from(self.constraints)
+        check_texts(x, severity, "EmbeddingSwap")
         if cfg is None or severity == 0 or not x:
             return super().__call__(x, severity, rng)
-        check_texts(x, severity, "EmbeddingSwap")
         return substitute(list(x), severity, rng, cfg, "embedding", self.k, self.min_similarity)
 
     def record(self, x: list[str], out: list[str]) -> dict[str, list[Any]]:

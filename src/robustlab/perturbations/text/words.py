@@ -185,9 +185,9 @@ class Synonym(_WordEdit):
 
     def __call__(self, x: list[str], severity: float, rng: ExampleRNG) -> list[str]:
         cfg = constraints_from(self.constraints)
+        check_texts(x, severity, "Synonym")
         if cfg is None or severity == 0 or not x:
             return super().__call__(x, severity, rng)
-        check_texts(x, severity, "Synonym")
         return substitute(list(x), severity, rng, cfg, "wordnet")
 
     def record(self, x: list[str], out: list[str]) -> dict[str, list[Any]]:
