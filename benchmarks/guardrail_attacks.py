@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--max-attacked", type=int, default=None)
     ap.add_argument("--part", choices=("all", "components", "defence"), default="all")
     ap.add_argument("--word-attacks", default="textfooler,random-substitution")
+    ap.add_argument("--no-gcg", action="store_true", help="components: word attacks only")
+    ap.add_argument("--max-queries", type=int, default=None, help="of the word attacks")
     ap.add_argument("--fit", default="{}", help="guardrail-safe-suffix parameters (JSON)")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -62,7 +64,9 @@ def main() -> None:
         print(f"clean accuracy {c}: {acc:.3f}", flush=True)
     plan = [(c, "gcg-grad", "gcg", {**gcg, "gradient": True}) for c in ("knn", "fused")]
     plan += [(c, "gcg-query", "gcg", {**gcg, "gradient": False}) for c in comps]
-    word = {"textfooler": {}, "random-substitution": {"tries": 8}}
+    plan = [] if a.no_gcg else plan
+    mq = {"max_queries": a.max_queries}
+    word = {"textfooler": mq, "random-substitution": {"tries": 8, **mq}}
     plan += [(c, w, w, word[w]) for w in a.word_attacks.split(",") if w for c in comps]
     for c, label, name, params in plan if a.part != "defence" else []:
         r = attack_rate(comps[c], attacks.create(name, params), x, y, ids, a.budget)

@@ -203,3 +203,29 @@ def test_fusion_is_harder_to_evade_than_knn() -> None:
         assert torch.equal(res.success, m.logits(res.x_adv).argmax(1) != y)
         rate[name] = float(res.success.float().mean())
     assert len(both) == 6 and rate["fused"] < rate["knn"], rate
+
+
+def test_safe_suffix_search_keeps_the_verdict(test_spam: Any) -> None:
+    # the defence's search (sign -1, one suffix shared by all texts) only ever raises the mean
+    # log-probability of the true verdict, and reports the value a re-evaluation gives
+    from robustlab.attacks.text.gcg import SearchConfig, suffix_search
+    from robustlab.defenses.safe_suffix import SafeSuffixConfig, fit_safe_suffix
+
+    x, y, _ = test_spam
+    lm = _guard("lm")
+    ids, words = suffix_vocab(str(lm.encoder.path))
+    n = len(x)
+    p = Problem(lm, x, y, torch.zeros(n, dtype=torch.int64), torch.tensor([4]), -1.0, ids, words)
+    init = torch.full((1, 4), words.index("the"), dtype=torch.int64)
+    u = ExampleRNG.from_seed(0, torch.tensor([0])).uniform(5, 16, 2, dtype=torch.float64)
+    cur, loss, _ = suffix_search(p, init, SearchConfig(5, 16, 64, None, False), u,
+                                 Scorer(lm, y, None, 256))  # fmt: skip
+    suffix = " ".join(p.suffix_words(cur, 0))
+    logp = lm.logits([f"{t} {suffix}" for t in x]).double().log_softmax(1)
+    start = lm.logits([f"{t} the the the the" for t in x]).double().log_softmax(1)
+    assert abs(float(loss[0]) + float(logp[torch.arange(n), y].mean())) < 1e-6
+    assert float(logp[torch.arange(n), y].mean()) >= float(start[torch.arange(n), y].mean())
+    cfg = SafeSuffixConfig(n_tokens=3, rounds=1, iterations=2, candidates=8, attack_iterations=2)
+    safe = fit_safe_suffix(lm, x[:12], y[:12], cfg)
+    assert safe == fit_safe_suffix(lm, x[:12], y[:12], cfg)
+    assert len(safe.split()) == 3 and all(w in words for w in safe.split())
