@@ -90,13 +90,18 @@ class HFSequenceClassifier(HFTextModel):
         rest = {k: v for k, v in inputs.items() if k != "input_ids"}
         return self.net(inputs_embeds=embeds, **rest).logits.float()
 
-    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-             labels: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """``[B]`` cross-entropy of ``labels`` on token-id inputs (e.g. candidate swaps)."""
+    def id_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, num_classes]`` logits (float32, CPU) of token-id inputs (no cache, no gradient)."""
         with torch.no_grad():
             out = self.net(input_ids=input_ids.to(self.device),
                            attention_mask=attention_mask.to(self.device)).logits.float()  # fmt: skip
-        return F.cross_entropy(out, labels.to(out.device), reduction="none").cpu()
+        return out.cpu()
+
+    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             labels: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """``[B]`` cross-entropy of ``labels`` on token-id inputs (e.g. candidate swaps)."""
+        out = self.id_logits(input_ids, attention_mask)
+        return F.cross_entropy(out, torch.as_tensor(labels, dtype=torch.long), reduction="none")
 
     def token_gradients(self, x: Sequence[str], labels: torch.Tensor) -> TokenGradients:
         """HotFlip swap scores for a batch of texts and their labels (see the module docstring).
@@ -108,20 +113,35 @@ class HFSequenceClassifier(HFTextModel):
             raise ConfigError(f"{self.name}: need one label per text, got {tuple(labels.shape)}")
         if len(texts) and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ConfigError(f"{self.name}: labels must lie in [0, {self.num_classes})")
-        enc = self.tokens(texts)
-        ids = enc.inputs["input_ids"]
+        return self._gradients(self.tokens(texts).inputs, labels)
+
+    def id_gradients(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     labels: torch.Tensor) -> TokenGradients:  # fmt: skip
+        """:meth:`token_gradients` of token-id inputs (e.g. a text after some swaps, without
+        re-tokenizing it); ``labels`` as there."""
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+            raise ConfigError(f"{self.name}: input_ids and attention_mask must be [B, L] alike")
+        if labels.shape != (len(input_ids),):
+            raise ConfigError(f"{self.name}: need one label per row, got {tuple(labels.shape)}")
+        inputs = {"input_ids": input_ids.to(self.device),
+                  "attention_mask": attention_mask.to(self.device)}  # fmt: skip
+        return self._gradients(inputs, labels)
+
+    def _gradients(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> TokenGradients:
+        ids = inputs["input_ids"]
         table = self.embedding_table()
         embeds = table[ids].clone().requires_grad_(True)
         with torch.enable_grad():
-            out = self._forward(enc.inputs, embeds)
+            out = self._forward(inputs, embeds)
             loss = F.cross_entropy(out, labels.to(out.device), reduction="none")
             (grad,) = torch.autograd.grad(loss.sum(), embeds)
         gain = grad @ table.T - (grad * embeds.detach()).sum(-1, keepdim=True)
         unk = self.tokenizer.unk_token_id  # an unknown word is still a word to swap
         special = torch.tensor([i for i in self.tokenizer.all_special_ids if i != unk] or [-1])
-        frozen = torch.isin(ids, special.to(ids.device)) | (enc.inputs["attention_mask"] == 0)
+        frozen = torch.isin(ids, special.to(ids.device)) | (inputs["attention_mask"] == 0)
         gain = gain.masked_fill(frozen.unsqueeze(-1), -float("inf"))
-        return TokenGradients(ids.cpu(), enc.inputs["attention_mask"].cpu(),
+        return TokenGradients(ids.cpu(), inputs["attention_mask"].cpu(),
                               loss.detach().cpu(), gain.cpu())  # fmt: skip
 
 
