@@ -263,7 +263,7 @@ def result(
     constraint is off and the text changed) and ``words_changed``; with the attack's
     ``constraints`` on, also :func:`~robustlab.perturbations.text.constraints.check`'s
     ``constraints_pass``, ``constraint_violations`` and ``edits`` (similarity threshold: the
-    attack's ``min_similarity`` when on)."""
+    attack's ``min_similarity``; 0: not checked)."""
     cfg = constraints_from(getattr(atk, "constraints", False))
     if cfg is not None:
         adv, success = _repaired(x, adv, success, scorer, cfg, atk.min_similarity)
@@ -276,6 +276,6 @@ def result(
     edits = (word_edit_rate(list(x), adv) * n_words).round().long().tolist()
     extra: dict[str, list[Any]] = {"similarity": sim, "words_changed": edits}
     if cfg is not None:
-        thr = getattr(atk, "min_similarity", 0) or None
-        extra |= check(list(x), adv, cfg, thr)
+        # the attack's own threshold (0: similarity off, MiniLM not loaded, not checked)
+        extra |= check(list(x), adv, cfg, getattr(atk, "min_similarity", 0))
     return TextAttackResult(adv, success.to(torch.bool), scorer.queries.clone(), extra)
