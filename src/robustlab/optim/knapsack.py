@@ -170,7 +170,7 @@ def worst_case(inst: Instance, x: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def first_stage(inst: Instance) -> tuple[list[optimize.LinearConstraint], np.ndarray]:
-    """First-stage rows over ``x`` (nominal fit, ``min_items``) and their column count ``n``."""
+    """First-stage rows over ``x`` (nominal fit, ``min_items``) and their matrix ``[2, n]``."""
     a = np.vstack([inst.weight, np.ones(inst.n)])
     return [optimize.LinearConstraint(a, [-np.inf, inst.min_items], [inst.capacity, np.inf])], a
 
