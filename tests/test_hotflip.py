@@ -213,3 +213,25 @@ def test_suite_runs_hotflip_end_to_end(bert: dict[str, Any], tmp_path: Path) -> 
     assert (clean["pred"].values != clean["label"].values).sum() <= (
         atk["pred"].values != atk["label"].values
     ).sum()
+
+
+@pytest.mark.slow  # the tagger (spaCy) load dominates
+def test_constraints_keep_entities_and_numbers(bert: dict[str, Any]) -> None:
+    """``constraints: true``: words the tagger marks as entities or numbers are never changed, the
+    constraint check is recorded, and the recorded prediction is still the model's on the final
+    (repaired) text."""
+    from robustlab.perturbations.text.constraints import annotate
+
+    x, y = bert["x"][:12], bert["y"][:12]
+    res = attacks.create("hotflip", {"constraints": True})(bert["clf"], x, y, 0.1, rng=_rng(12))
+    assert {"constraints_pass", "constraint_violations", "repaired"} <= set(res.extra)
+    assert res.extra["prediction"] == _ref_pred(bert, res.x_adv).tolist()
+    changed = 0
+    for t, a, ann in zip(x, res.x_adv, annotate(x), strict=True):
+        wo, wa = t.split(), a.split()
+        assert len(wo) == len(wa)
+        for j, (p, q) in enumerate(zip(wo, wa, strict=True)):
+            if p != q:
+                changed += 1
+                assert not ann.entity[j] and not ann.number[j], (p, q)
+    assert changed > 0

@@ -21,7 +21,11 @@ The adversarial text is the original text with each swapped token's character sp
 offsets) replaced by the decoded new token, so untouched text, case and spacing stay verbatim and
 text past the model's ``max_length`` is kept. Re-tokenizing that text can differ from the attacked
 ids (e.g. a swap into part of a word): success is re-checked on the text; ``retokenized_same``
-and ``id_success`` record the difference. Models need ``id_gradients`` (``hf-classifier``);
+and ``id_success`` record the difference. Extras: ``swaps`` (position, old id, new id) of the
+search, ``prediction`` (the model's class on the final text), ``repaired`` (``constraints`` on:
+the in-context check of :func:`~robustlab.attacks.text.common.result` put some swaps back; the
+text is then scored again). ``constraints`` (default off: HotFlip's swaps are any vocabulary
+words, not meaning-preserving substitutes) also freezes the tokens of entity and number words. Models need ``id_gradients`` (``hf-classifier``);
 others get a :class:`~robustlab.core.errors.ConfigError`.
 
 Example::
@@ -155,7 +159,8 @@ class HotFlip:
         res = result(x, adv, success, scorer, self.min_similarity > 0, self)
         with torch.no_grad():  # the model's prediction on the final texts (cached logits)
             pred = torch.as_tensor(model.logits(res.x_adv)).argmax(1).tolist()
-        res.extra |= {"swaps": sw, "retokenized_same": same,
+        repaired = [a != b for a, b in zip(res.x_adv, adv, strict=True)]  # constraints put back
+        res.extra |= {"swaps": sw, "retokenized_same": same, "repaired": repaired,
                       "id_success": (id_fooled | clean_wrong).tolist(), "prediction": pred}  # fmt: skip
         return res
 
@@ -175,7 +180,7 @@ class HotFlip:
                 starts.append(pos)
                 pos += len(word) + len(sep)
             st = torch.tensor(starts or [0])
-            word_of = torch.searchsorted(st, off[i, :, 0], right=True) - 1
+            word_of = torch.searchsorted(st, off[i, :, 0].contiguous(), right=True) - 1
             keep = torch.tensor([o is None for o in opts[i]] or [True])
             frozen[i] |= keep[word_of.clamp(0, len(keep) - 1)]
         return frozen
