@@ -142,6 +142,20 @@ def test_task_refuses_other_models_and_data() -> None:
         task.check(_random_net(7, 2), data)
     with pytest.raises(ConfigError, match="gamma 3 exceeds"):
         datasets.create("robust-knapsack", {"n_items": 2, "gamma": 3})
+    # an infeasible instance among feasible ones: its own error record, the other is solved
+    inst = data.x[1]
+    tight = Instance(inst.profit, inst.weight, inst.dev, inst.penalty, inst.capacity, 2, 6)
+    ev = task.evaluate(_random_net(6, 2), [tight, inst], [None, None])
+    assert (
+        ev.error[0] is not None and ev.error[0].startswith("InfeasibleError") and ev.pred[0] is None
+    )
+    assert ev.error[1] is None and ev.extra["gap"][1] >= -1e-9
+    assert ev.extra["objective_ccg"][1] == pytest.approx(brute_force(inst).objective, abs=1e-6)
+    assert ev.pred[1] == pytest.approx(
+        ev.extra["objective_ccg"][1] * (1 + ev.extra["gap"][1])
+        if ev.extra["objective_ccg"][1] > 0
+        else ev.extra["objective_ccg"][1] * (1 - ev.extra["gap"][1])
+    )
 
 
 @pytest.mark.slow
