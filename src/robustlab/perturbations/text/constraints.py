@@ -31,7 +31,7 @@ Example::
 
     cfg = Constraints()
     check(["General Motors said profits fall"], ["Oecumenical Motors said profits fall"], cfg)
-    # {'constraints_pass': [0.0], 'constraint_violations': ['entity'], ...}
+    # {'constraints_pass': [0.0], 'constraint_violations': ['entity,sense'], 'edits': [...]}
 """
 
 from __future__ import annotations
