@@ -7,6 +7,8 @@ random token-substitution baseline with the same swap budget, a suite run end to
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +51,13 @@ def _train(folder: Path) -> None:
             opt.zero_grad()
             out.loss.backward()
             opt.step()
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")  # concurrent sessions: own folder
     net.eval().save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.rename(folder)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another session finished first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
