@@ -91,6 +91,8 @@ class PromptFeatures:
         new = sorted({t for t in texts if t not in self._cache})
         if new:
             self._cache.update(zip(new, self.encoder.encode(new), strict=True))
+        for t in texts:  # least recently used first out
+            self._cache.move_to_end(t)
         out = torch.stack([self._cache[t] for t in texts])
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
