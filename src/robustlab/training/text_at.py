@@ -24,8 +24,8 @@ Example::
     clf = robustlab.train({
         "base": {"name": "minilm-mvp", "params": {"data_params": {"limit": 300, "max_words": 30}}},
         "data": {"name": "bbc-news", "params": {"split": "train", "limit": 300, "max_words": 30}},
-        "trainer": {"name": "text-at", "params": {"budget": 0.1, "adv_fraction": 0.5}},
-        "epochs": 3, "holdout": 0,
+        "trainer": {"name": "text-at", "params": {"budget": 0.2, "clean_epochs": 17}},
+        "epochs": 20, "holdout": 0,
     })
 """
 
