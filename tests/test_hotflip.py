@@ -181,22 +181,21 @@ def test_at_least_as_strong_as_random_token_swaps(bert: dict[str, Any], run10: A
     assert hot_rate >= rand_rate and hot_rate > 0
 
 
-class _BlackBox:
-    """A text classifier with logits only (no token gradients)."""
-
-    num_classes = 5
-
-    def logits(self, texts: list[str]) -> torch.Tensor:
-        return torch.zeros(len(texts), 5)
-
-
-def test_models_without_token_gradients_are_refused(bert: dict[str, Any]) -> None:
+def test_models_without_token_gradients_are_refused(bert: dict[str, Any], tmp_path: Path) -> None:
+    """A black-box text classifier (TF-IDF + logistic regression): the attack refuses it, and a
+    suite with a hotflip probe on it is refused before anything runs (``needs_grad``)."""
     atk = attacks.create("hotflip", {})
     with pytest.raises(ConfigError, match="token gradients"):
-        atk(_BlackBox(), ["a text"], torch.tensor([0]), 0.1, rng=_rng(1))
+        atk(models.create("tfidf-logreg"), ["a text"], torch.tensor([0]), 0.1, rng=_rng(1))
     with pytest.raises(ConfigError, match="edit rate"):
         atk(bert["clf"], ["a text"], torch.tensor([0]), 1.5, rng=_rng(1))
-    assert atk.needs_grad  # suites refuse it on black-box models before running
+    suite = Suite.parse({
+        "name": "hotflip-bb", "seed": 0, "models": [{"name": "tfidf-logreg"}],
+        "data": {"name": "bbc-news", "params": {"split": "test", "limit": 4}},
+        "probes": [{"kind": "attack", "name": "hotflip", "levels": [0.1]}],
+    }, "hotflip-bb")  # fmt: skip
+    with pytest.raises(ConfigError, match="needs input gradients"):
+        run_suite(suite, Store(str(tmp_path / "bb.db")), progress=False)
 
 
 def test_suite_runs_hotflip_end_to_end(bert: dict[str, Any], tmp_path: Path) -> None:
