@@ -25,7 +25,9 @@ and ``id_success`` record the difference. Extras: ``swaps`` (position, old id, n
 search, ``prediction`` (the model's class on the final text), ``repaired`` (``constraints`` on:
 the in-context check of :func:`~robustlab.attacks.text.common.result` put some swaps back; the
 text is then scored again). ``constraints`` (default off: HotFlip's swaps are any vocabulary
-words, not meaning-preserving substitutes) also freezes the tokens of entity and number words. Models need ``id_gradients`` (``hf-classifier``);
+words, not meaning-preserving substitutes) also freezes the tokens of entity and number words;
+``min_similarity`` is then the repair's MiniLM threshold (without constraints it only switches on
+the recorded ``similarity``). Models need ``id_gradients`` (``hf-classifier``);
 others get a :class:`~robustlab.core.errors.ConfigError`.
 
 Example::
@@ -132,7 +134,7 @@ class HotFlip:
             return TextAttackResult([], torch.zeros(0, dtype=torch.bool),
                                     torch.zeros(0, dtype=torch.int64),
                                     {"swaps": [], "retokenized_same": [], "id_success": [],
-                                     "prediction": []})  # fmt: skip
+                                     "prediction": [], "repaired": []})  # fmt: skip
         clean_wrong = scorer.probs(x, torch.arange(n)).argmax(1) != y
         enc = tok(x, truncation=True, max_length=model.max_length, padding=True,
                   return_tensors="pt", return_offsets_mapping=True)  # fmt: skip
