@@ -115,6 +115,11 @@ def test_budget_and_recorded_predictions(bert: dict[str, Any], run10: Any) -> No
         bert["clf"], x, y, 0.1, rng=_rng(len(x))
     )
     assert max(len(s) for s in one.extra["swaps"]) == 1
+    capped = attacks.create("hotflip", {"topk": 16, "max_queries": 40})(
+        bert["clf"], x, y, 0.1, rng=_rng(len(x))
+    )
+    assert int(capped.queries.max()) <= 40 < int(res.queries.max())
+    assert max(len(s) for s in capped.extra["swaps"]) == 2  # 1 + 16 + 16 + 1 of 40
 
 
 def test_chosen_swap_is_the_best_topk_candidate_by_exact_loss(bert: dict[str, Any]) -> None:

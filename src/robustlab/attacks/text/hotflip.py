@@ -21,7 +21,8 @@ The adversarial text is the original text with each swapped token's character sp
 offsets) replaced by the decoded new token, so untouched text, case and spacing stay verbatim and
 text past the model's ``max_length`` is kept. Re-tokenizing that text can differ from the attacked
 ids (e.g. a swap into part of a word): success is re-checked on the text; ``retokenized_same``
-and ``id_success`` record the difference. Extras: ``swaps`` (position, old id, new id) of the
+and ``id_success`` record the difference. ``max_queries`` (per example; one per candidate or text
+scored) stops an example before an iteration it could not pay for in full. Extras: ``swaps`` (position, old id, new id) of the
 search, ``prediction`` (the model's class on the final text), ``repaired`` (``constraints`` on:
 the in-context check of :func:`~robustlab.attacks.text.common.result` put some swaps back; the
 text is then scored again). ``constraints`` (default off: HotFlip's swaps are any vocabulary
@@ -99,6 +100,7 @@ class HotFlip:
         max_swaps: PositiveInt | None = None,
         constraints: bool | dict[str, Any] = False,
         min_similarity: Rate = 0.0,
+        max_queries: PositiveInt | None = None,
         batch_size: PositiveInt = 256,
     ) -> None:
         self.topk = topk
@@ -106,6 +108,7 @@ class HotFlip:
         self.max_swaps = max_swaps
         self.constraints = constraints
         self.min_similarity = min_similarity
+        self.max_queries = max_queries
         self.batch_size = batch_size
 
     def cost(self, n: int) -> dict[str, int]:
@@ -129,7 +132,7 @@ class HotFlip:
         cfg = constraints_from(self.constraints)
         n = len(x)
         x = list(x)
-        scorer = Scorer(model, y, None, self.batch_size)
+        scorer = Scorer(model, y, self.max_queries, self.batch_size)
         if n == 0:
             return TextAttackResult([], torch.zeros(0, dtype=torch.bool),
                                     torch.zeros(0, dtype=torch.int64),
@@ -205,7 +208,8 @@ class HotFlip:
         ok_v = torch.zeros(n_v, dtype=torch.bool)
         ok_v[: min(n_v, len(ok_tok))] = ok_tok[:n_v]
         for step in range(int(cap.max()) if n else 0):
-            run = (~done) & (cap > step)
+            # queries: its states' candidates now and one for the final text
+            run = (~done) & (cap > step) & (scorer.left() > alive.sum(1) * self.topk)
             rows = torch.nonzero(run[:, None] & alive)  # (example, beam) pairs
             if rows.numel() == 0:
                 break
