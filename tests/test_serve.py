@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -53,6 +54,19 @@ data: {name: bbc-news, params: {split: test, limit: 12, max_words: 30}}
 probes:
   - {kind: perturbation, name: typo, levels: [0.3]}
 """
+DRILL = """
+name: drill
+models:
+  - {name: digits-mlp, label: mlp}
+  - {name: digits-mlp, label: weak, params: {hidden: 4, epochs: 2}}
+data: {name: digits, params: {split: test, test_fraction: 0.1}}
+probes:
+  - {kind: perturbation, name: gaussian_noise, levels: [1, 3]}
+  - {kind: attack, name: autoattack, params: {attacks: [fgsm, {name: pgd, steps: 5}]}, levels: [0.1]}
+slices:
+  - {by: label}
+  - {name: heavy-0-1, where: {ink: [heavy], label: [0, 1]}}
+"""
 
 
 def _free_port() -> int:
@@ -87,11 +101,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         bad = run_suite(Suite.from_yaml(VERSIONS.format(params=weak)), st, progress=False)
         other = run_suite(Suite.from_yaml(OTHER), st, progress=False)
         text = run_suite(Suite.from_yaml(TEXT), st, progress=False)
+        drill = run_suite(Suite.from_yaml(DRILL), st, progress=False)
     mtime = path.stat().st_mtime_ns
     store = open_store(str(path))
     server, thread, base = _start(make_app(store))
     yield {"base": base, "store": store, "path": path, "good": good, "bad": bad, "other": other,
-           "text": text, "mtime": mtime}  # fmt: skip
+           "text": text, "drill": drill, "mtime": mtime}  # fmt: skip
     server.should_exit = True
     thread.join(10)
     store.close()
@@ -144,7 +159,8 @@ def _cell_value(text: str) -> float:
 
 def test_report_cells_drill_down(served: dict[str, Any]) -> None:
     """Every linked cell of the embedded report shows the accuracy of the group it links to
-    (recomputed from the records); the summary, transformation and metrics tables are linked."""
+    (recomputed from the records; the summary's worst-drop cell the drop from clean, its "at"
+    cell the condition); the summary, transformation and metrics tables are linked."""
     base, st = served["base"], served["store"]
     code, html = _get(f"{base}/run/{served['bad']}")
     report = html[html.index("id=report") :]
@@ -155,12 +171,107 @@ def test_report_cells_drill_down(served: dict[str, Any]) -> None:
         q = urllib.parse.parse_qs(urllib.parse.urlparse(href.replace("&amp;", "&")).query)
         g = df[(df["probe"] == q["probe"][0]) & (df["level"] == float(q["level"][0]))]
         acc = g["correct"].mean()
-        assert _cell_value(text) == pytest.approx(acc, abs=0.0005 + 1e-9)  # shown rounded
         linked.add(q["probe"][0])
+        if " pp" in text:  # the summary's "OOD worst drop": clean minus this group's accuracy
+            drop = df[df["probe"] == "clean"]["correct"].mean() - acc
+            assert float(text.split(" pp")[0]) / 100 == pytest.approx(drop, abs=5e-4 + 1e-9)
+        elif "@" in text and "%" not in text:  # the OOD table's "at": the condition itself
+            assert text == f"{q['probe'][0]}@{q['level'][0].removesuffix('.0')}"
+        else:
+            assert _cell_value(text) == pytest.approx(acc, abs=0.0005 + 1e-9)  # shown rounded
     assert linked == {"clean", "gaussian_noise"}
     sections = re.findall(r'<section id="([^"]+)">(.*?)</section>', report, re.S)
     with_links = {k for k, body in sections if "drill-cell" in body}
     assert {"summary", "transformations", "metrics"} <= with_links
+
+
+def _query(href: str) -> dict[str, str]:
+    q = urllib.parse.parse_qs(urllib.parse.urlparse(href.replace("&amp;", "&")).query)
+    return {k: v[0] for k, v in q.items()}
+
+
+def _in_slice(df: Any, q: dict[str, str]) -> Any:
+    """The records of slice ``q`` recomputed directly: ``by: label`` is ``m.label == value``,
+    ``heavy-0-1`` is ink heavy and label 0 or 1 (the DRILL suite's slices)."""
+    if q["slice"] == "label":
+        return df[df["m.label"].astype(str) == q["value"]]
+    assert q["slice"] == "heavy-0-1" and "value" not in q
+    return df[(df["m.ink"].astype(str) == "heavy") & df["m.label"].astype(str).isin(["0", "1"])]
+
+
+def _page_numbers(page: str) -> tuple[int, float]:
+    n = int(re.search(r"· (\d+) records", page).group(1))
+    return n, float(re.search(r"· accuracy ([\d.]+)", page).group(1))
+
+
+def test_slice_member_and_section_cells_drill_down(served: dict[str, Any]) -> None:
+    """Slice cells (clean and per probe at its worst level), ensemble member counts, per-corruption
+    CE cells and the summary's worst conditions link to pages whose record count and accuracy equal
+    those recomputed from the store's records, filtered here with pandas (not the app's code)."""
+    base, st = served["base"], served["store"]
+    df = st.records(served["drill"])
+    code, html = _get(f"{base}/run/{served['drill']}")
+    assert code == 200
+    sections = dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', html, re.S))
+    cell = re.compile(r'class="drill-cell" href="([^"]+)">(.*?)</a>', re.S)
+
+    # slices: every linked cell; its page's count and accuracy against the records, and the
+    # cell's own accuracy (percent, rounded) against the same records
+    slice_cells = cell.findall(sections["slices"])
+    assert {_query(h)["slice"] for h, _ in slice_cells} == {"label", "heavy-0-1"}
+    assert {_query(h)["probe"] for h, _ in slice_cells} == {"clean", "gaussian_noise", "autoattack"}
+    for href, text in slice_cells:
+        q = _query(href)
+        g = df[(df["model"] == q["model"]) & (df["probe"] == q["probe"])]
+        g = _in_slice(g[g["level"] == float(q["level"])], q)
+        n, acc = _page_numbers(_get(base + href.replace("&amp;", "&"))[1])
+        assert n == len(g) > 0 and acc == pytest.approx(g["correct"].mean(), abs=5e-4)
+        if "%" in text:
+            assert _cell_value(text) == pytest.approx(g["correct"].mean(), abs=5e-4 + 1e-9)
+        else:  # the n (clean) cell
+            assert int(text) == len(g)
+
+    # ensemble breakdown: each member's count -> the examples that member broke
+    members = [(h, t) for h, t in cell.findall(sections["ensemble-breakdown"]) if "member=" in h]
+    assert {_query(h)["member"] for h, _ in members} >= {"0"}
+    for href, text in members:
+        q = _query(href)
+        g = df[(df["model"] == q["model"]) & (df["probe"] == "autoattack")]
+        g = g[pd.to_numeric(g["x.member"]) == int(q["member"])]
+        n, acc = _page_numbers(_get(base + href.replace("&amp;", "&"))[1])
+        assert n == len(g) == int(text.split()[0]) > 0
+        assert acc == pytest.approx(g["correct"].mean(), abs=5e-4) and acc == 0.0  # broken
+
+    # mCE: a corruption's CE cell -> that corruption's examples at every level
+    ce = [h for h, _ in cell.findall(sections["mce"]) if "gaussian_noise" in h]
+    assert len(ce) == 2 and all("level=" not in h for h in ce)
+    for href in ce:
+        q = _query(href)
+        g = df[(df["model"] == q["model"]) & (df["probe"] == "gaussian_noise")]
+        code, page = _get(base + href.replace("&amp;", "&"))
+        assert _page_numbers(page) == (len(g), pytest.approx(g["correct"].mean(), abs=5e-4))
+        assert "every level" in page and set(g["level"]) == {1.0, 3.0}
+
+    # the summary's "OOD worst drop" and worst robust accuracy cells -> that condition
+    worst = [_query(h) for h, t in cell.findall(sections["summary"]) if "@" in t]
+    assert {(q["probe"], q["level"]) for q in worst} >= {("autoattack", "0.1")}
+
+
+def test_unknown_slice_or_member_is_an_error_page(served: dict[str, Any]) -> None:
+    url = f"{served['base']}/run/{served['drill']}/examples?model=mlp&probe=clean&level=0"
+    code, html = _get(url + "&slice=label&value=99")
+    assert code == 404 and "no slice &#x27;label=99&#x27;" in html and "label=3" in html
+    code, html = _get(url + "&slice=nope")
+    assert code == 404 and "no slice &#x27;nope&#x27;" in html
+    code, html = _get(url + "&value=3")
+    assert code == 404 and "value= needs slice=" in html
+    code, html = _get(url + "&member=0")
+    assert code == 404 and "no ensemble member" in html
+    aa = f"{served['base']}/run/{served['drill']}/examples?model=mlp&probe=autoattack&level=0.1"
+    code, html = _get(aa + "&member=7")
+    assert code == 404 and "member 7" in html
+    code, html = _get(aa + "&member=first")
+    assert code == 400 and "member" in html and "<!DOCTYPE html>" in html
 
 
 def _png(uri: str) -> Any:

@@ -8,7 +8,8 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from robustlab.core.errors import RobustlabError
@@ -21,6 +22,7 @@ from robustlab.serve.views import (
     EXAMPLES_SHOWN,
     REGENERATED,
     REGENERATED_MAX,
+    Filters,
     Views,
     check_metric,
     thumbnails,
@@ -67,6 +69,15 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
     async def user_error(request: Request, exc: RobustlabError) -> HTMLResponse:
         body = f'<p class="warn">{escape(str(exc))}</p><p><a href="/">all runs</a></p>'
         return HTMLResponse(_page("error", body), status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_query(request: Request, exc: RequestValidationError) -> HTMLResponse:
+        what = "; ".join(
+            f"{'.'.join(str(x) for x in err.get('loc', ())[1:])}: {err.get('msg', '')}"
+            for err in exc.errors()
+        )
+        body = f'<p class="warn">bad request: {escape(what)}</p><p><a href="/">all runs</a></p>'
+        return HTMLResponse(_page("error", body), status_code=400)
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page(suite: str = "", status: str = "", model: str = "") -> str:
@@ -140,7 +151,9 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         report = views.report_html(info)
         inner = report[report.index("<body>") + 6 : report.rindex("</body>")]
         rows = groups.to_dict("records") if len(groups) else []
-        inner = link_cells(inner, info["id"], rows)  # report cells drill down to their examples
+        inner = link_cells(
+            inner, info["id"], rows, views.slices(info)
+        )  # report cells drill down to their examples
         html = (
             f'<h1>Run {e(info["id"])}</h1><p>suite <a href="/suite/{_q(info["suite_name"])}">'
             f"{e(info['suite_name'])}</a> · status {e(info['status'])}</p>"
@@ -151,16 +164,27 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
 
     @app.get("/run/{run_id}/examples", response_class=HTMLResponse)
     def examples_page(
-        run_id: str, model: str, probe: str, level: float, show: int = REGENERATED
+        run_id: str,
+        model: str,
+        probe: str,
+        level: float | None = None,
+        show: int = REGENERATED,
+        slice_: str | None = Query(None, alias="slice"),
+        value: str | None = None,
+        member: int | None = None,
     ) -> str:
         info = views.info(run_id)
-        df, total = views.examples(info, model, probe, level)
+        where = Filters(slice_, value, member)
+        filtered = where != Filters()
+        df, total = views.examples(info, model, probe, level, where if filtered else None)
         show = max(0, min(show, REGENERATED_MAX))
         shown, notes = views.regenerated(info, df.head(show)) if show else ([], [])
         gallery = "".join(f'<p class="warn">{e(n)}</p>' for n in notes) + ex_gallery(shown)
+        query = {"model": model, "probe": probe, "level": level, "slice": slice_,
+                 "value": value, "member": member}  # fmt: skip
+        query = {k: v for k, v in query.items() if v is not None}
         if shown:
-            more_q = urlencode({"model": model, "probe": probe, "level": level,
-                                "show": min(2 * show, REGENERATED_MAX)})  # fmt: skip
+            more_q = urlencode({**query, "show": min(2 * show, REGENERATED_MAX)})
             gallery = (
                 f"<h2>The first {len(shown)} examples, worst first</h2><p class=muted>inputs "
                 "regenerated with the unit's seed (images: clean | perturbed | |x'-x| magnified "
@@ -173,16 +197,20 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         thumbs = thumbnails(views, info, probe, [int(i) for i in df["example_id"]])
         head = ["replicate", "example id", "label", "prediction", "correct", "error", *extras]
         head += ["clean input"] if thumbs else []
+        head += ["level"] if level is None else []  # every level of the probe: say which
         body = [
             [num(r["replicate"], 0), e(r["example_id"]), e(r["label"]), e(r["pred"]),
              _correct(r["correct"]), e(r["error"] or ""), *(_extra(r[c]) for c in extras),
-             *([_img(thumbs.get(int(r["example_id"])))] if thumbs else [])]
+             *([_img(thumbs.get(int(r["example_id"])))] if thumbs else []),
+             *([e(level_text(r["level"]))] if level is None else [])]
             for r in df.to_dict("records")
         ]  # fmt: skip
         acc = float(df["correct"].fillna(0).mean()) if total == len(df) else None
         more = f" (the first {EXAMPLES_SHOWN}, wrong first)" if total > len(df) else ""
         html = (
-            f"<h1>Examples: {e(model)} · {e(probe)} · level {e(level_text(level))}</h1>"
+            f"<h1>Examples: {e(model)} · {e(probe)} · "
+            f"{'every level' if level is None else 'level ' + e(level_text(level))}"
+            f"{' · ' + e(where.text()) if filtered else ''}</h1>"
             f'<p>run <a href="/run/{escape(info["id"])}">{e(info["id"])}</a> · {total} records'
             f"{more}{'' if acc is None else f' · accuracy {acc:.3f}'}</p>"
             f"{gallery}<h2>Records</h2>"

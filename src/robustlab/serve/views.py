@@ -12,6 +12,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,6 +29,44 @@ EXAMPLES_SHOWN = 500  # records listed on a drill-down page (the rest are counte
 REGENERATED = 6  # records shown with their perturbed inputs on a drill-down page (?show=)
 REGENERATED_MAX = 24
 _REGENERATING = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Drill-down filters beyond (model, probe, level): a slice of the suite (``slice``: its set
+    -- the ``by`` column or its ``name`` --, ``value``: the value of a ``by`` slice) and an
+    ensemble member (records' ``x.member``: the index of the member attack that broke them)."""
+
+    slice: str | None = None
+    value: str | None = None
+    member: int | None = None
+
+    def text(self) -> str:
+        parts = [] if self.slice is None else [f"slice {self.name()!r}"]
+        return " and ".join(parts + ([] if self.member is None else [f"member {self.member}"]))
+
+    def name(self) -> str:
+        return str(self.slice) if self.value is None else f"{self.slice}={self.value}"
+
+    def apply(self, g: pd.DataFrame, slices: list[Any]) -> pd.DataFrame:
+        """``g``'s records in the slice (masked as the report's slice table masks them) and
+        broken by the member; an unknown slice or member is a :class:`ConfigError`."""
+        if self.value is not None and self.slice is None:
+            raise ConfigError("value= needs slice= (the slice's column or name)")
+        if self.slice is not None:
+            hit = [s for s in slices if s.group == self.slice and s.name == self.name()]
+            if not hit:
+                known = ", ".join(s.name for s in slices) or "none"
+                raise ConfigError(f"no slice {self.name()!r} in this run (slices: {known})")
+            g = g[hit[0].mask(g).to_numpy()]
+        if self.member is not None:
+            if "x.member" not in g or g["x.member"].isna().all():
+                raise ConfigError(
+                    "member=: this group's records have no ensemble member (x.member: "
+                    "only an attack ensemble such as autoattack records one)"
+                )
+            g = g[pd.to_numeric(g["x.member"], errors="coerce") == self.member]
+        return g
 
 
 class Views:
@@ -95,22 +134,62 @@ class Views:
 
         return self._cached(("groups", info["id"], units_digest(info["units"]), metric), make)
 
+    def slices(self, info: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+        """The suite's slices as the report expands them (:func:`robustlab.data.slices.from_spec`
+        over the records' metadata): (name, slice set, value; None for a ``where`` slice)."""
+
+        def make() -> list[tuple[str, str, str | None]]:
+            out: list[tuple[str, str, str | None]] = []
+            for sl in self._slice_objects(info):
+                value = sl.name[len(sl.group) + 1 :] if sl.name != sl.group else None
+                out.append((sl.name, sl.group, value))
+            return out
+
+        return self._cached(("slices", info["id"], units_digest(info["units"])), make)
+
+    def _slice_objects(self, info: dict[str, Any]) -> list[Any]:
+        from robustlab.data.slices import from_spec
+
+        df = self.records(info)
+        meta = df[[c for c in df if str(c).startswith("m.")]].drop_duplicates()
+        out = []
+        for spec in (info.get("suite") or {}).get("slices") or []:
+            try:
+                out += from_spec(spec, meta)
+            except ConfigError:  # the report notes an unusable slice; it has no examples
+                continue
+        return out
+
     def examples(
-        self, info: dict[str, Any], model: str, probe: str, level: float
+        self,
+        info: dict[str, Any],
+        model: str,
+        probe: str,
+        level: float | None,
+        where: Filters | None = None,
     ) -> tuple[pd.DataFrame, int]:
-        """The records of one group, wrong (and failed) first, then by replicate and example id;
-        at most :data:`EXAMPLES_SHOWN` of them, and how many there are."""
+        """The records of one group (``level`` None: every level of the probe), narrowed by
+        ``where`` (a slice, an ensemble member), wrong (and failed) first, then by replicate and
+        example id; at most :data:`EXAMPLES_SHOWN` of them, and how many there are."""
         df = self.records(info)
         if df.empty:
             raise StoreError(f"run {info['id']} has no records")
         sel = (df["model"] == model) & (df["probe"] == probe)
-        sel &= np.isclose(df["level"].astype(float), float(level), rtol=1e-9, atol=1e-12)
+        if level is not None:
+            sel &= np.isclose(df["level"].astype(float), float(level), rtol=1e-9, atol=1e-12)
         g = df[sel]
+        at = "" if level is None else f", level {level:g}"
         if g.empty:
             raise ConfigError(
-                f"run {info['id']} has no records for model {model!r}, probe {probe!r}, "
-                f"level {level:g}"
+                f"run {info['id']} has no records for model {model!r}, probe {probe!r}{at}"
             )
+        if where is not None:
+            g = where.apply(g, self._slice_objects(info) if where.slice is not None else [])
+            if g.empty:
+                raise ConfigError(
+                    f"run {info['id']} has no records for model {model!r}, probe {probe!r}{at}"
+                    f" in {where.text()}"
+                )
         from robustlab.report.examples import order
 
         return order(g).head(EXAMPLES_SHOWN), len(g)
