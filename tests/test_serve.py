@@ -63,6 +63,7 @@ data: {name: digits, params: {split: test, test_fraction: 0.1}}
 probes:
   - {kind: perturbation, name: gaussian_noise, levels: [1, 3]}
   - {kind: attack, name: autoattack, params: {attacks: [fgsm, {name: pgd, steps: 5}]}, levels: [0.1]}
+  - {kind: attack, name: fgsm, levels: [0.05, 0.1]}
 slices:
   - {by: label}
   - {name: heavy-0-1, where: {ink: [heavy], label: [0, 1]}}
@@ -208,7 +209,7 @@ def test_slice_member_and_section_cells_drill_down(served: dict[str, Any]) -> No
     """Slice cells (clean and per probe at its worst level), ensemble member counts, per-corruption
     CE cells and the summary's worst conditions link to pages whose record count and accuracy equal
     those recomputed from the store's records, filtered here with pandas (not the app's code)."""
-    base, st = served["base"], served["store"]
+    base, st = served["base"], served["store"]  # pages without regenerated inputs (&show=0)
     df = st.records(served["drill"])
     code, html = _get(f"{base}/run/{served['drill']}")
     assert code == 200
@@ -219,13 +220,15 @@ def test_slice_member_and_section_cells_drill_down(served: dict[str, Any]) -> No
     # cell's own accuracy (percent, rounded) against the same records
     slice_cells = cell.findall(sections["slices"])
     assert {_query(h)["slice"] for h, _ in slice_cells} == {"label", "heavy-0-1"}
-    assert {_query(h)["probe"] for h, _ in slice_cells} == {"clean", "gaussian_noise", "autoattack"}
+    assert {_query(h)["probe"] for h, _ in slice_cells} == {"clean", "gaussian_noise", "autoattack",
+                                                             "fgsm"}  # fmt: skip
     for href, text in slice_cells:
         q = _query(href)
         g = df[(df["model"] == q["model"]) & (df["probe"] == q["probe"])]
         g = _in_slice(g[g["level"] == float(q["level"])], q)
-        n, acc = _page_numbers(_get(base + href.replace("&amp;", "&"))[1])
-        assert n == len(g) > 0 and acc == pytest.approx(g["correct"].mean(), abs=5e-4)
+        if q.get("value", "3") == "3":  # the pages of two slices (time): label=3, heavy-0-1
+            n, acc = _page_numbers(_get(base + href.replace("&amp;", "&") + "&show=0")[1])
+            assert n == len(g) > 0 and acc == pytest.approx(g["correct"].mean(), abs=5e-4)
         if "%" in text:
             assert _cell_value(text) == pytest.approx(g["correct"].mean(), abs=5e-4 + 1e-9)
         else:  # the n (clean) cell
@@ -238,7 +241,7 @@ def test_slice_member_and_section_cells_drill_down(served: dict[str, Any]) -> No
         q = _query(href)
         g = df[(df["model"] == q["model"]) & (df["probe"] == "autoattack")]
         g = g[pd.to_numeric(g["x.member"]) == int(q["member"])]
-        n, acc = _page_numbers(_get(base + href.replace("&amp;", "&"))[1])
+        n, acc = _page_numbers(_get(base + href.replace("&amp;", "&") + "&show=0")[1])
         assert n == len(g) == int(text.split()[0]) > 0
         assert acc == pytest.approx(g["correct"].mean(), abs=5e-4) and acc == 0.0  # broken
 
@@ -248,13 +251,30 @@ def test_slice_member_and_section_cells_drill_down(served: dict[str, Any]) -> No
     for href in ce:
         q = _query(href)
         g = df[(df["model"] == q["model"]) & (df["probe"] == "gaussian_noise")]
-        code, page = _get(base + href.replace("&amp;", "&"))
+        code, page = _get(base + href.replace("&amp;", "&") + "&show=0")
         assert _page_numbers(page) == (len(g), pytest.approx(g["correct"].mean(), abs=5e-4))
         assert "every level" in page and set(g["level"]) == {1.0, 3.0}
 
-    # the summary's "OOD worst drop" and worst robust accuracy cells -> that condition
-    worst = [_query(h) for h, t in cell.findall(sections["summary"]) if "@" in t]
-    assert {(q["probe"], q["level"]) for q in worst} >= {("autoattack", "0.1")}
+    # the summary's "OOD worst drop", "at" and worst robust accuracy cells -> that condition
+    worst = [(_query(h), t) for h, t in cell.findall(sections["summary"]) if "@" in t]
+    assert len(worst) >= 2 * 3  # per model: OOD worst drop, worst robust accuracy; the OOD "at"
+    for q, text in worst:
+        assert f"{q['probe']}@{q['level'].removesuffix('.0')}" in text
+
+    # logit margins: a row's mean margin -> the records it is computed over (its n)
+    for row in re.findall(r"<tr>(.*?)</tr>", sections["logit-margins"], re.S)[1:]:
+        tds = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        href = cell.search(tds[3]).group(1)
+        q = _query(href)
+        n, _ = _page_numbers(_get(base + href.replace("&amp;", "&") + "&show=0")[1])
+        assert n == int(tds[-1]) and q["probe"] == ("clean" if "clean" in tds[2] else tds[1])
+
+    # power law: a row's errors at every level -> that attack's records at every level
+    for href, text in cell.findall(sections["power-law"]):
+        q = _query(href)
+        g = df[(df["model"] == q["model"]) & (df["probe"] == q["probe"])]
+        assert "level" not in q and q["probe"] == "fgsm" and text.count(":") == 2
+        assert _page_numbers(_get(base + href.replace("&amp;", "&") + "&show=0")[1])[0] == len(g)
 
 
 def test_unknown_slice_or_member_is_an_error_page(served: dict[str, Any]) -> None:
