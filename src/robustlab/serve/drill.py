@@ -30,7 +30,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from robustlab.report.format import e, level, level_text
+from robustlab.report.format import MISSING, e, level, level_text
 
 _SECTION = re.compile(r'(<section id="([^"]+)">)(.*?)(</section>)', re.S)
 _ROW = re.compile(r"<tr>(.*?)</tr>", re.S)
@@ -158,6 +158,7 @@ class _Special:
             "logit-margins": self._margins,
             "power-law": self._power_law,
             "certified-vs-empirical": self._certified,
+            "verification": self._certified,
         }
 
     def url(self, m: str, p: str, lv_text: str | None, **extra: Any) -> str | None:
@@ -188,8 +189,10 @@ class _Special:
         if url := self.url(c[0], "clean", "0", slice=group, value=value):
             hits += [(2, url), (3, url)]
         for i in range(4, min(len(c), len(head))):
-            at = _AT.search(c[i])
-            if at and (url := self.url(c[0], head[i], at.group(1), slice=group, value=value)):
+            at = _AT.search(c[i])  # "@level"; none for an evaluation set (its one level)
+            lvls = self.levels.get((c[0], head[i]), {})
+            lv = at.group(1) if at else (next(iter(lvls)) if len(set(lvls.values())) == 1 else "")
+            if c[i] != MISSING and (url := self.url(c[0], head[i], lv, slice=group, value=value)):
                 hits.append((i, url))
         return hits
 
@@ -233,7 +236,7 @@ class _Special:
         if len(c) < 4 or c[0] not in self.models:
             return []
         hits = []
-        for i in (2, 3):  # "certified (certifier)", "under attack (attack)" at the row's epsilon
+        for i in range(2, len(c)):  # "83.9% (certifier)", "86.1% (attack)" at the row's epsilon
             name = _NAMED.search(c[i])
             if name and (url := self.url(c[0], name.group(1), c[1])):
                 hits.append((i, url))
