@@ -7,9 +7,11 @@ Pages (server-rendered HTML, no JavaScript, no CDN: the report's inline CSS and 
   :mod:`robustlab.report.html`), built on request and cached by the digest of the run's units
   (:func:`robustlab.store.summary_cache.units_digest`); above it a table of every (model, probe,
   level) group whose cells link to ... (so do the report's own table cells: :mod:`.drill`)
-- ``/run/{id}/examples?model=&probe=&level=[&show=6]``: the first ``show`` examples with their
-  inputs regenerated (:mod:`robustlab.report.examples`: clean | perturbed | magnified difference
-  images, highlighted text and code diffs), then that group's records (ids, labels, predictions,
+- ``/run/{id}/examples?model=&probe=[&level=][&slice=&value=][&member=][&show=6]``: (no
+  ``level``: every level of the probe; ``slice``/``value``: a suite slice, masked as the report's
+  slice table masks it; ``member``: the records an attack ensemble's member broke) the first
+  ``show`` examples with their inputs regenerated (:mod:`robustlab.report.examples`: clean |
+  perturbed | magnified difference images, highlighted text and code diffs), then the records (ids, labels, predictions,
   correct, error, extras), failed and wrong ones first;
 - ``/compare?a=&b=``: two runs compared with :func:`robustlab.metrics.compare` (paired permutation
   tests, Benjamini-Hochberg at 5 %);

@@ -10,7 +10,8 @@ the report writes with :func:`robustlab.report.format.e` and :func:`~robustlab.r
 - ``model | evaluation set | accuracy``: evaluation-set table;
 - ``model | kind | probe | level | n | metric ...``: "All metrics": the first metric cell;
 - in the summary section, ``model | ... | clean accuracy [CI]``: the first accuracy-with-CI cell
-  links to the model's clean examples;
+  links to the model's clean examples; a worst condition (``... <span class=ci>probe@level</span>``:
+  OOD worst drop, worst robust / certified accuracy; the OOD table's "at" cell) to that group;
 - "Subpopulations (slices)": ``model | slice | n (clean) | clean accuracy | <probe> ...``: n and
   clean accuracy link to the slice's clean examples, each probe cell (``acc @level``) to the
   slice's examples of that probe at the level it shows (``&slice=&value=``);
@@ -19,7 +20,16 @@ the report writes with :func:`robustlab.report.format.e` and :func:`~robustlab.r
   member count to the examples that member broke (``&member=``);
 - "Corruption robustness (mCE)": the per-corruption table ``model | <c>: CE (rel. CE) ...``: each
   cell links to the corruption's examples at all its levels (no ``level``), "clean error" of the
-  first table to the model's clean examples.
+  first table to the model's clean examples;
+- "Logit margins": ``model | attack | level | mean ...``: the mean links to the attack's records at
+  that level, the ``0 (clean)`` row to the model's clean examples;
+- "Power law": ``model | attack | errors at every level``: the errors cell to every level;
+- "Certified vs empirical" and "Verification": ``model | eps | ... | 83.9% (probe) ...``: a
+  percentage naming its certifier or attack links to that probe at the row's epsilon ("all
+  attacks", the per-example worst case, names no single group and is not linked).
+
+Section-specific rules are keyed by the section's anchor; every other section gets the generic
+rules. Cells that stand for several groups (mean over conditions, mCE) are not linked.
 """
 
 from __future__ import annotations
