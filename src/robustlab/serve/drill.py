@@ -35,7 +35,7 @@ rules. Cells that stand for several groups (mean over conditions, mCE) are not l
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
@@ -61,7 +61,7 @@ def link_cells(
     html: str,
     run_id: str,
     groups: list[dict[str, Any]],
-    slices: list[tuple[str, str, str | None]] = (),  # type: ignore[assignment]
+    slices: Sequence[tuple[str, str, str | None]] = (),
 ) -> str:
     """``html`` (a report's body) with its table cells linked to their groups' examples
     (``groups``: records of (model, kind, probe, level), as :meth:`Views.groups` gives them;
@@ -149,7 +149,10 @@ class _Special:
     header and the section's ``<h3>`` name the probe; several cells of a row may link."""
 
     def __init__(
-        self, run_id: str, groups: list[dict[str, Any]], slices: list[tuple[str, str, str | None]]
+        self,
+        run_id: str,
+        groups: list[dict[str, Any]],
+        slices: Sequence[tuple[str, str, str | None]],
     ) -> None:
         self.run_id = run_id
         self.levels: dict[tuple[str, str], dict[str, float]] = {}
