@@ -234,16 +234,29 @@ def test_slice_member_and_section_cells_drill_down(served: dict[str, Any]) -> No
         else:  # the n (clean) cell
             assert int(text) == len(g)
 
-    # ensemble breakdown: each member's count -> the examples that member broke
-    members = [(h, t) for h, t in cell.findall(sections["ensemble-breakdown"]) if "member=" in h]
-    assert {_query(h)["member"] for h, _ in members} >= {"0"}
-    for href, text in members:
+    # ensemble breakdown: each non-zero count -> its records (member k broke them, wrong before
+    # the attack: clean_correct 0, robust to all: still correct); the counts add up to examples
+    outcome = {"clean_wrong": lambda g: g["x.clean_correct"] == 0,
+               "robust": lambda g: (g["x.clean_correct"] == 1) & (g["correct"] == 1),
+               "failed": lambda g: g["correct"].isna()}  # fmt: skip
+    linked: dict[str, int] = {}
+    for href, text in cell.findall(sections["ensemble-breakdown"]):
         q = _query(href)
         g = df[(df["model"] == q["model"]) & (df["probe"] == "autoattack")]
-        g = g[pd.to_numeric(g["x.member"]) == int(q["member"])]
         n, acc = _page_numbers(_get(base + href.replace("&amp;", "&") + "&show=0")[1])
+        if "member" not in q:  # the "examples" cell: the whole group
+            assert n == len(g) == int(text)
+            continue
+        m = q["member"]
+        g = g[outcome[m](g)] if m in outcome else g[pd.to_numeric(g["x.member"]) == int(m)]
         assert n == len(g) == int(text.split()[0]) > 0
-        assert acc == pytest.approx(g["correct"].mean(), abs=5e-4) and acc == 0.0  # broken
+        assert acc == pytest.approx(g["correct"].mean(), abs=5e-4)
+        assert acc == (1.0 if m == "robust" else 0.0)
+        linked[q["model"]] = linked.get(q["model"], 0) + n
+    assert {"0", "robust"} <= {_query(h).get("member") for h, _ in cell.findall(sections[
+        "ensemble-breakdown"])}  # fmt: skip
+    for model, n in linked.items():
+        assert n == ((df["model"] == model) & (df["probe"] == "autoattack")).sum()
 
     # mCE: a corruption's CE cell -> that corruption's examples at every level
     ce = [h for h, _ in cell.findall(sections["mce"]) if "gaussian_noise" in h]
@@ -291,7 +304,9 @@ def test_unknown_slice_or_member_is_an_error_page(served: dict[str, Any]) -> Non
     code, html = _get(aa + "&member=7")
     assert code == 404 and "member 7" in html
     code, html = _get(aa + "&member=first")
-    assert code == 400 and "member" in html and "<!DOCTYPE html>" in html
+    assert code == 404 and "a member index" in html and "clean_wrong" in html
+    code, html = _get(aa.replace("level=0.1", "level=high"))
+    assert code == 400 and "level" in html and "<!DOCTYPE html>" in html
 
 
 def _png(uri: str) -> Any:

@@ -171,7 +171,7 @@ def make_app(store: Any, token: str | None = None) -> FastAPI:
         show: int = REGENERATED,
         slice_: str | None = Query(None, alias="slice"),
         value: str | None = None,
-        member: int | None = None,
+        member: str | None = None,
     ) -> str:
         info = views.info(run_id)
         where = Filters(slice_, value, member)

@@ -16,8 +16,9 @@ the report writes with :func:`robustlab.report.format.e` and :func:`~robustlab.r
   clean accuracy link to the slice's clean examples, each probe cell (``acc @level``) to the
   slice's examples of that probe at the level it shows (``&slice=&value=``);
 - "Attack ensemble breakdown" (one table per ``<h3>probe</h3>``): ``model | eps | examples |
-  wrong before attack | broken by <member> ...``: examples links to the group, each non-zero
-  member count to the examples that member broke (``&member=``);
+  wrong before attack | broken by <member> ... | robust to all | failed``: examples links to the
+  group, each non-zero count to its records (``&member=k``, ``clean_wrong``, ``robust``,
+  ``failed``);
 - "Corruption robustness (mCE)": the per-corruption table ``model | <c>: CE (rel. CE) ...``: each
   cell links to the corruption's examples at all its levels (no ``level``), "clean error" of the
   first table to the model's clean examples;
@@ -213,12 +214,17 @@ class _Special:
         if len(c) < 5 or not (url := self.url(c[0], probe, c[1])):
             return []
         hits = [(2, url)]
-        for i, h in enumerate(head):
-            n = _COUNT.match(c[i]) if i < len(c) else None
-            if h.startswith("broken by ") and n and int(n.group(1)) > 0:
-                member = sum(x.startswith("broken by ") for x in head[:i])
-                if m_url := self.url(c[0], probe, c[1], member=member):
-                    hits.append((i, m_url))
+        outcomes = {"wrong before attack": "clean_wrong", "robust to all": "robust",
+                    "failed": "failed"}  # fmt: skip
+        k = 0
+        for i, h in enumerate(head[3 : len(c)], 3):
+            member = outcomes.get(h)
+            if h.startswith("broken by "):
+                member, k = str(k), k + 1
+            n = _COUNT.match(c[i])
+            m_url = self.url(c[0], probe, c[1], member=member) if member else None
+            if m_url and n and int(n.group(1)) > 0:
+                hits.append((i, m_url))
         return hits
 
     def _mce(self, probe: str, head: list[str], c: list[str]) -> list[tuple[int, str]]:

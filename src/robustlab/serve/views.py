@@ -31,26 +31,32 @@ REGENERATED_MAX = 24
 _REGENERATING = threading.Lock()
 
 
+ENSEMBLE_OUTCOMES = ("clean_wrong", "robust", "failed")  # member= values besides an index
+
+
 @dataclass(frozen=True)
 class Filters:
     """Drill-down filters beyond (model, probe, level): a slice of the suite (``slice``: its set
     -- the ``by`` column or its ``name`` --, ``value``: the value of a ``by`` slice) and an
-    ensemble member (records' ``x.member``: the index of the member attack that broke them)."""
+    attack ensemble's outcome (``member``: ``k``, the records member ``k`` broke, or one of
+    :data:`ENSEMBLE_OUTCOMES`), as the ensemble-breakdown section counts them."""
 
     slice: str | None = None
     value: str | None = None
-    member: int | None = None
+    member: str | None = None
 
     def text(self) -> str:
         parts = [] if self.slice is None else [f"slice {self.name()!r}"]
-        return " and ".join(parts + ([] if self.member is None else [f"member {self.member}"]))
+        m = self.member
+        parts += [] if m is None else [f"member {m}" if m.lstrip("-").isdigit() else m]
+        return " and ".join(parts)
 
     def name(self) -> str:
         return str(self.slice) if self.value is None else f"{self.slice}={self.value}"
 
     def apply(self, g: pd.DataFrame, slices: list[Any]) -> pd.DataFrame:
-        """``g``'s records in the slice (masked as the report's slice table masks them) and
-        broken by the member; an unknown slice or member is a :class:`ConfigError`."""
+        """``g``'s records in the slice (masked as the report's slice table masks them) and of
+        the ensemble outcome; an unknown slice or member is a :class:`ConfigError`."""
         if self.value is not None and self.slice is None:
             raise ConfigError("value= needs slice= (the slice's column or name)")
         if self.slice is not None:
@@ -60,13 +66,35 @@ class Filters:
                 raise ConfigError(f"no slice {self.name()!r} in this run (slices: {known})")
             g = g[hit[0].mask(g).to_numpy()]
         if self.member is not None:
-            if "x.member" not in g or g["x.member"].isna().all():
-                raise ConfigError(
-                    "member=: this group's records have no ensemble member (x.member: "
-                    "only an attack ensemble such as autoattack records one)"
-                )
-            g = g[pd.to_numeric(g["x.member"], errors="coerce") == self.member]
+            g = g[ensemble_outcome(g, self.member)]
         return g
+
+
+def ensemble_outcome(g: pd.DataFrame, member: str) -> pd.Series:
+    """Mask of ``g``'s records with ensemble outcome ``member`` (an index ``k``: broken by member
+    ``k``; ``clean_wrong``, ``robust``, ``failed``), defined as
+    :func:`robustlab.report.sections.ensemble_breakdown.breakdown` counts them."""
+    if "x.member" not in g or g["x.member"].isna().all() or "x.success" not in g:
+        raise ConfigError(
+            "member=: this group's records have no ensemble member (x.member: only an attack "
+            "ensemble such as autoattack records one)"
+        )
+    if member not in ENSEMBLE_OUTCOMES and not member.isdigit():
+        raise ConfigError(
+            f"member={member!r}: a member index (0, 1, ...) or one of {', '.join(ENSEMBLE_OUTCOMES)}"
+        )
+    failed = g["correct"].isna()
+    cc = g["x.clean_correct"] if "x.clean_correct" in g else pd.Series(1.0, index=g.index)
+    clean_ok = pd.to_numeric(cc, errors="coerce").fillna(0.0) == 1
+    success = pd.to_numeric(g["x.success"], errors="coerce").fillna(0.0) == 1
+    if member == "failed":
+        return failed
+    if member == "clean_wrong":
+        return ~failed & ~clean_ok
+    if member == "robust":
+        return ~failed & clean_ok & ~success
+    k = pd.to_numeric(g["x.member"], errors="coerce")
+    return ~failed & clean_ok & success & (k == int(member))
 
 
 class Views:
