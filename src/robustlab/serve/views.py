@@ -48,7 +48,7 @@ class Filters:
     def text(self) -> str:
         parts = [] if self.slice is None else [f"slice {self.name()!r}"]
         m = self.member
-        parts += [] if m is None else [f"member {m}" if m.lstrip("-").isdigit() else m]
+        parts += [] if m is None else [f"member {m}" if m.isdigit() else m]
         return " and ".join(parts)
 
     def name(self) -> str:
@@ -178,15 +178,18 @@ class Views:
     def _slice_objects(self, info: dict[str, Any]) -> list[Any]:
         from robustlab.data.slices import from_spec
 
-        df = self.records(info)
-        meta = df[[c for c in df if str(c).startswith("m.")]].drop_duplicates()
-        out = []
-        for spec in (info.get("suite") or {}).get("slices") or []:
-            try:
-                out += from_spec(spec, meta)
-            except ConfigError:  # the report notes an unusable slice; it has no examples
-                continue
-        return out
+        def make() -> list[Any]:
+            df = self.records(info)
+            meta = df[[c for c in df if str(c).startswith("m.")]].drop_duplicates()
+            out = []
+            for spec in (info.get("suite") or {}).get("slices") or []:
+                try:
+                    out += from_spec(spec, meta)
+                except ConfigError:  # the report notes an unusable slice; it has no examples
+                    continue
+            return out
+
+        return self._cached(("slice objects", info["id"], units_digest(info["units"])), make)
 
     def examples(
         self,
