@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from robustlab.core.errors import ConfigError, StoreError
 from robustlab.core.records import without_diagnoses
+from robustlab.report.sections.ensemble_breakdown import outcomes
 from robustlab.store import schema
 from robustlab.store.summary_cache import units_digest
 
@@ -83,18 +84,10 @@ def ensemble_outcome(g: pd.DataFrame, member: str) -> pd.Series:
         raise ConfigError(
             f"member={member!r}: a member index (0, 1, ...) or one of {', '.join(ENSEMBLE_OUTCOMES)}"
         )
-    failed = g["correct"].isna()
-    cc = g["x.clean_correct"] if "x.clean_correct" in g else pd.Series(1.0, index=g.index)
-    clean_ok = pd.to_numeric(cc, errors="coerce").fillna(0.0) == 1
-    success = pd.to_numeric(g["x.success"], errors="coerce").fillna(0.0) == 1
-    if member == "failed":
-        return failed
-    if member == "clean_wrong":
-        return ~failed & ~clean_ok
-    if member == "robust":
-        return ~failed & clean_ok & ~success
-    k = pd.to_numeric(g["x.member"], errors="coerce")
-    return ~failed & clean_ok & success & (k == int(member))
+    o = outcomes(g)
+    if member in ENSEMBLE_OUTCOMES:
+        return o[member]
+    return o["broken"] & (o["member"] == int(member))
 
 
 class Views:

@@ -36,21 +36,33 @@ def member_names(spec: dict[str, Any] | None) -> list[str]:
     return []
 
 
-def breakdown(g: pd.DataFrame, k: int) -> dict[str, Any]:
-    """Counts for one (model, probe, level): clean errors, broken per member, robust, failed."""
-    member = pd.to_numeric(g["x.member"], errors="coerce")
+def outcomes(g: pd.DataFrame) -> dict[str, pd.Series]:
+    """Masks of ``g``'s records by ensemble outcome: ``failed``, ``clean_wrong``, ``robust``,
+    ``broken`` (broken by some member; ``member`` holds which, as numbers)."""
     failed = g["correct"].isna()
     cc = g["x.clean_correct"] if "x.clean_correct" in g else pd.Series(1.0, index=g.index)
     clean_ok = pd.to_numeric(cc, errors="coerce").fillna(0.0) == 1
     success = pd.to_numeric(g["x.success"], errors="coerce").fillna(0.0) == 1
-    broken = ~failed & clean_ok & success
+    return {
+        "failed": failed,
+        "clean_wrong": ~failed & ~clean_ok,
+        "robust": ~failed & clean_ok & ~success,
+        "broken": ~failed & clean_ok & success,
+        "member": pd.to_numeric(g["x.member"], errors="coerce"),
+    }
+
+
+def breakdown(g: pd.DataFrame, k: int) -> dict[str, Any]:
+    """Counts for one (model, probe, level): clean errors, broken per member, robust, failed."""
+    o = outcomes(g)
+    broken, member = o["broken"], o["member"]
     n_members = max(k, int(member[broken].max()) + 1 if broken.any() else 0)
     return {
         "n": int(len(g)),
-        "clean_wrong": int((~failed & ~clean_ok).sum()),
+        "clean_wrong": int(o["clean_wrong"].sum()),
         "broken": [int((broken & (member == i)).sum()) for i in range(n_members)],
-        "robust": int((~failed & clean_ok & ~success).sum()),
-        "failed": int(failed.sum()),
+        "robust": int(o["robust"].sum()),
+        "failed": int(o["failed"].sum()),
     }
 
 
